@@ -1,0 +1,3 @@
+module github.com/claudepool/claudepool
+
+go 1.24
