@@ -1,0 +1,113 @@
+package claudepool
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Sentinel errors. Compare with errors.Is: the library wraps them with
+// context (the command, the limit that was hit) using %w.
+var (
+	// ErrClosed is returned by Acquire, TryAcquire, WaitReady and
+	// StreamChat after the pool was closed.
+	ErrClosed = errors.New("claudepool: pool closed")
+
+	// ErrNotAvailable is returned by TryAcquire when no warm process is
+	// ready.
+	ErrNotAvailable = errors.New("claudepool: no ready process")
+
+	// ErrCLINotFound means the CLI executable could not be found or run.
+	ErrCLINotFound = errors.New("claudepool: claude CLI not found " +
+		"(install it with `npm install -g @anthropic-ai/claude-code`, " +
+		"or set Config.Command to its path)")
+
+	// ErrLineTooLong is returned when the CLI writes a stdout line longer
+	// than Config.MaxLineBytes.
+	ErrLineTooLong = errors.New("claudepool: stdout line exceeds MaxLineBytes")
+
+	// ErrInvalidRequest is wrapped by every validation error StreamChat
+	// returns before it takes a process.
+	ErrInvalidRequest = errors.New("claudepool: invalid request")
+
+	// ErrNotReady is wrapped when a spawned process does not answer its
+	// readiness probe or a control request within Config.ReadyTimeout.
+	ErrNotReady = errors.New("claudepool: process not ready")
+)
+
+// ExitError reports a CLI process that ended without a result line: it
+// crashed, was killed, or closed its output early.
+type ExitError struct {
+	// Code is the exit code, or -1 when the process was ended by a signal
+	// or its status is unknown.
+	Code int
+	// Signal names the signal that ended the process ("" if none).
+	Signal string
+	// Stderr is the tail of what the process wrote to stderr.
+	Stderr string
+	// Err is the underlying error from os/exec, if any.
+	Err error
+}
+
+func (e *ExitError) Error() string {
+	var b strings.Builder
+	b.WriteString("claudepool: CLI exited without a result")
+	if e.Signal != "" {
+		fmt.Fprintf(&b, " (signal %s)", e.Signal)
+	} else {
+		fmt.Fprintf(&b, " (exit code %d)", e.Code)
+	}
+	if s := strings.TrimSpace(e.Stderr); s != "" {
+		if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+			s = s[i+1:]
+		}
+		fmt.Fprintf(&b, ": %s", s)
+	}
+	return b.String()
+}
+
+// Unwrap returns the underlying os/exec error.
+func (e *ExitError) Unwrap() error { return e.Err }
+
+// ResultError reports a result line whose is_error field was true: an API
+// error, an authentication failure, an interrupted turn. The decision is
+// made on is_error alone, never on the subtype, because the CLI reports
+// some failures (for example "Not logged in") with subtype "success".
+type ResultError struct {
+	// Subtype is the result's subtype, e.g. "success" or
+	// "error_during_execution".
+	Subtype string
+	// Message is the result text, e.g. "Invalid API key · Fix external API key".
+	Message string
+	// APIErrorStatus is the HTTP status of the failed API call, 0 if none.
+	APIErrorStatus int
+	// TerminalReason is the CLI's terminal_reason, e.g. "api_error".
+	TerminalReason string
+	// Result is the whole result.
+	Result *Result
+}
+
+func (e *ResultError) Error() string {
+	var b strings.Builder
+	b.WriteString("claudepool: CLI reported an error")
+	if e.APIErrorStatus != 0 {
+		fmt.Fprintf(&b, " (API status %d)", e.APIErrorStatus)
+	}
+	if e.Subtype != "" {
+		fmt.Fprintf(&b, " [%s]", e.Subtype)
+	}
+	if e.Message != "" {
+		fmt.Fprintf(&b, ": %s", e.Message)
+	}
+	return b.String()
+}
+
+func newResultError(r *Result) *ResultError {
+	return &ResultError{
+		Subtype:        r.Subtype,
+		Message:        r.Text,
+		APIErrorStatus: r.APIErrorStatus,
+		TerminalReason: r.TerminalReason,
+		Result:         r,
+	}
+}

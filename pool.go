@@ -1,0 +1,709 @@
+package claudepool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults for the zero values of Config fields.
+const (
+	DefaultCommand      = "claude"
+	DefaultReadyTimeout = 30 * time.Second
+	DefaultStopGrace    = 2 * time.Second
+	DefaultMaxLineBytes = 64 << 20
+	DefaultSpawnBackoff = 250 * time.Millisecond
+	// MaxSpawnBackoff caps the delay between spawn attempts while spawns
+	// keep failing.
+	MaxSpawnBackoff = 30 * time.Second
+)
+
+// baseArgs select the only input mode that can be pooled: with stream-json
+// input the CLI waits on stdin without a time limit, while text mode gives
+// up after 3 seconds. --no-session-persistence keeps a busy backend from
+// writing a transcript file per request.
+var baseArgs = []string{
+	"-p",
+	"--input-format", "stream-json",
+	"--output-format", "stream-json",
+	"--verbose",
+	"--no-session-persistence",
+}
+
+// Config configures a Pool. The zero value is usable: it runs "claude"
+// from PATH with no warm processes, no tools, and no limits.
+// NewPool copies the Config; changing it afterwards has no effect.
+type Config struct {
+	// Command is the CLI executable, a name looked up in PATH or a path.
+	// Default "claude". NewPool returns ErrCLINotFound if it is missing.
+	Command string
+
+	// Args are extra spawn-time flags, appended after the ones the pool
+	// sets (-p --input-format stream-json --output-format stream-json
+	// --verbose --no-session-persistence --tools ...). Settings that can
+	// only be set at spawn time (permission mode, MCP config, settings
+	// files, --max-turns) go here; a pool serves one such combination.
+	Args []string
+
+	// Dir is the working directory of every process. Default: a private,
+	// empty directory the pool creates and removes on Close. The CLI
+	// lists the files of its working directory on every prompt, so keep
+	// it small.
+	Dir string
+
+	// Env holds extra KEY=VALUE entries for the processes, added on top of
+	// the parent's environment filtered through an allowlist (see
+	// package documentation). Entries here win.
+	Env []string
+
+	// Size is the number of warm processes to keep ready. 0 means every
+	// acquire spawns a cold process.
+	Size int
+
+	// MaxProcs caps the processes alive at once, warm and busy together.
+	// 0 means no cap. It must be 0 or at least Size. When the cap is
+	// reached, Acquire waits for a slot until its context ends.
+	MaxProcs int
+
+	// MaxIdle retires a warm process that has been idle this long (each
+	// process gets up to 10% less, so that processes started together do
+	// not expire together) and spawns a fresh one. 0 means never.
+	MaxIdle time.Duration
+
+	// ReadyTimeout bounds how long a new process may take to answer its
+	// first control request: the readiness probe of a warm process, the
+	// first request line of a cold one. Default 30s.
+	ReadyTimeout time.Duration
+
+	// StopGrace is how long a stop waits after each step (close stdin or
+	// SIGINT, then SIGTERM) before the next, harsher one. Default 2s.
+	StopGrace time.Duration
+
+	// MaxLineBytes caps the length of one stdout line. Default 64 MiB.
+	MaxLineBytes int
+
+	// Tools lists the CLI tools the processes may use. Nil or empty means
+	// none (--tools ""): a chat backend forwards text from its users and
+	// should not hand them a shell. The pool never widens this on its own.
+	Tools []string
+
+	// PartialMessages makes the CLI stream partial messages (text deltas)
+	// as EventPartial events (--include-partial-messages).
+	PartialMessages bool
+
+	// SpawnBackoff is the delay after a failed spawn before the next
+	// attempt; it doubles with each consecutive failure up to
+	// MaxSpawnBackoff. Default 250ms.
+	SpawnBackoff time.Duration
+
+	// Logger receives the pool's logs: every acquire at Debug, spawn
+	// failures at Warn. Nil means silent.
+	Logger *slog.Logger
+}
+
+// Pool keeps CLI processes started ahead of time. It is safe for
+// concurrent use. Create it with NewPool and end it with Close.
+type Pool struct {
+	cfg  Config
+	path string
+	argv []string
+	env  []string
+	dir  string
+	// ownDir is true when dir was created by the pool.
+	ownDir bool
+	log    *slog.Logger
+
+	// ready holds warm processes. It may also hold processes that expired
+	// or died while idle; Acquire skips those (their state is no longer
+	// idle). Its capacity leaves room for such stale entries.
+	ready chan *Process
+	// wake asks the filler to look at the deficit again.
+	wake chan struct{}
+	// closing is closed when Close starts.
+	closing chan struct{}
+	// slots is a semaphore of MaxProcs; nil when there is no cap.
+	slots chan struct{}
+
+	mu sync.Mutex // guards the fields below
+	// live holds every process that has not been reaped yet.
+	live     map[*Process]struct{}
+	closed   bool
+	starting int
+	// changed is closed and replaced whenever idle or live changes.
+	changed chan struct{}
+	// consecutiveFailures counts spawn failures since the last success.
+	consecutiveFailures int
+	nextAttempt         time.Time
+	lastSpawnErr        error
+
+	idle atomic.Int64 // processes in stateIdle
+	busy atomic.Int64 // acquired processes not yet reaped
+
+	counters counters
+	lat      latencies
+
+	wg        sync.WaitGroup // every goroutine the pool starts
+	closeOnce sync.Once
+	closeErr  error
+	seq       atomic.Uint64 // request IDs for control requests
+}
+
+// NewPool validates cfg and returns a pool that starts filling itself in
+// the background. Use WaitReady to wait for the warm processes.
+func NewPool(cfg Config) (*Pool, error) {
+	if cfg.Size < 0 || cfg.MaxProcs < 0 {
+		return nil, errors.New("claudepool: Size and MaxProcs must not be negative")
+	}
+	if cfg.MaxProcs > 0 && cfg.MaxProcs < cfg.Size {
+		return nil, fmt.Errorf("claudepool: MaxProcs (%d) is less than Size (%d)", cfg.MaxProcs, cfg.Size)
+	}
+	if cfg.MaxIdle < 0 || cfg.ReadyTimeout < 0 || cfg.StopGrace < 0 || cfg.SpawnBackoff < 0 || cfg.MaxLineBytes < 0 {
+		return nil, errors.New("claudepool: durations and MaxLineBytes must not be negative")
+	}
+	for _, kv := range cfg.Env {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return nil, fmt.Errorf("claudepool: Env entry %q is not KEY=VALUE", kv)
+		}
+	}
+	if cfg.Command == "" {
+		cfg.Command = DefaultCommand
+	}
+	if cfg.ReadyTimeout == 0 {
+		cfg.ReadyTimeout = DefaultReadyTimeout
+	}
+	if cfg.StopGrace == 0 {
+		cfg.StopGrace = DefaultStopGrace
+	}
+	if cfg.MaxLineBytes == 0 {
+		cfg.MaxLineBytes = DefaultMaxLineBytes
+	}
+	if cfg.SpawnBackoff == 0 {
+		cfg.SpawnBackoff = DefaultSpawnBackoff
+	}
+	cfg.Args = append([]string(nil), cfg.Args...)
+	cfg.Env = append([]string(nil), cfg.Env...)
+	cfg.Tools = append([]string(nil), cfg.Tools...)
+
+	path, err := exec.LookPath(cfg.Command)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %q: %w", ErrCLINotFound, cfg.Command, err)
+	}
+
+	p := &Pool{
+		cfg:     cfg,
+		path:    path,
+		env:     childEnv(os.Environ(), cfg.Env),
+		dir:     cfg.Dir,
+		log:     cfg.Logger,
+		ready:   make(chan *Process, 2*cfg.Size),
+		wake:    make(chan struct{}, 1),
+		closing: make(chan struct{}),
+		live:    make(map[*Process]struct{}),
+		changed: make(chan struct{}),
+	}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxProcs > 0 {
+		p.slots = make(chan struct{}, cfg.MaxProcs)
+	}
+	p.argv = append(append([]string(nil), baseArgs...), "--tools", strings.Join(cfg.Tools, ","))
+	if cfg.PartialMessages {
+		p.argv = append(p.argv, "--include-partial-messages")
+	}
+	p.argv = append(p.argv, cfg.Args...)
+	if p.dir == "" {
+		dir, err := os.MkdirTemp("", "claudepool-")
+		if err != nil {
+			return nil, fmt.Errorf("claudepool: create working directory: %w", err)
+		}
+		p.dir, p.ownDir = dir, true
+	}
+
+	p.wg.Add(1)
+	go p.fill()
+	p.wakeFill()
+	return p, nil
+}
+
+// Acquire returns a process for one request. It takes a warm process if
+// one is ready, without waiting for one; otherwise it spawns a cold
+// process at once (which answers after the CLI's start-up time). With
+// MaxProcs reached, it waits for a slot or a warm process until ctx ends
+// and then returns an error wrapping ctx.Err(). Every acquire asks the
+// pool to refill.
+//
+// The caller owns the process: it must read its output to the end or
+// call Stop. ctx bounds only the acquire; it does not stop the process.
+func (p *Pool) Acquire(ctx context.Context) (*Process, error) {
+	start := time.Now()
+	if p.isClosed() {
+		return nil, ErrClosed
+	}
+	if proc := p.takeReady(start); proc != nil {
+		return proc, nil
+	}
+	p.wakeFill()
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("claudepool: acquire: %w", err)
+	}
+	return p.acquireCold(ctx, start)
+}
+
+// TryAcquire returns a warm process if one is ready and ErrNotAvailable
+// otherwise. It never spawns and never blocks.
+func (p *Pool) TryAcquire() (*Process, error) {
+	start := time.Now()
+	if p.isClosed() {
+		return nil, ErrClosed
+	}
+	if proc := p.takeReady(start); proc != nil {
+		return proc, nil
+	}
+	p.wakeFill()
+	return nil, ErrNotAvailable
+}
+
+// takeReady claims a ready warm process without blocking, or returns nil.
+func (p *Pool) takeReady(start time.Time) *Process {
+	for {
+		select {
+		case proc := <-p.ready:
+			if proc := p.claim(proc, start); proc != nil {
+				return proc
+			}
+		default:
+			return nil
+		}
+	}
+}
+
+// claim turns an idle process taken from the ready channel into a busy one
+// owned by the caller. It returns nil for a stale entry.
+func (p *Pool) claim(proc *Process, start time.Time) *Process {
+	if !proc.state.CompareAndSwap(stateIdle, stateBusy) {
+		return nil // expired, died or retired while idle: its owner handles it
+	}
+	p.idle.Add(-1)
+	p.mu.Lock()
+	if proc.idleTimer != nil {
+		proc.idleTimer.Stop()
+	}
+	p.mu.Unlock()
+	p.busy.Add(1)
+	select {
+	case <-proc.done:
+		// It died while idle and its reaper has not marked it yet; the
+		// reaper accounts for it as a busy process.
+		p.counters.deadIdle.Add(1)
+		p.wakeFill()
+		return nil
+	default:
+	}
+	wait := time.Since(start)
+	idleAge := start.Sub(proc.readyAt)
+	proc.acquire = AcquireInfo{Warm: true, Wait: wait, IdleAge: idleAge, PID: proc.pid}
+	p.counters.warm.Add(1)
+	p.lat.warmAcquire.record(wait)
+	p.wakeFill()
+	if p.log.Enabled(context.Background(), slog.LevelDebug) {
+		p.log.Debug("claudepool: acquired process", "warm", true, "wait", wait,
+			"idle_age", idleAge, "ready", p.idle.Load(), "pid", proc.pid)
+	}
+	return proc
+}
+
+func (p *Pool) acquireCold(ctx context.Context, start time.Time) (*Process, error) {
+	if p.slots != nil {
+		select {
+		case p.slots <- struct{}{}:
+		default:
+			p.log.Debug("claudepool: MaxProcs reached, waiting for a slot", "max_procs", p.cfg.MaxProcs)
+			for got := false; !got; {
+				select {
+				case p.slots <- struct{}{}:
+					got = true
+				case proc := <-p.ready:
+					if proc := p.claim(proc, start); proc != nil {
+						return proc, nil
+					}
+				case <-ctx.Done():
+					p.counters.slotTimeouts.Add(1)
+					return nil, fmt.Errorf("claudepool: waiting for a process slot (MaxProcs %d): %w", p.cfg.MaxProcs, ctx.Err())
+				case <-p.closing:
+					return nil, ErrClosed
+				}
+			}
+		}
+	}
+	proc, err := p.startProcess(false)
+	if err != nil {
+		p.releaseSlot()
+		p.counters.spawnFailures.Add(1)
+		return nil, err
+	}
+	wait := time.Since(start)
+	proc.acquire = AcquireInfo{Warm: false, Wait: wait, PID: proc.pid}
+	p.counters.cold.Add(1)
+	p.lat.coldAcquire.record(wait)
+	if p.log.Enabled(ctx, slog.LevelDebug) {
+		p.log.Debug("claudepool: acquired process", "warm", false, "wait", wait,
+			"ready", p.idle.Load(), "pid", proc.pid)
+	}
+	return proc, nil
+}
+
+// WaitReady blocks until Size warm processes are ready, ctx ends, or the
+// pool is closed. On ctx expiry the error also wraps the last spawn error,
+// if any, so that a broken CLI is visible at start-up.
+func (p *Pool) WaitReady(ctx context.Context) error {
+	for {
+		p.mu.Lock()
+		closed, changed, lastErr := p.closed, p.changed, p.lastSpawnErr
+		p.mu.Unlock()
+		if closed {
+			return ErrClosed
+		}
+		if p.idle.Load() >= int64(p.cfg.Size) {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			if lastErr != nil {
+				return fmt.Errorf("claudepool: waiting for %d ready processes: %w (last spawn error: %w)", p.cfg.Size, ctx.Err(), lastErr)
+			}
+			return fmt.Errorf("claudepool: waiting for %d ready processes: %w", p.cfg.Size, ctx.Err())
+		}
+	}
+}
+
+// Close shuts the pool down. It stops the refill, retires idle processes
+// (close stdin, then SIGTERM, then SIGKILL to the process group), waits for
+// busy processes to finish until ctx ends, then kills them, reaps every
+// process, and joins every goroutine the pool started. It returns an error
+// wrapping ctx.Err() if busy processes had to be killed. Close is
+// idempotent: later calls wait for the first and return its result.
+func (p *Pool) Close(ctx context.Context) error {
+	p.closeOnce.Do(func() { p.closeErr = p.close(ctx) })
+	return p.closeErr
+}
+
+func (p *Pool) close(ctx context.Context) error {
+	p.mu.Lock()
+	p.closed = true
+	close(p.closing)
+	for proc := range p.live {
+		if proc.state.Load() == stateStarting {
+			// Abort a readiness probe in flight.
+			proc.setReadDeadline(time.Now())
+		}
+	}
+	p.notifyLocked()
+	p.mu.Unlock()
+
+	// Retire the idle processes.
+	for {
+		select {
+		case proc := <-p.ready:
+			if proc.state.CompareAndSwap(stateIdle, stateRetired) {
+				p.idle.Add(-1)
+				p.retire(proc, "close")
+			}
+			continue
+		default:
+		}
+		break
+	}
+
+	// Wait for busy processes until ctx ends, then kill the rest.
+	var err error
+	if !p.waitLive(ctx.Done()) {
+		p.mu.Lock()
+		n := len(p.live)
+		for proc := range p.live {
+			proc.kill()
+		}
+		p.mu.Unlock()
+		p.log.Warn("claudepool: close deadline reached, killed busy processes", "count", n)
+		err = fmt.Errorf("claudepool: close: killed %d busy processes: %w", n, ctx.Err())
+		p.waitLive(nil)
+	}
+	p.wg.Wait()
+	if p.ownDir {
+		if rmErr := os.RemoveAll(p.dir); rmErr != nil && err == nil {
+			err = fmt.Errorf("claudepool: remove working directory: %w", rmErr)
+		}
+	}
+	p.log.Debug("claudepool: pool closed")
+	return err
+}
+
+// waitLive waits until every process was reaped, or stop is closed.
+func (p *Pool) waitLive(stop <-chan struct{}) bool {
+	for {
+		p.mu.Lock()
+		n, changed := len(p.live), p.changed
+		p.mu.Unlock()
+		if n == 0 {
+			return true
+		}
+		select {
+		case <-changed:
+		case <-stop:
+			return false
+		}
+	}
+}
+
+func (p *Pool) isClosed() bool {
+	select {
+	case <-p.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+// wakeFill asks the filler to compare the ready processes with Size.
+func (p *Pool) wakeFill() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// notifyLocked wakes every WaitReady and waitLive. p.mu must be held.
+func (p *Pool) notifyLocked() {
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+func (p *Pool) releaseSlot() {
+	if p.slots != nil {
+		<-p.slots
+	}
+}
+
+// fill is the refill loop. It is event-driven: it wakes on an acquire, a
+// finished spawn, a reaped process or the end of a backoff, never on a
+// polling tick.
+func (p *Pool) fill() {
+	defer p.wg.Done()
+	var retry *time.Timer
+	var retryC <-chan time.Time
+	defer func() {
+		if retry != nil {
+			retry.Stop()
+		}
+	}()
+	for {
+		if d := p.launchSpawns(); d > 0 {
+			if retry == nil {
+				retry = time.NewTimer(d)
+			} else {
+				retry.Reset(d)
+			}
+			retryC = retry.C
+		}
+		select {
+		case <-p.closing:
+			return
+		case <-p.wake:
+		case <-retryC:
+			retryC = nil
+		}
+	}
+}
+
+// launchSpawns starts as many warm spawns as the pool lacks. While spawns
+// fail it starts one at a time, and no earlier than the backoff allows; it
+// then returns how long to wait before trying again.
+func (p *Pool) launchSpawns() time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return 0
+	}
+	if wait := time.Until(p.nextAttempt); wait > 0 {
+		return wait
+	}
+	deficit := p.cfg.Size - int(p.idle.Load()) - p.starting
+	if p.consecutiveFailures > 0 {
+		deficit = min(deficit, 1-p.starting)
+	}
+	for ; deficit > 0; deficit-- {
+		if p.slots != nil {
+			select {
+			case p.slots <- struct{}{}:
+			default:
+				return 0 // a reaped process wakes the filler
+			}
+		}
+		p.starting++
+		p.wg.Add(1)
+		go p.spawnWarm()
+	}
+	return 0
+}
+
+// spawnWarm starts one process, probes it, and publishes it as ready.
+func (p *Pool) spawnWarm() {
+	defer p.wg.Done()
+	defer p.wakeFill()
+	proc, err := p.startProcess(true)
+	if err == nil {
+		err = proc.probe()
+	}
+
+	p.mu.Lock()
+	p.starting--
+	if err != nil {
+		p.consecutiveFailures++
+		backoff := p.cfg.SpawnBackoff << min(p.consecutiveFailures-1, 20)
+		backoff = min(backoff, MaxSpawnBackoff)
+		if p.closed {
+			backoff = 0
+		}
+		p.nextAttempt = time.Now().Add(backoff)
+		p.lastSpawnErr = err
+		failures := p.consecutiveFailures
+		closed := p.closed
+		p.notifyLocked()
+		p.mu.Unlock()
+		if proc == nil {
+			p.releaseSlot()
+		} else {
+			proc.kill()
+			proc.abandonOutput()
+		}
+		if !closed {
+			p.counters.spawnFailures.Add(1)
+			p.log.Warn("claudepool: spawn failed", "err", err, "consecutive_failures", failures, "retry_in", backoff)
+		}
+		return
+	}
+	p.consecutiveFailures = 0
+	p.lastSpawnErr = nil
+	p.nextAttempt = time.Time{}
+	if p.closed {
+		p.mu.Unlock()
+		proc.state.Store(stateRetired)
+		p.retire(proc, "close")
+		return
+	}
+	proc.readyAt = time.Now()
+	ready := proc.readyAt.Sub(proc.spawnedAt)
+	p.lat.spawnToReady.record(ready)
+	if p.cfg.MaxIdle > 0 {
+		ttl := p.cfg.MaxIdle - time.Duration(rand.Int64N(int64(p.cfg.MaxIdle)/10+1))
+		proc.idleTimer = time.AfterFunc(ttl, func() { p.expire(proc) })
+	}
+	proc.state.Store(stateIdle)
+	p.idle.Add(1)
+	p.push(proc)
+	p.notifyLocked()
+	p.mu.Unlock()
+	p.log.Debug("claudepool: process ready", "pid", proc.pid, "spawn_to_ready", ready)
+}
+
+// push adds a ready process to the channel. When stale entries fill the
+// channel, it drops them first. p.mu must be held.
+func (p *Pool) push(proc *Process) {
+	select {
+	case p.ready <- proc:
+		return
+	default:
+	}
+	for n := len(p.ready); n > 0; n-- {
+		select {
+		case old := <-p.ready:
+			if old.state.Load() == stateIdle {
+				p.ready <- old
+			}
+		default:
+		}
+	}
+	p.ready <- proc
+}
+
+// expire retires a process that stayed idle longer than MaxIdle.
+func (p *Pool) expire(proc *Process) {
+	if !proc.state.CompareAndSwap(stateIdle, stateRetired) {
+		return
+	}
+	p.idle.Add(-1)
+	p.counters.recycled.Add(1)
+	p.mu.Lock()
+	if p.closed {
+		// Close is past retiring idle processes and waits for this one.
+		proc.kill()
+	} else {
+		p.retireLocked(proc, "max idle")
+		p.notifyLocked()
+	}
+	p.mu.Unlock()
+	p.wakeFill()
+}
+
+// retire stops an idle process in the background.
+func (p *Pool) retire(proc *Process, reason string) {
+	p.mu.Lock()
+	p.retireLocked(proc, reason)
+	p.mu.Unlock()
+}
+
+func (p *Pool) retireLocked(proc *Process, reason string) {
+	p.log.Debug("claudepool: retiring process", "pid", proc.pid, "reason", reason)
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		_ = proc.Stop(context.Background())
+	}()
+}
+
+// track registers a started process and starts its reaper and stderr
+// drainer.
+func (p *Pool) track(proc *Process) {
+	p.mu.Lock()
+	p.live[proc] = struct{}{}
+	p.mu.Unlock()
+	p.wg.Add(2)
+	go func() {
+		defer p.wg.Done()
+		proc.drainStderr()
+	}()
+	go func() {
+		defer p.wg.Done()
+		proc.reap()
+	}()
+}
+
+// reaped is called by a process's reaper once it has exited.
+func (p *Pool) reaped(proc *Process) {
+	switch proc.state.Swap(stateRetired) {
+	case stateIdle:
+		p.idle.Add(-1)
+		p.counters.deadIdle.Add(1)
+		p.log.Warn("claudepool: idle process exited", "pid", proc.pid, "err", proc.exitError())
+	case stateBusy:
+		p.busy.Add(-1)
+	}
+	p.mu.Lock()
+	delete(p.live, proc)
+	if proc.idleTimer != nil {
+		proc.idleTimer.Stop()
+	}
+	p.notifyLocked()
+	p.mu.Unlock()
+	p.releaseSlot()
+	p.wakeFill()
+}

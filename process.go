@@ -1,0 +1,428 @@
+package claudepool
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Process states. A process moves forward only: starting → idle → busy →
+// retired, or starting/idle → retired. The CAS from idle is the single
+// point where Acquire, MaxIdle expiry, an exit while idle and Close race
+// for a warm process; whoever wins owns it.
+const (
+	stateStarting int32 = iota
+	stateIdle
+	stateBusy
+	stateRetired
+)
+
+// stderrTailBytes bounds how much of a process's stderr is kept.
+const stderrTailBytes = 16 << 10
+
+// Process is one running CLI process, owned by the caller between Acquire
+// and its exit. It has been spawned with the pool's command, arguments,
+// environment and working directory, and (if it was warm) has answered a
+// readiness probe. A Process serves one request: write the request lines,
+// close stdin, read stdout to the end. It never goes back to the pool.
+//
+// ReadLine must not be called concurrently with itself; the other methods
+// are safe for concurrent use.
+type Process struct {
+	pool *Pool
+	cmd  *exec.Cmd
+	pid  int
+
+	stdinMu sync.Mutex // serializes writes and the close of stdin
+	stdin   io.WriteCloser
+
+	stdout  *os.File // read end of the stdout pipe
+	reader  *bufio.Reader
+	pending []byte // part of a line read before a deadline or an over-long line
+	maxLine int
+
+	stderr     tailBuffer
+	stderrR    *os.File
+	stderrDone chan struct{} // closed when stderr reached EOF
+
+	state     atomic.Int32
+	warm      bool
+	spawnedAt time.Time
+	readyAt   time.Time   // set before the process is published as idle
+	idleTimer *time.Timer // MaxIdle expiry; guarded by pool.mu
+	acquire   AcquireInfo // set by Acquire before it returns the process
+
+	done    chan struct{} // closed once the process has been reaped
+	waitErr error         // cmd.Wait's result, valid after done
+
+	stopOnce sync.Once
+	stopErr  error
+	stopDone chan struct{}
+}
+
+// AcquireInfo describes how a process was obtained.
+type AcquireInfo struct {
+	// Warm is true when the process came ready from the pool, false when
+	// it was spawned cold for this acquire.
+	Warm bool
+	// Wait is the time Acquire took, measured with time.Since.
+	Wait time.Duration
+	// IdleAge is how long a warm process had been ready before it was
+	// taken; 0 for a cold one.
+	IdleAge time.Duration
+	// PID is the process ID of the CLI.
+	PID int
+}
+
+// PID returns the operating system's process ID.
+func (p *Process) PID() int { return p.pid }
+
+// Warm reports whether the process came ready from the pool.
+func (p *Process) Warm() bool { return p.warm }
+
+// AcquireInfo reports how the process was acquired.
+func (p *Process) AcquireInfo() AcquireInfo { return p.acquire }
+
+// WriteLine writes line and a newline to the process's stdin. line must
+// not contain a newline.
+func (p *Process) WriteLine(line []byte) error {
+	p.stdinMu.Lock()
+	defer p.stdinMu.Unlock()
+	if p.stdin == nil {
+		return fmt.Errorf("claudepool: write to process %d: stdin closed", p.pid)
+	}
+	buf := make([]byte, 0, len(line)+1)
+	buf = append(append(buf, line...), '\n')
+	if _, err := p.stdin.Write(buf); err != nil {
+		return fmt.Errorf("claudepool: write to process %d: %w", p.pid, err)
+	}
+	return nil
+}
+
+// CloseStdin closes the process's stdin, which tells the CLI that no more
+// input follows: it finishes the turn in flight and exits. Closing twice
+// is not an error.
+func (p *Process) CloseStdin() error {
+	p.stdinMu.Lock()
+	defer p.stdinMu.Unlock()
+	if p.stdin == nil {
+		return nil
+	}
+	err := p.stdin.Close()
+	p.stdin = nil
+	if err != nil && !errors.Is(err, os.ErrClosed) {
+		return fmt.Errorf("claudepool: close stdin of process %d: %w", p.pid, err)
+	}
+	return nil
+}
+
+// ReadLine returns the next stdout line without its newline. The slice is
+// valid until the next call. At the end of the output it returns io.EOF.
+// A line longer than Config.MaxLineBytes returns an error wrapping
+// ErrLineTooLong.
+func (p *Process) ReadLine() ([]byte, error) {
+	for {
+		frag, err := p.reader.ReadSlice('\n')
+		if len(p.pending)+len(frag) > p.maxLine+1 {
+			p.pending = p.pending[:0]
+			return nil, fmt.Errorf("%w (limit %d bytes, process %d)", ErrLineTooLong, p.maxLine, p.pid)
+		}
+		switch {
+		case err == nil:
+			line := frag
+			if len(p.pending) > 0 {
+				line = append(p.pending, frag...)
+				p.pending = p.pending[:0]
+			}
+			return trimEOL(line), nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			p.pending = append(p.pending, frag...)
+		case errors.Is(err, io.EOF) || errors.Is(err, os.ErrClosed):
+			if len(p.pending)+len(frag) > 0 {
+				// A last line without a newline.
+				line := append(p.pending, frag...)
+				p.pending = nil
+				return trimEOL(line), nil
+			}
+			return nil, io.EOF
+		default:
+			// A deadline or another read error: keep what was read so
+			// that a retry continues the same line.
+			p.pending = append(p.pending, frag...)
+			return nil, err
+		}
+	}
+}
+
+func trimEOL(b []byte) []byte {
+	if n := len(b); n > 0 && b[n-1] == '\n' {
+		b = b[:n-1]
+		if n := len(b); n > 0 && b[n-1] == '\r' {
+			b = b[:n-1]
+		}
+	}
+	return b
+}
+
+// setReadDeadline bounds the next ReadLine calls; the zero time removes
+// the bound.
+func (p *Process) setReadDeadline(t time.Time) {
+	// Only fails when the pipe is already closed, which ReadLine reports.
+	_ = p.stdout.SetReadDeadline(t)
+}
+
+// StderrTail returns the last bytes (up to 16 KiB) the process wrote to
+// stderr.
+func (p *Process) StderrTail() string { return p.stderr.String() }
+
+// Done returns a channel that is closed once the process has exited and
+// been reaped.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Wait waits until the process has exited, or ctx is done. It returns nil
+// for exit code 0, an *ExitError otherwise, and ctx.Err() if ctx ended
+// first.
+func (p *Process) Wait(ctx context.Context) error {
+	select {
+	case <-p.done:
+		return p.exitError()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// exitError converts the reaped status into an *ExitError (nil for a
+// clean exit). Only valid after done is closed.
+func (p *Process) exitError() error {
+	if p.waitErr == nil {
+		return nil
+	}
+	e := &ExitError{Code: -1, Stderr: p.stderr.String(), Err: p.waitErr}
+	var ee *exec.ExitError
+	if errors.As(p.waitErr, &ee) {
+		e.Code = ee.ExitCode()
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			e.Signal = ws.Signal().String()
+		}
+	}
+	return e
+}
+
+// Interrupt sends SIGINT to the CLI, which aborts the turn in flight,
+// prints an aborted result and exits 0.
+func (p *Process) Interrupt() error {
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
+	err := p.cmd.Process.Signal(sigInterrupt)
+	if errors.Is(err, os.ErrProcessDone) {
+		return nil
+	}
+	return err
+}
+
+// Stop ends the process and reaps it: it closes stdin (an idle CLI exits
+// within milliseconds), waits up to Config.StopGrace, sends SIGTERM to the
+// process group, waits up to StopGrace again, then sends SIGKILL. When ctx
+// ends first, it skips to SIGKILL. Stop always returns after the process
+// was reaped; it returns nil, or ctx.Err() if ctx forced the kill. Calls
+// after the first wait for the first and return its result.
+func (p *Process) Stop(ctx context.Context) error {
+	return p.stop(ctx, func() { _ = p.CloseStdin() })
+}
+
+// stop runs the stop sequence once with the given polite first step.
+func (p *Process) stop(ctx context.Context, polite func()) error {
+	p.stopOnce.Do(func() {
+		p.stopErr = p.escalate(ctx, polite)
+		close(p.stopDone)
+	})
+	<-p.stopDone
+	return p.stopErr
+}
+
+func (p *Process) escalate(ctx context.Context, polite func()) error {
+	grace := p.pool.cfg.StopGrace
+	wait := func(d time.Duration) (exited bool, ctxDone bool) {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-p.done:
+			return true, false
+		case <-t.C:
+			return false, false
+		case <-ctx.Done():
+			return false, true
+		}
+	}
+	polite()
+	exited, ctxDone := wait(grace)
+	if exited {
+		return nil
+	}
+	if !ctxDone {
+		p.pool.log.Debug("claudepool: process did not exit, sending SIGTERM", "pid", p.pid)
+		_ = signalGroup(p.pid, sigTerm)
+		exited, ctxDone = wait(grace)
+		if exited {
+			return nil
+		}
+	}
+	p.pool.log.Warn("claudepool: process did not stop, sending SIGKILL", "pid", p.pid)
+	p.kill()
+	<-p.done
+	if ctxDone {
+		return ctx.Err()
+	}
+	return nil
+}
+
+// kill sends SIGKILL to the process group at once.
+func (p *Process) kill() {
+	select {
+	case <-p.done:
+	default:
+		_ = signalGroup(p.pid, sigKill)
+	}
+}
+
+// reap waits for the process to exit, then cleans up what it may have left
+// behind. It runs in its own goroutine for the process's whole life.
+func (p *Process) reap() {
+	err := p.cmd.Wait()
+	// Tools the CLI started share its process group; any still alive now
+	// are orphans that could hold the output pipes open.
+	_ = signalGroup(p.pid, sigKill)
+	t := time.NewTimer(p.pool.cfg.StopGrace)
+	select {
+	case <-p.stderrDone:
+	case <-t.C:
+		// A process outside the group still holds stderr.
+		_ = p.stderrR.Close()
+		<-p.stderrDone
+	}
+	t.Stop()
+	p.waitErr = err
+	close(p.done)
+	p.pool.reaped(p)
+}
+
+// abandonOutput makes every pending and future ReadLine return at once;
+// used when the output is no longer wanted and nothing may wait on a pipe
+// that a stray process keeps open.
+func (p *Process) abandonOutput() {
+	_ = p.stdout.Close()
+}
+
+// drainStderr copies stderr into the tail buffer until EOF.
+func (p *Process) drainStderr() {
+	defer close(p.stderrDone)
+	_, _ = io.Copy(&p.stderr, p.stderrR)
+	_ = p.stderrR.Close()
+}
+
+// startProcess spawns one CLI process. The pool must have reserved a
+// process slot; on error the caller releases it.
+func (pl *Pool) startProcess(warm bool) (*Process, error) {
+	cmd := exec.Command(pl.path, pl.argv...)
+	cmd.Dir = pl.dir
+	cmd.Env = pl.env
+	cmd.SysProcAttr = sysProcAttr()
+
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, fmt.Errorf("claudepool: stdin pipe: %w", err)
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		_ = stdin.Close()
+		return nil, fmt.Errorf("claudepool: stdout pipe: %w", err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		_ = stdin.Close()
+		_ = outR.Close()
+		_ = outW.Close()
+		return nil, fmt.Errorf("claudepool: stderr pipe: %w", err)
+	}
+	// Both output pipes are *os.File, so os/exec starts no copying
+	// goroutine of its own and Wait never blocks on them.
+	cmd.Stdout = outW
+	cmd.Stderr = errW
+
+	spawned := time.Now()
+	err = cmd.Start()
+	_ = outW.Close()
+	_ = errW.Close()
+	if err != nil {
+		_ = outR.Close()
+		_ = errR.Close()
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
+			return nil, fmt.Errorf("%w: %s: %w", ErrCLINotFound, pl.path, err)
+		}
+		return nil, fmt.Errorf("claudepool: start %s: %w", pl.path, err)
+	}
+	p := &Process{
+		pool:       pl,
+		cmd:        cmd,
+		pid:        cmd.Process.Pid,
+		stdin:      stdin,
+		stdout:     outR,
+		reader:     bufio.NewReaderSize(outR, 64<<10),
+		maxLine:    pl.cfg.MaxLineBytes,
+		stderrR:    errR,
+		stderrDone: make(chan struct{}),
+		warm:       warm,
+		spawnedAt:  spawned,
+		done:       make(chan struct{}),
+		stopDone:   make(chan struct{}),
+	}
+	p.stderr.max = stderrTailBytes
+	if warm {
+		p.state.Store(stateStarting)
+	} else {
+		p.state.Store(stateBusy)
+		pl.busy.Add(1)
+	}
+	pl.track(p)
+	return p, nil
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex // guards buf
+	buf []byte
+	max int
+}
+
+func (t *tailBuffer) Write(b []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := len(b)
+	if len(b) >= t.max {
+		t.buf = append(t.buf[:0], b[len(b)-t.max:]...)
+		return n, nil
+	}
+	if over := len(t.buf) + len(b) - t.max; over > 0 {
+		t.buf = append(t.buf[:0], t.buf[over:]...)
+	}
+	t.buf = append(t.buf, b...)
+	return n, nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.buf)
+}

@@ -1,0 +1,180 @@
+package claudepool
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
+
+// Role says who wrote a Message.
+type Role string
+
+// The roles of a conversation.
+const (
+	RoleUser      Role = "user"
+	RoleAssistant Role = "assistant"
+)
+
+// Message is one turn of a conversation.
+type Message struct {
+	Role    Role
+	Content string
+}
+
+// Request is one chat request. Everything in it applies to one turn on one
+// process; settings the CLI only takes at spawn time (tools, permission
+// mode, MCP servers, --max-turns, environment variables such as
+// CLAUDE_CODE_MAX_RETRIES) belong to Config.Args and Config.Env of the
+// pool instead.
+type Request struct {
+	// Messages is the conversation, oldest first. It must not be empty and
+	// the last message must be the user's. Earlier turns are rendered into
+	// the single user line the CLI receives; see RenderTranscript.
+	Messages []Message
+
+	// System replaces the CLI's default system prompt. When both System
+	// and AppendSystem are empty, the process runs with an empty system
+	// prompt, as a chat backend usually wants; the CLI's own agent prompt
+	// (several thousand characters about coding) is then not sent.
+	System string
+
+	// AppendSystem is appended to the system prompt. With System empty it
+	// extends the CLI's own default system prompt.
+	AppendSystem string
+
+	// Model selects the model for this request, e.g. "sonnet", "opus" or
+	// a full model ID. Empty keeps the CLI's default.
+	Model string
+}
+
+// validate reports a malformed request, wrapping ErrInvalidRequest.
+func (r *Request) validate() error {
+	if len(r.Messages) == 0 {
+		return fmt.Errorf("%w: no messages", ErrInvalidRequest)
+	}
+	for i, m := range r.Messages {
+		switch m.Role {
+		case RoleUser, RoleAssistant:
+		default:
+			return fmt.Errorf("%w: message %d has role %q (want %q or %q)", ErrInvalidRequest, i, m.Role, RoleUser, RoleAssistant)
+		}
+		if strings.TrimSpace(m.Content) == "" {
+			return fmt.Errorf("%w: message %d is empty", ErrInvalidRequest, i)
+		}
+		if !utf8.ValidString(m.Content) {
+			return fmt.Errorf("%w: message %d is not valid UTF-8", ErrInvalidRequest, i)
+		}
+	}
+	if last := r.Messages[len(r.Messages)-1]; last.Role != RoleUser {
+		return fmt.Errorf("%w: the last message must be the user's, got %q", ErrInvalidRequest, last.Role)
+	}
+	for name, v := range map[string]string{"System": r.System, "AppendSystem": r.AppendSystem, "Model": r.Model} {
+		if !utf8.ValidString(v) {
+			return fmt.Errorf("%w: %s is not valid UTF-8", ErrInvalidRequest, name)
+		}
+	}
+	if strings.ContainsAny(r.Model, " \t\r\n") {
+		return fmt.Errorf("%w: model %q contains white space", ErrInvalidRequest, r.Model)
+	}
+	return nil
+}
+
+// RenderTranscript renders a conversation into the text of the single user
+// line the CLI receives. A one-message conversation is the message itself.
+// Longer ones use this stable format, which the model reads as earlier
+// turns followed by the message to answer:
+//
+//	<conversation_history>
+//	<turn role="user">
+//	first question
+//	</turn>
+//	<turn role="assistant">
+//	first answer
+//	</turn>
+//	</conversation_history>
+//
+//	<current_message>
+//	follow-up question
+//	</current_message>
+//
+// The CLI keeps no state between requests: each request carries the whole
+// conversation.
+func RenderTranscript(msgs []Message) string {
+	if len(msgs) == 0 {
+		return ""
+	}
+	last := msgs[len(msgs)-1]
+	if len(msgs) == 1 {
+		return last.Content
+	}
+	var b strings.Builder
+	b.WriteString("<conversation_history>\n")
+	for _, m := range msgs[:len(msgs)-1] {
+		fmt.Fprintf(&b, "<turn role=%q>\n%s\n</turn>\n", m.Role, m.Content)
+	}
+	b.WriteString("</conversation_history>\n\n<current_message>\n")
+	b.WriteString(last.Content)
+	b.WriteString("\n</current_message>")
+	return b.String()
+}
+
+// userLine is the stream-json input line carrying the user's message.
+type userLine struct {
+	Type            string      `json:"type"`
+	SessionID       string      `json:"session_id"`
+	Message         userMessage `json:"message"`
+	ParentToolUseID *string     `json:"parent_tool_use_id"`
+}
+
+type userMessage struct {
+	Role    string      `json:"role"`
+	Content []textBlock `json:"content"`
+}
+
+type textBlock struct {
+	Type string `json:"type"`
+	Text string `json:"text"`
+}
+
+// encodedRequest is a validated request turned into what goes on stdin.
+type encodedRequest struct {
+	initialize map[string]any // the initialize control request
+	setModel   map[string]any // nil when the model is left as is
+	user       []byte         // the user line
+}
+
+// encode validates r and encodes it. It runs before any process is taken,
+// so a bad request costs nothing.
+func (r *Request) encode() (*encodedRequest, error) {
+	if err := r.validate(); err != nil {
+		return nil, err
+	}
+	enc := &encodedRequest{initialize: map[string]any{"subtype": "initialize"}}
+	switch {
+	case r.System != "":
+		enc.initialize["systemPrompt"] = []string{r.System}
+	case r.AppendSystem == "":
+		// Only the first initialize of a process sets its system prompt,
+		// so the empty prompt must be chosen here, explicitly.
+		enc.initialize["systemPrompt"] = []string{""}
+	}
+	if r.AppendSystem != "" {
+		enc.initialize["appendSystemPrompt"] = r.AppendSystem
+	}
+	if r.Model != "" {
+		enc.setModel = map[string]any{"subtype": "set_model", "model": r.Model}
+	}
+	line, err := json.Marshal(userLine{
+		Type: "user",
+		Message: userMessage{
+			Role:    "user",
+			Content: []textBlock{{Type: "text", Text: RenderTranscript(r.Messages)}},
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+	}
+	enc.user = line
+	return enc, nil
+}
