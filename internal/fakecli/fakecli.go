@@ -1,0 +1,141 @@
+// Package fakecli builds and configures a fake `claude` executable for tests.
+//
+// The fake (testdata/fakeclaude) speaks the same stdin/stdout protocol as the
+// real Claude Code CLI in print mode with stream-json input and output, so the
+// pool and adapter can be tested without the real CLI or a network. Its
+// behaviour is chosen with environment variables (the Env* constants) and,
+// per turn, with a Marker in the user text.
+package fakecli
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+)
+
+// Environment variables read by the fake CLI.
+const (
+	// EnvMode selects a fault mode (one of the Mode* constants); default ModeNormal.
+	EnvMode = "FAKE_MODE"
+	// EnvReply is the reply text; unset means "echo: " followed by the user text.
+	EnvReply = "FAKE_REPLY"
+	// EnvChunks is the number of text_delta chunks a reply is split into; default 3.
+	EnvChunks = "FAKE_CHUNKS"
+	// EnvChunkDelay is a Go duration waited between chunks, and before the
+	// assistant line when partial messages are off; default 0.
+	EnvChunkDelay = "FAKE_CHUNK_DELAY"
+	// EnvStartupDelay is a Go duration before which no stdin line is answered
+	// (lines are read and recorded meanwhile, then answered in order); default 0.
+	EnvStartupDelay = "FAKE_STARTUP_DELAY"
+	// EnvExitCode is the exit code after stdin EOF once a turn has run
+	// (default 0), in ModeExitEarly (default 1) and ModeErrorResult (default 1).
+	EnvExitCode = "FAKE_EXIT_CODE"
+	// EnvTextTimeout is a Go duration that text mode (no --input-format
+	// stream-json) waits for the first stdin byte; default 3s.
+	EnvTextTimeout = "FAKE_TEXT_TIMEOUT"
+	// EnvIgnoreSIGTERM set to 1 makes the fake ignore SIGTERM and SIGINT, so
+	// only SIGKILL stops it.
+	EnvIgnoreSIGTERM = "FAKE_IGNORE_SIGTERM"
+	// EnvRecordDir names a directory where the fake writes its argv, one
+	// argument a line with the program path first, to <pid>.args at start,
+	// and appends every stdin line to <pid>.jsonl as it arrives.
+	EnvRecordDir = "FAKE_RECORD_DIR"
+	// EnvHugeBytes is the reply size in ModeHuge; default 10,000,000.
+	EnvHugeBytes = "FAKE_HUGE_BYTES"
+	// EnvErrorText is the error text in ModeErrorResult; default DefaultErrorText.
+	EnvErrorText = "FAKE_ERROR_TEXT"
+	// EnvAPIStatus is api_error_status in ModeErrorResult; default 401, and 0
+	// prints null.
+	EnvAPIStatus = "FAKE_API_STATUS"
+	// EnvRetries is the number of system/api_retry lines in ModeRetry; default 2.
+	EnvRetries = "FAKE_RETRIES"
+)
+
+// Fault modes, set process-wide with EnvMode or for one turn with Marker.
+const (
+	// ModeNormal answers every request successfully.
+	ModeNormal = "normal"
+	// ModeExitEarly writes "fatal: fake start-up failure" to stderr and exits
+	// (EnvExitCode, default 1) before reading stdin. Only meaningful via EnvMode.
+	ModeExitEarly = "exit-early"
+	// ModeNoReady never answers anything: it reads stdin until EOF (then
+	// exits 0) or a signal. Only meaningful via EnvMode.
+	ModeNoReady = "no-ready"
+	// ModeCrash prints init and the first chunk (a stream_event when partial
+	// messages are on), writes "panic: fake crash" to stderr and exits 2
+	// without a result.
+	ModeCrash = "crash"
+	// ModeHang prints nothing after the user line and never ends the turn:
+	// stdin EOF is ignored, signals act as usual.
+	ModeHang = "hang"
+	// ModeHangMid prints init and the first chunk, then hangs like ModeHang.
+	ModeHangMid = "hang-mid"
+	// ModeGarbage prints GarbageLine between init and the assistant line,
+	// then finishes the turn normally.
+	ModeGarbage = "garbage"
+	// ModeHuge replies with EnvHugeBytes bytes of letters on one line.
+	ModeHuge = "huge"
+	// ModeErrorResult replies like the real CLI on an API error: an assistant
+	// line with EnvErrorText, a result with is_error true, subtype "success",
+	// api_error_status EnvAPIStatus and terminal_reason "api_error", then exits
+	// (EnvExitCode, default 1).
+	ModeErrorResult = "error-result"
+	// ModeRetry prints EnvRetries system/api_retry lines before a normal reply.
+	ModeRetry = "retry"
+	// ModeGrandchild starts a child process that inherits stdout and stderr
+	// and sleeps until killed, then replies normally; the child keeps the
+	// pipes open after the fake exits.
+	ModeGrandchild = "grandchild"
+	// ModeCloseStdout closes stdout after the user line and keeps running
+	// until a signal ends it (stdin EOF is ignored).
+	ModeCloseStdout = "close-stdout"
+	// ModeSleeper sleeps until killed; ModeGrandchild uses it for its child.
+	ModeSleeper = "sleeper"
+	// ModeUnknownLines prints a system/ui_invalidate line and a line of an
+	// unknown type between init and the assistant line, then finishes normally.
+	ModeUnknownLines = "unknown-lines"
+)
+
+// Fixed texts and values of the fake.
+const (
+	// DefaultModel is the model before any set_model request.
+	DefaultModel = "claude-opus-5-5"
+	// DefaultErrorText is the error text of ModeErrorResult.
+	DefaultErrorText = "Invalid API key · Fix external API key"
+	// GarbageLine is the non-JSON stdout line of ModeGarbage.
+	GarbageLine = "this is not json {"
+)
+
+// Marker returns the text that, anywhere in a user message, switches that
+// turn to mode.
+func Marker(mode string) string {
+	return "[fake:" + mode + "]"
+}
+
+// Build compiles the fake CLI into dir and returns the path of the
+// executable, named claude (claude.exe on Windows). Test packages call it
+// once from TestMain.
+func Build(dir string) (string, error) {
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		return "", errors.New("claudepool: fakecli: cannot locate source")
+	}
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	name := "claude"
+	if runtime.GOOS == "windows" {
+		name += ".exe"
+	}
+	out, err := filepath.Abs(filepath.Join(dir, name))
+	if err != nil {
+		return "", fmt.Errorf("claudepool: fakecli: %w", err)
+	}
+	cmd := exec.Command("go", "build", "-o", out, "github.com/claudepool/claudepool/testdata/fakeclaude")
+	cmd.Dir = root
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("claudepool: fakecli: go build: %w: %s", err, bytes.TrimSpace(msg))
+	}
+	return out, nil
+}

@@ -1,0 +1,814 @@
+//go:build unix
+
+package fakecli_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/claudepool/claudepool/internal/fakecli"
+)
+
+// claudePath is the fake CLI built by TestMain.
+var claudePath string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "fakecli-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	claudePath, err = fakecli.Build(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		_ = os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { _ = os.RemoveAll(dir) }))
+}
+
+// waitFor bounds every wait on the fake.
+const waitFor = 10 * time.Second
+
+// streamArgs are the flags the pool spawns the CLI with.
+var streamArgs = []string{"-p", "--input-format", "stream-json", "--output-format", "stream-json",
+	"--verbose", "--no-session-persistence", "--tools", ""}
+
+// proc is a running fake CLI. Its stdout and stderr are plain pipes read by
+// goroutines of their own, so that the process's exit can be observed even
+// while a grandchild keeps them open.
+type proc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	lines  chan string   // stdout lines; closed at EOF
+	exited chan struct{} // closed once the process has been waited for
+	errEOF chan struct{} // closed at stderr EOF
+
+	mu     sync.Mutex // guards stderr
+	stderr strings.Builder
+}
+
+// start runs the fake with args and KEY=VALUE env entries in a new process
+// group, which the test's cleanup kills.
+func start(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(claudePath, args...)
+	cmd.Dir = t.TempDir()
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stdin, err := cmd.StdinPipe()
+	require.NoError(t, err)
+	outR, outW, err := os.Pipe()
+	require.NoError(t, err)
+	errR, errW, err := os.Pipe()
+	require.NoError(t, err)
+	cmd.Stdout, cmd.Stderr = outW, errW
+	require.NoError(t, cmd.Start())
+	_ = outW.Close()
+	_ = errW.Close()
+
+	p := &proc{t: t, cmd: cmd, stdin: stdin, lines: make(chan string, 64),
+		exited: make(chan struct{}), errEOF: make(chan struct{})}
+	outDone := make(chan struct{})
+	go func() {
+		defer close(outDone)
+		defer close(p.lines)
+		defer outR.Close()
+		r := bufio.NewReader(outR)
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			p.lines <- strings.TrimSuffix(line, "\n")
+		}
+	}()
+	go func() {
+		defer close(p.errEOF)
+		defer errR.Close()
+		b := make([]byte, 4096)
+		for {
+			n, err := errR.Read(b)
+			p.mu.Lock()
+			p.stderr.Write(b[:n])
+			p.mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	go func() {
+		defer close(p.exited)
+		_ = cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		for _, c := range []chan struct{}{p.exited, p.errEOF} {
+			select {
+			case <-c:
+			case <-time.After(waitFor):
+				t.Error("fake did not stop")
+			}
+		}
+		// Drain stdout so its reader can finish.
+		for {
+			select {
+			case _, ok := <-p.lines:
+				if ok {
+					continue
+				}
+			case <-time.After(waitFor):
+				t.Error("fake stdout stayed open")
+			}
+			break
+		}
+		<-outDone
+	})
+	return p
+}
+
+func startStream(t *testing.T, env ...string) *proc {
+	t.Helper()
+	return start(t, env, streamArgs...)
+}
+
+func startPartial(t *testing.T, env ...string) *proc {
+	t.Helper()
+	return start(t, env, append(slices.Clone(streamArgs), "--include-partial-messages")...)
+}
+
+// send writes lines to stdin.
+func (p *proc) send(lines ...string) {
+	p.t.Helper()
+	for _, l := range lines {
+		_, err := io.WriteString(p.stdin, l+"\n")
+		require.NoError(p.t, err)
+	}
+}
+
+func (p *proc) closeStdin() {
+	p.t.Helper()
+	require.NoError(p.t, p.stdin.Close())
+}
+
+// next returns the next stdout line.
+func (p *proc) next() string {
+	p.t.Helper()
+	select {
+	case l, ok := <-p.lines:
+		require.True(p.t, ok, "stdout closed; stderr: %s", p.errText())
+		return l
+	case <-time.After(waitFor):
+		require.FailNow(p.t, "no stdout line", "stderr: %s", p.errText())
+	}
+	return ""
+}
+
+// nextJSON returns the next stdout line decoded.
+func (p *proc) nextJSON() map[string]any {
+	p.t.Helper()
+	l := p.next()
+	var m map[string]any
+	require.NoError(p.t, json.Unmarshal([]byte(l), &m), "line: %.200s", l)
+	return m
+}
+
+// expect reads the next line and checks its type and subtype ("" for any).
+func (p *proc) expect(typ, subtype string) map[string]any {
+	p.t.Helper()
+	m := p.nextJSON()
+	require.Equal(p.t, typ, m["type"], "line: %.300v", m)
+	if subtype != "" {
+		require.Equal(p.t, subtype, m["subtype"], "line: %.300v", m)
+	}
+	return m
+}
+
+// eof waits for stdout to close with no further line.
+func (p *proc) eof() {
+	p.t.Helper()
+	select {
+	case l, ok := <-p.lines:
+		require.False(p.t, ok, "unexpected line: %.300s", l)
+	case <-time.After(waitFor):
+		require.FailNow(p.t, "stdout still open")
+	}
+}
+
+// wait waits for the process to exit and returns its exit code, or -1
+// with the signal that killed it.
+func (p *proc) wait() (int, syscall.Signal) {
+	p.t.Helper()
+	select {
+	case <-p.exited:
+	case <-time.After(waitFor):
+		require.FailNow(p.t, "fake did not exit", "stderr: %s", p.errText())
+	}
+	ws := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if ws.Signaled() {
+		return -1, ws.Signal()
+	}
+	return ws.ExitStatus(), 0
+}
+
+func (p *proc) exitCode() int {
+	p.t.Helper()
+	code, sig := p.wait()
+	require.Zero(p.t, sig, "killed by signal")
+	return code
+}
+
+// stderrText waits for stderr to close and returns it.
+func (p *proc) stderrText() string {
+	p.t.Helper()
+	select {
+	case <-p.errEOF:
+	case <-time.After(waitFor):
+		require.FailNow(p.t, "stderr still open")
+	}
+	return p.errText()
+}
+
+func (p *proc) errText() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stderr.String()
+}
+
+func (p *proc) signal(sig syscall.Signal) {
+	p.t.Helper()
+	require.NoError(p.t, p.cmd.Process.Signal(sig))
+}
+
+func control(id, subtype string, extra ...string) string {
+	s := fmt.Sprintf(`{"type":"control_request","request_id":%q,"request":{"subtype":%q`, id, subtype)
+	for _, e := range extra {
+		s += "," + e
+	}
+	return s + "}}"
+}
+
+func success(id, response string) string {
+	return fmt.Sprintf(`{"type":"control_response","response":{"subtype":"success","request_id":%q,"response":%s}}`, id, response)
+}
+
+func user(text string) string {
+	b, _ := json.Marshal(text)
+	return `{"type":"user","session_id":"","message":{"role":"user","content":[{"type":"text","text":` +
+		string(b) + `}]},"parent_tool_use_id":null}`
+}
+
+// assistantText returns the text of an assistant line.
+func assistantText(t *testing.T, m map[string]any) string {
+	t.Helper()
+	msg := m["message"].(map[string]any)
+	var b strings.Builder
+	for _, c := range msg["content"].([]any) {
+		b.WriteString(c.(map[string]any)["text"].(string))
+	}
+	return b.String()
+}
+
+func TestControlRequests(t *testing.T) {
+	p := startStream(t)
+	p.send(control("r1", "mcp_status"))
+	require.Equal(t, success("r1", `{"mcpServers":[]}`), p.next(), "nothing may come before the first answer")
+	p.send(control("r2", "get_settings"))
+	require.Equal(t, success("r2", `{}`), p.next())
+	p.send(control("r3", "initialize", `"systemPrompt":[""]`))
+	require.Equal(t, success("r3", `{"commands":[],"models":[],"account":{}}`), p.next())
+	p.send(control("r4", "set_model", `"model":"sonnet"`))
+	require.Equal(t, success("r4", `{"model":"claude-sonnet-5-5"}`), p.next())
+	p.send(control("r5", "set_model", `"model":"opus"`))
+	require.Equal(t, success("r5", `{"model":"claude-opus-5-5"}`), p.next())
+	p.send(control("r6", "set_model", `"model":"claude-haiku-9"`))
+	require.Equal(t, success("r6", `{"model":"claude-haiku-9"}`), p.next())
+	p.send(control("r7", "interrupt"))
+	require.Equal(t, success("r7", `{}`), p.next())
+	p.send(control("r8", "no_such_thing"))
+	require.Equal(t, `{"type":"control_response","response":{"subtype":"error","request_id":"r8","error":"Unknown control request subtype: no_such_thing"}}`, p.next())
+	p.closeStdin()
+	p.eof()
+	require.Equal(t, 0, p.exitCode())
+}
+
+func TestIdleEOF(t *testing.T) {
+	p := startStream(t, fakecli.EnvExitCode+"=7")
+	p.closeStdin()
+	p.eof()
+	require.Equal(t, 0, p.exitCode(), "EOF while idle exits 0")
+	require.Empty(t, p.stderrText())
+}
+
+func TestTurn(t *testing.T) {
+	p := startStream(t)
+	p.send(user("hello"))
+	p.closeStdin()
+	init := p.expect("system", "init")
+	cwd := p.cmd.Dir
+	require.Equal(t, cwd, init["cwd"])
+	require.Equal(t, []any{}, init["tools"])
+	require.Equal(t, fakecli.DefaultModel, init["model"])
+	sid := init["session_id"].(string)
+	require.Regexp(t, `^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`, sid)
+
+	a := p.expect("assistant", "")
+	require.Equal(t, "echo: hello", assistantText(t, a))
+	require.Equal(t, sid, a["session_id"])
+	require.NotContains(t, a, "aborted")
+
+	line := p.next()
+	require.False(t, strings.HasPrefix(line, `{"type"`), "result must not start with type: %s", line)
+	var r map[string]any
+	require.NoError(t, json.Unmarshal([]byte(line), &r))
+	require.Equal(t, "result", r["type"])
+	require.Equal(t, false, r["is_error"])
+	require.Equal(t, "success", r["subtype"])
+	require.Equal(t, "echo: hello", r["result"])
+	require.Equal(t, 1.0, r["num_turns"])
+	require.Equal(t, "end_turn", r["stop_reason"])
+	require.Equal(t, "completed", r["terminal_reason"])
+	require.Equal(t, sid, r["session_id"])
+	require.Contains(t, r, "duration_ms")
+	require.Contains(t, r, "usage")
+	p.eof()
+	require.Equal(t, 0, p.exitCode())
+}
+
+func TestPartialMessages(t *testing.T) {
+	p := startPartial(t, fakecli.EnvReply+"=Hello there, friend", fakecli.EnvChunks+"=3")
+	p.send(control("m", "mcp_status"), user("ignored"))
+	p.closeStdin()
+	require.Equal(t, success("m", `{"mcpServers":[]}`), p.next())
+	p.expect("system", "init")
+	p.expect("system", "status")
+	event := func(typ string) map[string]any {
+		t.Helper()
+		m := p.expect("stream_event", "")
+		ev := m["event"].(map[string]any)
+		require.Equal(t, typ, ev["type"])
+		return ev
+	}
+	event("message_start")
+	event("content_block_start")
+	var deltas []string
+	for range 3 {
+		d := event("content_block_delta")["delta"].(map[string]any)
+		require.Equal(t, "text_delta", d["type"])
+		deltas = append(deltas, d["text"].(string))
+	}
+	require.Equal(t, "Hello there, friend", strings.Join(deltas, ""))
+	event("content_block_stop")
+	require.Equal(t, "end_turn", event("message_delta")["delta"].(map[string]any)["stop_reason"])
+	event("message_stop")
+	require.Equal(t, "Hello there, friend", assistantText(t, p.expect("assistant", "")))
+	require.Equal(t, "Hello there, friend", p.expect("result", "success")["result"])
+	p.eof()
+	require.Equal(t, 0, p.exitCode())
+}
+
+func TestStringContentAndEmptyReply(t *testing.T) {
+	p := startPartial(t, fakecli.EnvReply+"=")
+	p.send(`{"type":"user","message":{"role":"user","content":"plain"}}`)
+	p.closeStdin()
+	p.expect("system", "init")
+	p.expect("system", "status")
+	p.expect("stream_event", "")
+	p.expect("stream_event", "")
+	p.expect("stream_event", "") // content_block_stop: no delta for an empty reply
+	p.expect("stream_event", "")
+	p.expect("stream_event", "")
+	require.Equal(t, "", assistantText(t, p.expect("assistant", "")))
+	require.Equal(t, "", p.expect("result", "")["result"])
+	p.eof()
+
+	q := startStream(t)
+	q.send(`{"type":"user","message":{"role":"user","content":"plain"}}`)
+	q.closeStdin()
+	q.expect("system", "init")
+	require.Equal(t, "echo: plain", assistantText(t, q.expect("assistant", "")))
+}
+
+func TestSystemPromptAndModel(t *testing.T) {
+	rec := t.TempDir()
+	p := startStream(t, fakecli.EnvRecordDir+"="+rec)
+	lines := []string{
+		control("i1", "initialize", `"systemPrompt":["You are terse."]`),
+		control("i2", "initialize", `"systemPrompt":["ignored"]`),
+		control("s1", "set_model", `"model":"sonnet"`),
+		user("hi"),
+	}
+	p.send(lines...)
+	p.closeStdin()
+	p.next()
+	p.next()
+	p.next()
+	init := p.expect("system", "init")
+	require.Equal(t, []any{"You are terse."}, init["fake_system_prompt"], "only the first initialize counts")
+	require.Equal(t, "claude-sonnet-5-5", init["model"])
+	require.Equal(t, "claude-sonnet-5-5", p.expect("assistant", "")["message"].(map[string]any)["model"])
+	p.expect("result", "success")
+	p.eof()
+	require.Equal(t, 0, p.exitCode())
+
+	pid := p.cmd.Process.Pid
+	got, err := os.ReadFile(filepath.Join(rec, fmt.Sprintf("%d.jsonl", pid)))
+	require.NoError(t, err)
+	require.Equal(t, strings.Join(lines, "\n")+"\n", string(got))
+	args, err := os.ReadFile(filepath.Join(rec, fmt.Sprintf("%d.args", pid)))
+	require.NoError(t, err)
+	require.Equal(t, strings.Join(append([]string{claudePath}, streamArgs...), "\n")+"\n", string(args))
+}
+
+func TestAppendSystemPrompt(t *testing.T) {
+	p := startStream(t)
+	p.send(control("i1", "initialize", `"appendSystemPrompt":"Also be kind."`), user("hi"))
+	p.closeStdin()
+	p.next()
+	init := p.expect("system", "init")
+	require.Equal(t, "Also be kind.", init["fake_append_system_prompt"])
+	require.NotContains(t, init, "fake_system_prompt")
+}
+
+func TestMultipleTurns(t *testing.T) {
+	p := startStream(t)
+	p.send(user("one"), user("two"))
+	p.closeStdin()
+	sid := p.expect("system", "init")["session_id"]
+	require.Equal(t, "echo: one", assistantText(t, p.expect("assistant", "")))
+	require.Equal(t, "echo: one", p.expect("result", "")["result"])
+	require.Equal(t, sid, p.expect("system", "init")["session_id"])
+	require.Equal(t, "echo: two", assistantText(t, p.expect("assistant", "")))
+	require.Equal(t, "echo: two", p.expect("result", "")["result"])
+	p.eof()
+	require.Equal(t, 0, p.exitCode())
+}
+
+func TestExitCodeAfterTurn(t *testing.T) {
+	p := startStream(t, fakecli.EnvExitCode+"=5")
+	p.send(user("x"))
+	p.closeStdin()
+	p.expect("system", "init")
+	p.expect("assistant", "")
+	p.expect("result", "")
+	p.eof()
+	require.Equal(t, 5, p.exitCode())
+}
+
+func TestBadInputLine(t *testing.T) {
+	p := startStream(t)
+	p.send("not json at all")
+	p.eof()
+	require.Equal(t, 1, p.exitCode())
+	require.Equal(t, "Error parsing streaming input line: not json at all\n", p.stderrText())
+}
+
+func TestStartupDelay(t *testing.T) {
+	const delay = 300 * time.Millisecond
+	begin := time.Now()
+	p := startStream(t, fakecli.EnvStartupDelay+"="+delay.String())
+	p.send(control("a", "mcp_status"), control("b", "get_settings"))
+	require.Equal(t, success("a", `{"mcpServers":[]}`), p.next())
+	require.GreaterOrEqual(t, time.Since(begin), delay)
+	require.Equal(t, success("b", `{}`), p.next(), "answers keep their order")
+}
+
+func TestTextMode(t *testing.T) {
+	t.Run("no input", func(t *testing.T) {
+		p := start(t, []string{fakecli.EnvTextTimeout + "=100ms"}, "-p")
+		p.eof()
+		require.Equal(t, 1, p.exitCode())
+		stderr := p.stderrText()
+		require.True(t, strings.HasPrefix(stderr, "Warning: no stdin data received in 100ms, proceeding without it."), stderr)
+		require.True(t, strings.HasSuffix(stderr, "\nError: Input must be provided either through stdin or as a prompt argument when using --print\n"), stderr)
+	})
+	t.Run("prompt", func(t *testing.T) {
+		p := start(t, nil, "-p", "--output-format", "text")
+		p.send("what is up")
+		p.closeStdin()
+		require.Equal(t, "echo: what is up", p.next())
+		p.eof()
+		require.Equal(t, 0, p.exitCode())
+	})
+}
+
+// TestSIGINTMidTurn follows sigint_midstream.txt: the partial reply marked
+// aborted, the interrupted user line, an error_during_execution result, exit 0.
+func TestSIGINTMidTurn(t *testing.T) {
+	p := startPartial(t, fakecli.EnvReply+"=aaabbbccc", fakecli.EnvChunkDelay+"=1h")
+	p.send(user("x"))
+	p.closeStdin()
+	p.expect("system", "init")
+	p.expect("system", "status")
+	p.expect("stream_event", "")
+	p.expect("stream_event", "")
+	require.Equal(t, "content_block_delta", p.expect("stream_event", "")["event"].(map[string]any)["type"])
+	p.signal(syscall.SIGINT)
+	a := p.expect("assistant", "")
+	require.Equal(t, "aaa", assistantText(t, a))
+	require.Equal(t, true, a["aborted"])
+	u := p.expect("user", "")
+	require.Equal(t, "[Request interrupted by user]", u["message"].(map[string]any)["content"].([]any)[0].(map[string]any)["text"])
+	r := p.expect("result", "error_during_execution")
+	require.Equal(t, true, r["is_error"])
+	require.Equal(t, "aborted_streaming", r["terminal_reason"])
+	p.eof()
+	require.Equal(t, 0, p.exitCode())
+}
+
+func TestInterruptRequest(t *testing.T) {
+	p := startPartial(t, fakecli.EnvReply+"=aaabbbccc", fakecli.EnvChunkDelay+"=1h")
+	p.send(user("x"))
+	for range 5 {
+		p.next()
+	}
+	p.send(control("int", "interrupt"))
+	require.Equal(t, success("int", `{}`), p.next())
+	require.Equal(t, true, p.expect("assistant", "")["aborted"])
+	p.expect("user", "")
+	p.expect("result", "error_during_execution")
+	p.send(control("m", "mcp_status"))
+	require.Equal(t, success("m", `{"mcpServers":[]}`), p.next(), "the process keeps serving")
+	p.closeStdin()
+	p.eof()
+	require.Equal(t, 0, p.exitCode())
+}
+
+func TestSignalsWhileIdle(t *testing.T) {
+	for _, tc := range []struct {
+		sig  syscall.Signal
+		code int
+	}{{syscall.SIGINT, 0}, {syscall.SIGTERM, 143}} {
+		t.Run(tc.sig.String(), func(t *testing.T) {
+			p := startStream(t)
+			p.send(control("m", "mcp_status"))
+			p.next()
+			p.signal(tc.sig)
+			p.eof()
+			require.Equal(t, tc.code, p.exitCode())
+		})
+	}
+}
+
+func TestSIGTERMMidTurn(t *testing.T) {
+	p := startStream(t, fakecli.EnvChunkDelay+"=1h")
+	p.send(user("x"))
+	p.expect("system", "init")
+	p.signal(syscall.SIGTERM)
+	p.eof()
+	require.Equal(t, 143, p.exitCode())
+}
+
+func TestIgnoreSignals(t *testing.T) {
+	p := startStream(t, fakecli.EnvIgnoreSIGTERM+"=1")
+	p.send(control("a", "mcp_status"))
+	p.next()
+	p.signal(syscall.SIGTERM)
+	p.signal(syscall.SIGINT)
+	p.send(control("b", "mcp_status"))
+	require.Equal(t, success("b", `{"mcpServers":[]}`), p.next())
+	p.signal(syscall.SIGKILL)
+	p.eof()
+	_, sig := p.wait()
+	require.Equal(t, syscall.SIGKILL, sig)
+}
+
+func TestModeExitEarly(t *testing.T) {
+	for _, tc := range []struct {
+		env  []string
+		code int
+	}{
+		{[]string{fakecli.EnvMode + "=" + fakecli.ModeExitEarly}, 1},
+		{[]string{fakecli.EnvMode + "=" + fakecli.ModeExitEarly, fakecli.EnvExitCode + "=3"}, 3},
+	} {
+		p := start(t, tc.env, streamArgs...)
+		p.eof()
+		require.Equal(t, tc.code, p.exitCode())
+		require.Equal(t, "fatal: fake start-up failure\n", p.stderrText())
+	}
+}
+
+func TestUnknownModeRejected(t *testing.T) {
+	p := startStream(t, fakecli.EnvMode+"=no-such-mode")
+	p.eof()
+	require.Equal(t, 2, p.exitCode())
+	require.Contains(t, p.stderrText(), "unknown mode")
+}
+
+func TestModeNoReady(t *testing.T) {
+	p := startStream(t, fakecli.EnvMode+"="+fakecli.ModeNoReady)
+	p.send(control("m", "mcp_status"), user("hi"))
+	p.closeStdin()
+	p.eof()
+	require.Equal(t, 0, p.exitCode())
+}
+
+func TestModeCrash(t *testing.T) {
+	p := startPartial(t, fakecli.EnvMode+"="+fakecli.ModeCrash)
+	p.send(user("hello"))
+	p.expect("system", "init")
+	p.expect("system", "status")
+	p.expect("stream_event", "")
+	p.expect("stream_event", "")
+	require.Equal(t, "content_block_delta", p.expect("stream_event", "")["event"].(map[string]any)["type"])
+	p.eof()
+	require.Equal(t, 2, p.exitCode())
+	require.Equal(t, "panic: fake crash\n", p.stderrText())
+}
+
+func TestModeHang(t *testing.T) {
+	p := startStream(t, fakecli.EnvMode+"="+fakecli.ModeHang)
+	p.send(user("hello"), control("m", "mcp_status"))
+	require.Equal(t, success("m", `{"mcpServers":[]}`), p.next(), "no turn output before the answer")
+	p.closeStdin()
+	require.Never(t, func() bool {
+		select {
+		case <-p.exited:
+			return true
+		default:
+			return false
+		}
+	}, 300*time.Millisecond, 10*time.Millisecond, "hang ignores stdin EOF")
+	p.signal(syscall.SIGINT)
+	p.expect("user", "")
+	p.expect("result", "error_during_execution")
+	p.eof()
+	require.Equal(t, 0, p.exitCode())
+}
+
+func TestModeHangMid(t *testing.T) {
+	p := startPartial(t)
+	p.send(user("hi " + fakecli.Marker(fakecli.ModeHangMid)))
+	p.closeStdin()
+	p.expect("system", "init")
+	p.expect("system", "status")
+	p.expect("stream_event", "")
+	p.expect("stream_event", "")
+	p.expect("stream_event", "")
+	p.signal(syscall.SIGTERM)
+	p.eof()
+	require.Equal(t, 143, p.exitCode())
+}
+
+func TestModeGarbage(t *testing.T) {
+	p := startStream(t)
+	p.send(user(fakecli.Marker(fakecli.ModeGarbage) + " hi"))
+	p.closeStdin()
+	p.expect("system", "init")
+	require.Equal(t, fakecli.GarbageLine, p.next())
+	p.expect("assistant", "")
+	p.expect("result", "success")
+	p.eof()
+	require.Equal(t, 0, p.exitCode())
+}
+
+func TestModeUnknownLines(t *testing.T) {
+	p := startStream(t, fakecli.EnvMode+"="+fakecli.ModeUnknownLines)
+	p.send(user("hi"))
+	p.closeStdin()
+	p.expect("system", "init")
+	p.expect("system", "ui_invalidate")
+	p.expect("brand_new_type", "")
+	p.expect("assistant", "")
+	p.expect("result", "success")
+	p.eof()
+}
+
+func TestModeHuge(t *testing.T) {
+	const size = 10_000_000
+	p := startPartial(t, fakecli.EnvMode+"="+fakecli.ModeHuge)
+	p.send(user("hi"))
+	p.closeStdin()
+	p.expect("system", "init")
+	p.expect("system", "status")
+	for range 8 {
+		p.expect("stream_event", "")
+	}
+	a := p.expect("assistant", "")
+	text := assistantText(t, a)
+	require.Len(t, text, size)
+	require.Equal(t, "abcdefghij", text[:10])
+	require.Len(t, p.expect("result", "")["result"], size)
+	p.eof()
+	require.Equal(t, 0, p.exitCode())
+}
+
+func TestModeErrorResult(t *testing.T) {
+	t.Run("defaults", func(t *testing.T) {
+		p := startStream(t, fakecli.EnvMode+"="+fakecli.ModeErrorResult)
+		p.send(user("hi"))
+		p.expect("system", "init")
+		a := p.expect("assistant", "")
+		require.Equal(t, fakecli.DefaultErrorText, assistantText(t, a))
+		require.Equal(t, "<synthetic>", a["message"].(map[string]any)["model"])
+		require.Equal(t, true, a["is_api_error_message"])
+		r := p.expect("result", "success")
+		require.Equal(t, true, r["is_error"])
+		require.Equal(t, 401.0, r["api_error_status"])
+		require.Equal(t, "authentication_error", r["api_error_type"])
+		require.Equal(t, "api_error", r["terminal_reason"])
+		require.Equal(t, fakecli.DefaultErrorText, r["result"])
+		p.eof()
+		require.Equal(t, 1, p.exitCode())
+	})
+	t.Run("status 0", func(t *testing.T) {
+		p := startStream(t, fakecli.EnvAPIStatus+"=0", fakecli.EnvErrorText+"=Not logged in · Please run /login")
+		p.send(user(fakecli.Marker(fakecli.ModeErrorResult)))
+		p.expect("system", "init")
+		p.expect("assistant", "")
+		line := p.next()
+		require.Contains(t, line, `"api_error_status":null`)
+		require.Contains(t, line, `"result":"Not logged in · Please run /login"`)
+		p.eof()
+		require.Equal(t, 1, p.exitCode())
+	})
+}
+
+func TestModeRetry(t *testing.T) {
+	p := startStream(t, fakecli.EnvMode+"="+fakecli.ModeRetry, fakecli.EnvRetries+"=3")
+	p.send(user("hi"))
+	p.closeStdin()
+	p.expect("system", "init")
+	for i := 1; i <= 3; i++ {
+		r := p.expect("system", "api_retry")
+		require.Equal(t, float64(i), r["attempt"])
+		require.Equal(t, 500.0, r["error_status"])
+	}
+	p.expect("assistant", "")
+	p.expect("result", "success")
+	p.eof()
+}
+
+func TestModeGrandchild(t *testing.T) {
+	p := startStream(t, fakecli.EnvMode+"="+fakecli.ModeGrandchild)
+	p.send(user("hi"))
+	p.closeStdin()
+	p.expect("system", "init")
+	p.expect("assistant", "")
+	p.expect("result", "success")
+	require.Equal(t, 0, p.exitCode())
+	pgid := p.cmd.Process.Pid
+	require.NoError(t, syscall.Kill(-pgid, 0), "the grandchild is still running")
+	require.NoError(t, syscall.Kill(-pgid, syscall.SIGKILL))
+	p.eof()
+}
+
+func TestModeCloseStdout(t *testing.T) {
+	p := startStream(t, fakecli.EnvMode+"="+fakecli.ModeCloseStdout)
+	p.send(control("m", "mcp_status"))
+	p.next()
+	p.send(user("hi"))
+	p.closeStdin()
+	p.eof()
+	select {
+	case <-p.exited:
+		require.FailNow(t, "the fake must outlive its stdout")
+	default:
+	}
+	p.signal(syscall.SIGTERM)
+	require.Equal(t, 143, p.exitCode())
+}
+
+func TestBuildIntoFileFails(t *testing.T) {
+	notDir := filepath.Join(t.TempDir(), "file")
+	require.NoError(t, os.WriteFile(notDir, nil, 0o644))
+	_, err := fakecli.Build(notDir)
+	var exitErr *exec.ExitError
+	require.ErrorAs(t, err, &exitErr)
+	require.True(t, strings.HasPrefix(err.Error(), "claudepool: fakecli: go build: "), err.Error())
+}
+
+// BenchmarkStartup measures spawn until the mcp_status answer, the
+// readiness probe of the pool.
+func BenchmarkStartup(b *testing.B) {
+	for b.Loop() {
+		cmd := exec.Command(claudePath, streamArgs...)
+		stdin, err := cmd.StdinPipe()
+		require.NoError(b, err)
+		stdout, err := cmd.StdoutPipe()
+		require.NoError(b, err)
+		require.NoError(b, cmd.Start())
+		_, err = io.WriteString(stdin, control("m", "mcp_status")+"\n")
+		require.NoError(b, err)
+		line, err := bufio.NewReader(stdout).ReadString('\n')
+		require.NoError(b, err)
+		require.Equal(b, success("m", `{"mcpServers":[]}`)+"\n", line)
+		require.NoError(b, stdin.Close())
+		require.NoError(b, cmd.Wait())
+	}
+}

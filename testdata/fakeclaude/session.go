@@ -1,0 +1,269 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/claudepool/claudepool/internal/fakecli"
+)
+
+// maxLine is the longest stdin line the fake accepts.
+const maxLine = 100 << 20
+
+// session is one stream-json process: it answers control requests at once
+// and runs the turns asked for by user lines, one after another.
+type session struct {
+	cfg       *config
+	out       *output
+	sigs      <-chan os.Signal
+	sessionID string
+
+	// Changed by control requests; copied into each turn when it starts.
+	model        string
+	initialized  bool
+	systemPrompt []string // from the first initialize
+	appendPrompt *string  // from the first initialize
+
+	queue  []string // texts of user lines waiting for the turn in flight
+	turns  int      // turns started
+	msgSeq int      // numbers message ids
+}
+
+// input is one stdin line, or the error that ended reading.
+type input struct {
+	text string
+	err  error
+}
+
+func newSession(cfg *config, sigs <-chan os.Signal) *session {
+	return &session{cfg: cfg, out: &output{f: os.Stdout}, sigs: sigs,
+		sessionID: newUUID(), model: cfg.model}
+}
+
+// run serves stdin until the process should exit and returns the exit code.
+func (s *session) run() int {
+	lines := make(chan input, 1024)
+	go s.read(lines)
+
+	// Until the start-up delay has passed, lines are read (and recorded)
+	// but not answered.
+	var in <-chan input
+	var ready <-chan time.Time
+	if s.cfg.startupDelay > 0 {
+		ready = time.After(s.cfg.startupDelay)
+	} else {
+		in = lines
+	}
+
+	var cur *turn
+	var done <-chan struct{}
+	eof := false
+	startNext := func() {
+		if cur != nil || len(s.queue) == 0 {
+			return
+		}
+		cur = s.newTurn(s.queue[0])
+		s.queue = s.queue[1:]
+		done = cur.done
+		go cur.run()
+	}
+	for {
+		select {
+		case <-ready:
+			in, ready = lines, nil
+		case l, ok := <-in:
+			if !ok {
+				eof, in = true, nil
+				if cur == nil {
+					return s.eofExit()
+				}
+				continue
+			}
+			if l.err != nil {
+				fmt.Fprintf(os.Stderr, "Error reading streaming input: %v\n", l.err)
+				return 1
+			}
+			if code, exit := s.handle(l.text, cur); exit {
+				return code
+			}
+			startNext()
+		case <-done:
+			if cur.exit != nil {
+				return *cur.exit
+			}
+			cur, done = nil, nil
+			startNext()
+			if cur == nil && eof {
+				return s.eofExit()
+			}
+		case sig := <-s.sigs:
+			if sig == syscall.SIGTERM {
+				return 143
+			}
+			if cur != nil {
+				cur.abort()
+				<-cur.done
+			}
+			return 0
+		}
+	}
+}
+
+// eofExit is the exit code once stdin is closed and no turn is left.
+func (s *session) eofExit() int {
+	if s.turns == 0 {
+		return 0
+	}
+	return s.cfg.exit(0)
+}
+
+// read sends stdin lines to lines, recording each as it arrives, and closes
+// lines at EOF.
+func (s *session) read(lines chan<- input) {
+	defer close(lines)
+	var record *os.File
+	if s.cfg.recordDir != "" {
+		path := fmt.Sprintf("%s/%d.jsonl", s.cfg.recordDir, os.Getpid())
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			lines <- input{err: err}
+			return
+		}
+		defer f.Close()
+		record = f
+	}
+	sc := bufio.NewScanner(os.Stdin)
+	sc.Buffer(make([]byte, 64<<10), maxLine)
+	for sc.Scan() {
+		text := sc.Text()
+		if record != nil {
+			_, _ = record.WriteString(text + "\n")
+		}
+		if strings.TrimSpace(text) == "" {
+			continue
+		}
+		lines <- input{text: text}
+	}
+	if err := sc.Err(); err != nil {
+		lines <- input{err: err}
+	}
+}
+
+// message is the part of a stdin line the fake reads.
+type message struct {
+	Type      string `json:"type"`
+	RequestID string `json:"request_id"`
+	Request   struct {
+		Subtype            string   `json:"subtype"`
+		SystemPrompt       []string `json:"systemPrompt"`
+		AppendSystemPrompt *string  `json:"appendSystemPrompt"`
+		Model              string   `json:"model"`
+	} `json:"request"`
+	Message struct {
+		Content json.RawMessage `json:"content"`
+	} `json:"message"`
+}
+
+// handle acts on one stdin line: control requests are answered at once,
+// user lines are queued. It reports whether the process must exit.
+func (s *session) handle(line string, cur *turn) (code int, exit bool) {
+	var m message
+	if err := json.Unmarshal([]byte(line), &m); err != nil {
+		fmt.Fprintf(os.Stderr, "Error parsing streaming input line: %s\n", line)
+		return 1, true
+	}
+	if s.cfg.mode == fakecli.ModeNoReady {
+		return 0, false
+	}
+	switch m.Type {
+	case "control_request":
+		s.control(m, cur)
+	case "user":
+		s.queue = append(s.queue, userText(m.Message.Content))
+	}
+	return 0, false
+}
+
+// control answers one control request.
+func (s *session) control(m message, cur *turn) {
+	var resp any
+	switch m.Request.Subtype {
+	case "mcp_status":
+		resp = obj("mcpServers", []any{})
+	case "get_settings":
+		resp = obj()
+	case "initialize":
+		// Only the first initialize of a process sets the system prompt.
+		if !s.initialized {
+			s.initialized = true
+			s.systemPrompt = m.Request.SystemPrompt
+			s.appendPrompt = m.Request.AppendSystemPrompt
+		}
+		resp = obj("commands", []any{}, "models", []any{}, "account", obj())
+	case "set_model":
+		s.model = resolveModel(m.Request.Model)
+		resp = obj("model", s.model)
+	case "interrupt":
+		if cur != nil {
+			cur.abort()
+		}
+		resp = obj()
+	default:
+		s.out.line(obj("type", "control_response", "response", obj(
+			"subtype", "error", "request_id", m.RequestID,
+			"error", "Unknown control request subtype: "+m.Request.Subtype)))
+		return
+	}
+	s.out.line(obj("type", "control_response", "response", obj(
+		"subtype", "success", "request_id", m.RequestID, "response", resp)))
+}
+
+// userText returns the text of a user message's content: a string, or a
+// list of blocks whose text blocks are joined.
+func userText(content json.RawMessage) string {
+	var s string
+	if json.Unmarshal(content, &s) == nil {
+		return s
+	}
+	var blocks []struct {
+		Type string `json:"type"`
+		Text string `json:"text"`
+	}
+	_ = json.Unmarshal(content, &blocks)
+	var texts []string
+	for _, b := range blocks {
+		if b.Type == "text" {
+			texts = append(texts, b.Text)
+		}
+	}
+	return strings.Join(texts, "\n")
+}
+
+// newTurn prepares the turn for one user text with the session's current
+// settings.
+func (s *session) newTurn(text string) *turn {
+	s.turns++
+	s.msgSeq++
+	mode := s.cfg.mode
+	first := len(text)
+	for m := range modes {
+		if i := strings.Index(text, fakecli.Marker(m)); i >= 0 && i < first {
+			mode, first = m, i
+		}
+	}
+	switch mode {
+	case fakecli.ModeExitEarly, fakecli.ModeNoReady, fakecli.ModeSleeper:
+		mode = fakecli.ModeNormal
+	}
+	return &turn{
+		cfg: s.cfg, out: s.out, mode: mode, text: text,
+		model: s.model, sessionID: s.sessionID, init: s.initLine(),
+		msgID: fmt.Sprintf("msg_fake_%06d", s.msgSeq), start: time.Now(),
+		abortC: make(chan struct{}), done: make(chan struct{}),
+	}
+}

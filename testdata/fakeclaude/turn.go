@@ -1,0 +1,184 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/claudepool/claudepool/internal/fakecli"
+)
+
+// turn answers one user line in its own goroutine, so that control requests
+// and signals are still handled while it streams.
+type turn struct {
+	cfg       *config
+	out       *output
+	mode      string
+	text      string // the user's text
+	model     string
+	sessionID string
+	msgID     string
+	init      object
+	start     time.Time
+
+	abortC    chan struct{} // closed by abort
+	abortOnce sync.Once
+	done      chan struct{} // closed when run returns
+	exit      *int          // set before done closes: the process must exit with it
+
+	produced strings.Builder // reply text so far; only the turn's goroutine uses it
+}
+
+// abort stops the turn as SIGINT or an interrupt request does: it ends with
+// the text produced so far and an error_during_execution result.
+func (t *turn) abort() {
+	t.abortOnce.Do(func() { close(t.abortC) })
+}
+
+func (t *turn) run() {
+	defer close(t.done)
+	if !t.play() {
+		if t.produced.Len() > 0 {
+			t.out.line(t.assistant(true))
+		}
+		t.out.line(t.interruptedUser())
+		t.out.line(t.abortedResult())
+	}
+}
+
+// wait waits d and reports false if the turn was aborted first.
+func (t *turn) wait(d time.Duration) bool {
+	select {
+	case <-t.abortC:
+		return false
+	default:
+	}
+	if d <= 0 {
+		return true
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-t.abortC:
+		return false
+	case <-timer.C:
+		return true
+	}
+}
+
+// hang prints nothing more until the turn is aborted.
+func (t *turn) hang() bool {
+	<-t.abortC
+	return false
+}
+
+// play prints the turn and reports false if it was aborted.
+func (t *turn) play() bool {
+	switch t.mode {
+	case fakecli.ModeHang:
+		return t.hang()
+	case fakecli.ModeCloseStdout:
+		t.out.close()
+		return t.hang()
+	}
+	t.out.line(t.init)
+	if t.mode == fakecli.ModeErrorResult {
+		t.out.line(t.apiErrorAssistant())
+		t.out.line(t.apiErrorResult())
+		code := t.cfg.exit(1)
+		t.exit = &code
+		return true
+	}
+	if t.cfg.partials {
+		t.out.line(t.systemLine("status", "status", "requesting"))
+	}
+	switch t.mode {
+	case fakecli.ModeGrandchild:
+		startGrandchild()
+	case fakecli.ModeRetry:
+		for i := 1; i <= t.cfg.retries; i++ {
+			t.out.line(t.systemLine("api_retry", "attempt", i, "max_retries", 10,
+				"retry_delay_ms", 500, "error_status", 500, "error", "server_error"))
+		}
+	case fakecli.ModeGarbage:
+		t.out.raw(fakecli.GarbageLine)
+	case fakecli.ModeUnknownLines:
+		t.out.line(t.systemLine("ui_invalidate", "reason", "fake"))
+		t.out.line(obj("type", "brand_new_type", "payload", obj("note", "a type this library has never seen"),
+			"session_id", t.sessionID, "uuid", newUUID()))
+	}
+
+	chunks := split(t.reply(), t.cfg.chunks)
+	if t.cfg.partials {
+		t.out.line(t.messageStart())
+		t.out.line(t.streamEvent(obj("type", "content_block_start", "index", 0,
+			"content_block", obj("type", "text", "text", ""))))
+	}
+	for i, c := range chunks {
+		if i > 0 && !t.wait(t.cfg.chunkDelay) {
+			return false
+		}
+		t.produced.WriteString(c)
+		if t.cfg.partials {
+			t.out.line(t.textDelta(c))
+		}
+		if i == 0 && !t.afterFirstChunk() {
+			return false
+		}
+	}
+	if len(chunks) == 0 && !t.afterFirstChunk() {
+		return false
+	}
+	if t.cfg.partials {
+		t.out.line(t.streamEvent(obj("type", "content_block_stop", "index", 0)))
+		t.out.line(t.streamEvent(obj("type", "message_delta",
+			"delta", obj("stop_reason", "end_turn", "stop_sequence", nil),
+			"usage", obj("output_tokens", t.outputTokens()))))
+		t.out.line(t.streamEvent(obj("type", "message_stop")))
+	} else if !t.wait(t.cfg.chunkDelay) {
+		return false
+	}
+	t.out.line(t.assistant(false))
+	t.out.line(t.okResult())
+	return true
+}
+
+// afterFirstChunk applies the modes that fail in the middle of a reply.
+func (t *turn) afterFirstChunk() bool {
+	switch t.mode {
+	case fakecli.ModeCrash:
+		fmt.Fprintln(os.Stderr, "panic: fake crash")
+		os.Exit(2)
+	case fakecli.ModeHangMid:
+		return t.hang()
+	}
+	return true
+}
+
+// reply is the whole reply text of the turn.
+func (t *turn) reply() string {
+	switch {
+	case t.mode == fakecli.ModeHuge:
+		const letters = "abcdefghijklmnopqrstuvwxyz"
+		return strings.Repeat(letters, t.cfg.hugeBytes/len(letters)+1)[:t.cfg.hugeBytes]
+	case t.cfg.reply != nil:
+		return *t.cfg.reply
+	}
+	return "echo: " + t.text
+}
+
+// split cuts s into at most n pieces of about the same number of runes,
+// none empty.
+func split(s string, n int) []string {
+	r := []rune(s)
+	var out []string
+	for i := 0; i < n; i++ {
+		lo, hi := len(r)*i/n, len(r)*(i+1)/n
+		if hi > lo {
+			out = append(out, string(r[lo:hi]))
+		}
+	}
+	return out
+}
