@@ -1,0 +1,81 @@
+# claudepool: common tasks. `make test` is the command CI runs.
+
+GO          ?= go
+CLI_VERSION := 2.1.330
+CLI_DIR     := $(CURDIR)/.cli
+CLI         := $(CLI_DIR)/node_modules/.bin/claude
+BIN         := $(CURDIR)/bin
+STATICCHECK := $(BIN)/staticcheck
+# The e2e suite finds the pinned CLI through this variable.
+export CLAUDEPOOL_CLI ?= $(CLI)
+
+.PHONY: all test unit e2e bench bench-e2e cli demo lint fmt vet staticcheck cover tidy soak fuzz clean
+
+all: lint test
+
+## test: every test with the race detector, the e2e suite against the real CLI included
+test: cli
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+## unit: the tests that need no real CLI
+unit:
+	CLAUDEPOOL_SKIP_E2E=1 $(GO) test -race -count=1 ./...
+
+## e2e: the real-CLI suite only
+e2e: cli
+	$(GO) test -race -count=1 -run 'E2E' -v .
+
+## cli: install the pinned Claude Code CLI into .cli/ (no global install)
+cli:
+	@CLI_VERSION=$(CLI_VERSION) sh scripts/install-cli.sh "$(CLI_DIR)"
+
+## bench: acquire and stream benchmarks against the fake CLI
+bench:
+	CLAUDEPOOL_SKIP_E2E=1 $(GO) test -run '^$$' -bench . -benchmem -benchtime 2s -count 1 ./...
+
+## bench-e2e: cold vs warm against the real CLI
+bench-e2e: cli
+	$(GO) test -run '^$$' -bench 'E2E' -benchtime 20x -count 1 .
+
+## demo: stream a reply from the real CLI against an in-process mock API, with a latency table
+demo: cli
+	$(GO) run ./examples/demo -cli "$(CLAUDEPOOL_CLI)"
+
+## soak: thousands of chats with random faults against the fake CLI
+soak:
+	CLAUDEPOOL_SKIP_E2E=1 $(GO) test -race -count=1 -run 'Soak' -timeout 30m -v .
+
+## fuzz: run each fuzz target for a bounded time
+fuzz:
+	@for t in $$($(GO) test -list '^Fuzz' . | grep '^Fuzz'); do \
+		echo "== $$t"; CLAUDEPOOL_SKIP_E2E=1 $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-30s} . || exit 1; \
+	done
+
+## lint: gofmt check, go vet, staticcheck, go mod tidy check
+lint: fmt vet staticcheck tidy
+
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+$(STATICCHECK):
+	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+staticcheck: $(STATICCHECK)
+	$(STATICCHECK) ./...
+
+tidy:
+	@cp go.mod /tmp/claudepool.go.mod.bak; cp go.sum /tmp/claudepool.go.sum.bak; \
+	$(GO) mod tidy; \
+	if ! git diff --quiet -- go.mod go.sum; then echo "go mod tidy changed go.mod/go.sum"; git diff -- go.mod go.sum; \
+		cp /tmp/claudepool.go.mod.bak go.mod; cp /tmp/claudepool.go.sum.bak go.sum; exit 1; fi
+
+## cover: unit tests with a coverage report
+cover:
+	CLAUDEPOOL_SKIP_E2E=1 $(GO) test -race -count=1 -coverprofile=coverage.out ./...
+	$(GO) tool cover -func=coverage.out | tail -n 1
+
+clean:
+	rm -rf $(BIN) coverage.out

@@ -1,0 +1,545 @@
+package claudepool
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+)
+
+// EventType names the kind of an Event.
+type EventType string
+
+// The kinds of Event. The CLI adds line types and system subtypes between
+// versions; anything this package does not know arrives as EventSystem (an
+// unknown system subtype) or EventUnknown (an unknown line type), never as an
+// error.
+const (
+	EventInit      EventType = "init"      // system/init: session start of a turn
+	EventSystem    EventType = "system"    // other system subtypes (status, ui_invalidate, ...); Subtype says which
+	EventAssistant EventType = "assistant" // a whole assistant message (content blocks: text, thinking, tool_use)
+	EventUser      EventType = "user"      // a user message, e.g. tool results or "[Request interrupted by user]"
+	EventPartial   EventType = "partial"   // stream_event (with --include-partial-messages): raw SSE event, e.g. a text delta
+	EventRetry     EventType = "retry"     // system/api_retry
+	EventResult    EventType = "result"    // the final result line of a turn
+	EventUnknown   EventType = "unknown"   // any other type, passed through with Raw
+)
+
+// Event is one stdout line of the CLI, decoded.
+//
+// The pointer field that matches Type is always non-nil: Init for EventInit,
+// Message for EventAssistant and EventUser, Partial for EventPartial, Retry
+// for EventRetry and Result for EventResult. The others are nil. EventSystem
+// and EventUnknown carry only Subtype, SessionID and Raw.
+//
+// A line of a known type whose fields do not have the shape this package
+// expects (say a string where a number belongs) is delivered as EventUnknown
+// with Subtype set to the line's type, so that a caller never sees a
+// half-decoded event; Raw still holds the line.
+type Event struct {
+	Type      EventType
+	Subtype   string // system subtype; for EventUnknown the line's "type" value
+	SessionID string
+	Init      *Init        // EventInit
+	Message   *ChatMessage // EventAssistant and EventUser
+	Partial   *Partial     // EventPartial
+	Retry     *Retry       // EventRetry
+	Result    *Result      // EventResult
+	// Raw is the whole line as received. It is the event's own copy and
+	// never aliases the buffer the line was read into.
+	Raw json.RawMessage
+}
+
+// ChatMessage is the message of an assistant or user line. It is named apart
+// from Message, which is a message of a request.
+type ChatMessage struct {
+	ID, Model, Role, StopReason string
+	Content                     []ContentBlock
+	Usage                       Usage
+	// Aborted is set on the partial assistant message the CLI prints when
+	// it is interrupted (SIGINT) in the middle of a reply.
+	Aborted         bool
+	ParentToolUseID string
+	// APIError is the "api_error" value of a synthetic error message, or its
+	// "error" value when it has no "api_error".
+	APIError string
+	// IsAPIErrorMessage reports a message the CLI made up to describe a
+	// failed API call ("is_api_error_message": true); its text is the
+	// error, not a reply from the model.
+	IsAPIErrorMessage bool
+}
+
+// ContentBlock is one content block of a ChatMessage. Which fields are set
+// depends on Type; blocks of other types keep only Type.
+type ContentBlock struct {
+	Type      string          // "text", "thinking", "tool_use", "tool_result", others passed through
+	Text      string          // text
+	Thinking  string          // thinking
+	ID, Name  string          // tool_use
+	Input     json.RawMessage // tool_use
+	ToolUseID string          // tool_result
+	Content   json.RawMessage // tool_result content (string or blocks)
+	IsError   bool            // tool_result
+}
+
+// Init describes the session a turn runs in, from the system/init line.
+type Init struct {
+	Model, Cwd, PermissionMode string
+	Version                    string // claude_code_version
+	Tools                      []string
+}
+
+// Partial is one raw server-sent event of the Messages API, forwarded by the
+// CLI when it runs with --include-partial-messages.
+type Partial struct {
+	Type      string          // SSE event type: message_start, content_block_start, content_block_delta, ...
+	Index     int             // content block index
+	DeltaType string          // for content_block_delta: text_delta, thinking_delta, input_json_delta
+	Text      string          // text of a text_delta (or thinking of thinking_delta)
+	Event     json.RawMessage // the raw "event" object
+}
+
+// Retry reports that the CLI is about to retry a failed API request.
+type Retry struct {
+	Attempt, MaxRetries int
+	Delay               time.Duration // wait before the next attempt
+	ErrorStatus         int           // HTTP status; 0 when there was none (e.g. DNS failure)
+	Error               string
+}
+
+// Usage counts the tokens of a message or of a whole turn.
+type Usage struct {
+	InputTokens, OutputTokens, CacheCreationInputTokens, CacheReadInputTokens int
+}
+
+// Result is the last line of a turn. IsError alone says whether the turn
+// failed: the CLI reports some failures (e.g. "Not logged in") with Subtype
+// "success".
+type Result struct {
+	Text           string // "result"
+	IsError        bool   // "is_error": the only field that decides failure
+	Subtype        string
+	SessionID      string
+	NumTurns       int
+	Duration       time.Duration // duration_ms
+	APIDuration    time.Duration // duration_api_ms
+	TotalCostUSD   float64
+	Usage          Usage
+	StopReason     string // empty when null
+	TerminalReason string // e.g. "completed", "api_error", "aborted_streaming"
+	APIErrorStatus int    // api_error_status, 0 when null
+	APIErrorType   string // api_error_type or api_error
+	Errors         []string
+	TTFT           time.Duration // ttft_ms; 0 when absent
+}
+
+// Text returns the text a caller would print for the event: for
+// EventAssistant the concatenated text blocks of the message (thinking and
+// tool blocks are left out), for EventPartial the text of a text_delta, and
+// "" for every other event. In particular it is "" for EventResult: the
+// result's text repeats the assistant text already streamed, so a caller
+// that prints Text of every event prints the reply once.
+func (e Event) Text() string {
+	switch e.Type {
+	case EventAssistant:
+		if e.Message != nil {
+			return blocksText(e.Message.Content)
+		}
+	case EventPartial:
+		if e.Partial != nil && e.Partial.DeltaType == "text_delta" {
+			return e.Partial.Text
+		}
+	}
+	return ""
+}
+
+// blocksText concatenates the text blocks, without allocating for the usual
+// single block.
+func blocksText(blocks []ContentBlock) string {
+	var first string
+	n := 0
+	for _, b := range blocks {
+		if b.Type == "text" {
+			if n == 0 {
+				first = b.Text
+			}
+			n++
+		}
+	}
+	if n <= 1 {
+		return first
+	}
+	var sb strings.Builder
+	for _, b := range blocks {
+		if b.Type == "text" {
+			sb.WriteString(b.Text)
+		}
+	}
+	return sb.String()
+}
+
+// errMalformedLine marks a stdout line that is not a JSON object with a
+// "type"; the stream reader skips and counts such lines.
+var errMalformedLine = errors.New("claudepool: malformed stdout line")
+
+// controlResponse is the CLI's answer to a control_request written to its
+// stdin.
+type controlResponse struct {
+	RequestID, Subtype, Error string
+	Response                  json.RawMessage
+}
+
+// parseLine parses one stdout line. It returns (ev, nil, nil) for an event,
+// (Event{}, ctrl, nil) for a control_response line, and an error wrapping
+// errMalformedLine for a line that is not a JSON object or has no non-empty
+// string "type". It never panics and never keeps line: the caller may reuse
+// the buffer.
+//
+// The line is decoded twice: once for its type, then into the shape of that
+// type. The first pass decides between malformed and unknown; the second
+// only sees the fields that matter to the type, so a future field of an
+// unrelated line type cannot spoil it.
+func parseLine(line []byte) (Event, *controlResponse, error) {
+	var h lineHeader
+	if err := json.Unmarshal(line, &h); err != nil {
+		var te *json.UnmarshalTypeError
+		if !errors.As(err, &te) || h.Type == "" {
+			return Event{}, nil, fmt.Errorf("%w: %w", errMalformedLine, err)
+		}
+		// The type is a string but subtype or session_id is not.
+		return unknownEvent(h.Type, "", line), nil, nil
+	}
+	if h.Type == "" {
+		return Event{}, nil, fmt.Errorf("%w: no \"type\"", errMalformedLine)
+	}
+
+	if h.Type == "control_response" {
+		var w wireControlLine
+		if err := json.Unmarshal(line, &w); err != nil {
+			return unknownEvent(h.Type, h.SessionID, line), nil, nil
+		}
+		return Event{}, w.Response.controlResponse(), nil
+	}
+
+	ev := Event{SessionID: h.SessionID, Raw: append(json.RawMessage(nil), line...)}
+	var err error
+	switch h.Type {
+	case "system":
+		ev.Subtype = h.Subtype
+		switch h.Subtype {
+		case "init":
+			ev.Type = EventInit
+			ev.Init, err = decodeInit(ev.Raw)
+		case "api_retry":
+			ev.Type = EventRetry
+			ev.Retry, err = decodeRetry(ev.Raw)
+		default:
+			ev.Type = EventSystem
+		}
+	case "assistant":
+		ev.Type = EventAssistant
+		ev.Message, err = decodeMessage(ev.Raw)
+	case "user":
+		ev.Type = EventUser
+		ev.Message, err = decodeMessage(ev.Raw)
+	case "stream_event":
+		ev.Type = EventPartial
+		ev.Partial, err = decodePartial(ev.Raw)
+	case "result":
+		ev.Type = EventResult
+		ev.Result, err = decodeResult(ev.Raw, h.SessionID)
+	default:
+		ev.Type = EventUnknown
+		ev.Subtype = h.Type
+	}
+	if err != nil {
+		return Event{Type: EventUnknown, Subtype: h.Type, SessionID: h.SessionID, Raw: ev.Raw}, nil, nil
+	}
+	return ev, nil, nil
+}
+
+// unknownEvent passes a line through as EventUnknown with its own copy.
+func unknownEvent(typ, sessionID string, line []byte) Event {
+	return Event{
+		Type:      EventUnknown,
+		Subtype:   typ,
+		SessionID: sessionID,
+		Raw:       append(json.RawMessage(nil), line...),
+	}
+}
+
+// lineHeader holds the fields every line may carry.
+type lineHeader struct {
+	Type      string `json:"type"`
+	Subtype   string `json:"subtype"`
+	SessionID string `json:"session_id"`
+}
+
+// wireInit has the fields of Init in the same order, so that it converts.
+type wireInit struct {
+	Model          string   `json:"model"`
+	Cwd            string   `json:"cwd"`
+	PermissionMode string   `json:"permissionMode"`
+	Version        string   `json:"claude_code_version"`
+	Tools          []string `json:"tools"`
+}
+
+func decodeInit(line []byte) (*Init, error) {
+	var w wireInit
+	if err := json.Unmarshal(line, &w); err != nil {
+		return nil, err
+	}
+	in := Init(w)
+	return &in, nil
+}
+
+type wireRetry struct {
+	Attempt     int     `json:"attempt"`
+	MaxRetries  int     `json:"max_retries"`
+	DelayMS     float64 `json:"retry_delay_ms"`
+	ErrorStatus int     `json:"error_status"`
+	Error       string  `json:"error"`
+}
+
+func decodeRetry(line []byte) (*Retry, error) {
+	var w wireRetry
+	if err := json.Unmarshal(line, &w); err != nil {
+		return nil, err
+	}
+	return &Retry{
+		Attempt:     w.Attempt,
+		MaxRetries:  w.MaxRetries,
+		Delay:       msDuration(w.DelayMS),
+		ErrorStatus: w.ErrorStatus,
+		Error:       w.Error,
+	}, nil
+}
+
+// wireUsage has the fields of Usage in the same order, so that it converts.
+type wireUsage struct {
+	InputTokens              int `json:"input_tokens"`
+	OutputTokens             int `json:"output_tokens"`
+	CacheCreationInputTokens int `json:"cache_creation_input_tokens"`
+	CacheReadInputTokens     int `json:"cache_read_input_tokens"`
+}
+
+type wireMessageLine struct {
+	Message           wireMessage `json:"message"`
+	ParentToolUseID   string      `json:"parent_tool_use_id"`
+	Aborted           bool        `json:"aborted"`
+	Error             string      `json:"error"`
+	APIError          string      `json:"api_error"`
+	IsAPIErrorMessage bool        `json:"is_api_error_message"`
+}
+
+type wireMessage struct {
+	ID         string        `json:"id"`
+	Model      string        `json:"model"`
+	Role       string        `json:"role"`
+	StopReason string        `json:"stop_reason"`
+	Content    contentBlocks `json:"content"`
+	Usage      wireUsage     `json:"usage"`
+}
+
+func decodeMessage(line []byte) (*ChatMessage, error) {
+	var w wireMessageLine
+	if err := json.Unmarshal(line, &w); err != nil {
+		return nil, err
+	}
+	apiErr := w.APIError
+	if apiErr == "" {
+		apiErr = w.Error
+	}
+	return &ChatMessage{
+		ID:                w.Message.ID,
+		Model:             w.Message.Model,
+		Role:              w.Message.Role,
+		StopReason:        w.Message.StopReason,
+		Content:           w.Message.Content,
+		Usage:             Usage(w.Message.Usage),
+		Aborted:           w.Aborted,
+		ParentToolUseID:   w.ParentToolUseID,
+		APIError:          apiErr,
+		IsAPIErrorMessage: w.IsAPIErrorMessage,
+	}, nil
+}
+
+// contentBlocks decodes a message's content, which is either a list of
+// blocks or, in user messages, a bare string (one text block).
+type contentBlocks []ContentBlock
+
+// wireBlock has the fields of ContentBlock in the same order, so that it
+// converts.
+type wireBlock struct {
+	Type      string          `json:"type"`
+	Text      string          `json:"text"`
+	Thinking  string          `json:"thinking"`
+	ID        string          `json:"id"`
+	Name      string          `json:"name"`
+	Input     json.RawMessage `json:"input"`
+	ToolUseID string          `json:"tool_use_id"`
+	Content   json.RawMessage `json:"content"`
+	IsError   bool            `json:"is_error"`
+}
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (c *contentBlocks) UnmarshalJSON(data []byte) error {
+	switch {
+	case string(data) == "null":
+		*c = nil
+		return nil
+	case len(data) > 0 && data[0] == '"':
+		var s string
+		if err := json.Unmarshal(data, &s); err != nil {
+			return err
+		}
+		*c = contentBlocks{{Type: "text", Text: s}}
+		return nil
+	}
+	var ws []wireBlock
+	if err := json.Unmarshal(data, &ws); err != nil {
+		return err
+	}
+	out := make(contentBlocks, len(ws))
+	for i, w := range ws {
+		out[i] = ContentBlock(w)
+		out[i].Input = nullToNil(w.Input)
+		out[i].Content = nullToNil(w.Content)
+	}
+	*c = out
+	return nil
+}
+
+type wireStreamLine struct {
+	Event json.RawMessage `json:"event"`
+}
+
+type wireSSE struct {
+	Type  string `json:"type"`
+	Index int    `json:"index"`
+	Delta struct {
+		Type     string `json:"type"`
+		Text     string `json:"text"`
+		Thinking string `json:"thinking"`
+	} `json:"delta"`
+}
+
+func decodePartial(line []byte) (*Partial, error) {
+	var w wireStreamLine
+	if err := json.Unmarshal(line, &w); err != nil {
+		return nil, err
+	}
+	p := &Partial{Event: nullToNil(w.Event)}
+	if p.Event == nil {
+		return p, nil
+	}
+	var sse wireSSE
+	if err := json.Unmarshal(p.Event, &sse); err != nil {
+		return nil, err
+	}
+	p.Type = sse.Type
+	p.Index = sse.Index
+	p.DeltaType = sse.Delta.Type
+	p.Text = sse.Delta.Text
+	if sse.Delta.Type == "thinking_delta" {
+		p.Text = sse.Delta.Thinking
+	}
+	return p, nil
+}
+
+type wireResult struct {
+	Result         string    `json:"result"`
+	IsError        bool      `json:"is_error"`
+	Subtype        string    `json:"subtype"`
+	NumTurns       int       `json:"num_turns"`
+	DurationMS     float64   `json:"duration_ms"`
+	APIDurationMS  float64   `json:"duration_api_ms"`
+	TotalCostUSD   float64   `json:"total_cost_usd"`
+	Usage          wireUsage `json:"usage"`
+	StopReason     string    `json:"stop_reason"`
+	TerminalReason string    `json:"terminal_reason"`
+	APIErrorStatus int       `json:"api_error_status"`
+	APIErrorType   string    `json:"api_error_type"`
+	APIError       string    `json:"api_error"`
+	Errors         []string  `json:"errors"`
+	TTFTMS         float64   `json:"ttft_ms"`
+}
+
+func decodeResult(line []byte, sessionID string) (*Result, error) {
+	var w wireResult
+	if err := json.Unmarshal(line, &w); err != nil {
+		return nil, err
+	}
+	errType := w.APIErrorType
+	if errType == "" {
+		errType = w.APIError
+	}
+	return &Result{
+		Text:           w.Result,
+		IsError:        w.IsError,
+		Subtype:        w.Subtype,
+		SessionID:      sessionID,
+		NumTurns:       w.NumTurns,
+		Duration:       msDuration(w.DurationMS),
+		APIDuration:    msDuration(w.APIDurationMS),
+		TotalCostUSD:   w.TotalCostUSD,
+		Usage:          Usage(w.Usage),
+		StopReason:     w.StopReason,
+		TerminalReason: w.TerminalReason,
+		APIErrorStatus: w.APIErrorStatus,
+		APIErrorType:   errType,
+		Errors:         w.Errors,
+		TTFT:           msDuration(w.TTFTMS),
+	}, nil
+}
+
+type wireControlLine struct {
+	Response wireControlResponse `json:"response"`
+}
+
+type wireControlResponse struct {
+	Subtype   string          `json:"subtype"`
+	RequestID string          `json:"request_id"`
+	Error     json.RawMessage `json:"error"`
+	Response  json.RawMessage `json:"response"`
+}
+
+// controlResponse converts the wire form. The error is usually a string; any
+// other value is kept as its JSON text rather than making the whole answer
+// unreadable, because a request waits on it.
+func (w wireControlResponse) controlResponse() *controlResponse {
+	c := &controlResponse{
+		RequestID: w.RequestID,
+		Subtype:   w.Subtype,
+		Response:  nullToNil(w.Response),
+	}
+	if e := nullToNil(w.Error); e != nil {
+		if json.Unmarshal(e, &c.Error) != nil {
+			c.Error = string(e)
+		}
+	}
+	return c
+}
+
+// nullToNil turns a JSON null into a nil RawMessage, the zero value.
+func nullToNil(raw json.RawMessage) json.RawMessage {
+	if string(raw) == "null" {
+		return nil
+	}
+	return raw
+}
+
+// msDuration converts milliseconds to a Duration, saturating instead of
+// overflowing on absurd values.
+func msDuration(ms float64) time.Duration {
+	d := ms * float64(time.Millisecond)
+	switch {
+	case d >= math.MaxInt64:
+		return math.MaxInt64
+	case d <= math.MinInt64:
+		return math.MinInt64
+	}
+	return time.Duration(d)
+}
