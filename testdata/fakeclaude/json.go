@@ -33,38 +33,57 @@ func obj(kv ...any) object {
 
 // MarshalJSON writes the fields in order.
 func (o object) MarshalJSON() ([]byte, error) {
-	var b bytes.Buffer
-	b.WriteByte('{')
-	for i, f := range o {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		k, err := encode(f.key)
-		if err != nil {
-			return nil, err
-		}
-		v, err := encode(f.value)
-		if err != nil {
-			return nil, err
-		}
-		b.Write(k)
-		b.WriteByte(':')
-		b.Write(v)
-	}
-	b.WriteByte('}')
-	return b.Bytes(), nil
+	return encode(o)
 }
 
 // encode marshals v without HTML escaping, as JavaScript's JSON.stringify
-// does ("<synthetic>" stays as is).
+// does ("<synthetic>" stays as is). Objects and lists are written here
+// rather than through json.Marshaler, which would re-scan a multi-megabyte
+// reply once per nesting level.
 func encode(v any) ([]byte, error) {
 	var b bytes.Buffer
-	e := json.NewEncoder(&b)
+	err := appendJSON(&b, v)
+	return b.Bytes(), err
+}
+
+func appendJSON(b *bytes.Buffer, v any) error {
+	switch v := v.(type) {
+	case object:
+		b.WriteByte('{')
+		for i, f := range v {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			if err := appendJSON(b, f.key); err != nil {
+				return err
+			}
+			b.WriteByte(':')
+			if err := appendJSON(b, f.value); err != nil {
+				return err
+			}
+		}
+		b.WriteByte('}')
+		return nil
+	case []any:
+		b.WriteByte('[')
+		for i, e := range v {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			if err := appendJSON(b, e); err != nil {
+				return err
+			}
+		}
+		b.WriteByte(']')
+		return nil
+	}
+	e := json.NewEncoder(b)
 	e.SetEscapeHTML(false)
 	if err := e.Encode(v); err != nil {
-		return nil, err
+		return err
 	}
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+	b.Truncate(b.Len() - 1) // the newline Encode adds
+	return nil
 }
 
 // output writes whole lines to stdout. The mutex keeps lines from the turn
@@ -82,14 +101,18 @@ func (o *output) line(v any) {
 	if err != nil {
 		panic(err)
 	}
-	o.raw(string(b))
+	o.write(append(b, '\n'))
 }
 
 // raw prints s followed by a newline.
 func (o *output) raw(s string) {
+	o.write([]byte(s + "\n"))
+}
+
+func (o *output) write(b []byte) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	_, _ = o.f.WriteString(s + "\n")
+	_, _ = o.f.Write(b)
 }
 
 // close closes stdout.

@@ -5,8 +5,8 @@ import (
 	"time"
 )
 
-// The builders below print lines shaped like the real CLI's (see
-// /cli-samples in the design notes), with the same keys in the same order.
+// The builders below make lines shaped like those of the real CLI (2.1.330),
+// with their keys in the same order and the fields a client reads.
 
 // initLine is the system/init line printed at the start of every turn.
 // fake_system_prompt and fake_append_system_prompt, absent from the real

@@ -209,9 +209,12 @@ func (s *session) control(m message, cur *turn) {
 		s.model = resolveModel(m.Request.Model)
 		resp = obj("model", s.model)
 	case "interrupt":
-		if cur != nil {
-			cur.abort()
-		}
+		// Answer before the aborted turn prints its last lines.
+		defer func() {
+			if cur != nil {
+				cur.abort()
+			}
+		}()
 		resp = obj()
 	default:
 		s.out.line(obj("type", "control_response", "response", obj(
