@@ -426,11 +426,15 @@ func (p *Pool) close(ctx context.Context) error {
 
 	// Wait for busy processes until ctx ends, then kill the rest.
 	var err error
+	if n := p.busy.Load(); n > 0 {
+		p.log.Debug("claudepool: waiting for busy processes", "count", n)
+	}
 	if !p.waitLive(ctx.Done()) {
 		p.mu.Lock()
 		n := len(p.live)
 		for proc := range p.live {
 			proc.kill()
+			proc.abandonOutput()
 		}
 		p.mu.Unlock()
 		p.log.Warn("claudepool: close deadline reached, killed busy processes", "count", n)
@@ -561,6 +565,7 @@ func (p *Pool) spawnWarm() {
 	defer p.wakeFill()
 	proc, err := p.startProcess(true)
 	if err == nil {
+		p.log.Debug("claudepool: process started", "pid", proc.pid, "warm", true)
 		err = proc.probe()
 	}
 

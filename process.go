@@ -236,10 +236,14 @@ func (p *Process) Interrupt() error {
 // within milliseconds), waits up to Config.StopGrace, sends SIGTERM to the
 // process group, waits up to StopGrace again, then sends SIGKILL. When ctx
 // ends first, it skips to SIGKILL. Stop always returns after the process
-// was reaped; it returns nil, or ctx.Err() if ctx forced the kill. Calls
-// after the first wait for the first and return its result.
+// was reaped; it returns nil, or ctx.Err() if ctx forced the kill. Output
+// not read yet is discarded. Calls after the first wait for the first and
+// return its result.
 func (p *Process) Stop(ctx context.Context) error {
-	return p.stop(ctx, func() { _ = p.CloseStdin() })
+	err := p.stop(ctx, func() { _ = p.CloseStdin() })
+	// Nothing reads the output after a stop; release the pipe.
+	p.abandonOutput()
+	return err
 }
 
 // stop runs the stop sequence once with the given polite first step.
