@@ -588,3 +588,39 @@ func TestParseLineErrorWraps(t *testing.T) {
 	var syntax *json.SyntaxError
 	require.True(t, errors.As(err, &syntax), "the JSON error stays reachable: %v", err)
 }
+
+func TestScanHeader(t *testing.T) {
+	tests := []struct {
+		name string
+		line string
+		want lineHeader
+		ok   bool
+	}{
+		{"ordinary", `{"type":"system","subtype":"status","session_id":"s"}`, lineHeader{"system", "status", "s"}, true},
+		{"type last after nesting", `{"a":{"type":"x","b":[1,{"c":"}"}]},"n":-1.5e3,"t":true,"s":"q\"}","type":"result"}`, lineHeader{Type: "result"}, true},
+		{"spaces", " { \"type\" : \"user\" , \"session_id\" : null } ", lineHeader{Type: "user"}, true},
+		{"empty object", `{}`, lineHeader{}, true},
+		{"not an object", `[]`, lineHeader{}, false},
+		{"escaped value", `{"type":"res\u0075lt"}`, lineHeader{}, false},
+		{"escaped key", `{"typ\u0065":"result"}`, lineHeader{}, false},
+		{"non-ASCII value", `{"type":"résult"}`, lineHeader{}, false},
+		{"case-folded key", `{"Type":"result"}`, lineHeader{}, false},
+		{"repeated key", `{"type":"result","type":"user"}`, lineHeader{}, false},
+		{"number value", `{"type":"result","subtype":1}`, lineHeader{}, false},
+		{"trailing data", `{"type":"result"}x`, lineHeader{}, false},
+		{"truncated", `{"type":"result",`, lineHeader{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := scanHeader([]byte(tt.line))
+			require.Equal(t, tt.ok, ok)
+			if !ok {
+				return
+			}
+			require.Equal(t, tt.want, got)
+			var want lineHeader
+			require.NoError(t, json.Unmarshal([]byte(tt.line), &want))
+			require.Equal(t, want, got, "agrees with encoding/json")
+		})
+	}
+}
