@@ -452,7 +452,7 @@ func (c *contentBlocks) UnmarshalJSON(data []byte) error {
 }
 
 type wireStreamLine struct {
-	Event json.RawMessage `json:"event"`
+	Event *wireSSE `json:"event"`
 }
 
 type wireSSE struct {
@@ -465,25 +465,35 @@ type wireSSE struct {
 	} `json:"delta"`
 }
 
+// decodePartial decodes a stream_event line. Partial.Event points into line,
+// the event's own copy, rather than being copied out a second time: deltas
+// are the most frequent lines of a streamed reply.
 func decodePartial(line []byte) (*Partial, error) {
 	var w wireStreamLine
 	if err := json.Unmarshal(line, &w); err != nil {
 		return nil, err
 	}
-	p := &Partial{Event: nullToNil(w.Event)}
-	if p.Event == nil {
+	p := &Partial{}
+	if w.Event == nil { // absent or null
 		return p, nil
 	}
-	var sse wireSSE
-	if err := json.Unmarshal(p.Event, &sse); err != nil {
-		return nil, err
+	raw, ok := topLevelValue(line, "event")
+	if !ok {
+		var rw struct {
+			Event json.RawMessage `json:"event"`
+		}
+		if err := json.Unmarshal(line, &rw); err != nil {
+			return nil, err
+		}
+		raw = rw.Event
 	}
-	p.Type = sse.Type
-	p.Index = sse.Index
-	p.DeltaType = sse.Delta.Type
-	p.Text = sse.Delta.Text
-	if sse.Delta.Type == "thinking_delta" {
-		p.Text = sse.Delta.Thinking
+	p.Event = json.RawMessage(raw[:len(raw):len(raw)])
+	p.Type = w.Event.Type
+	p.Index = w.Event.Index
+	p.DeltaType = w.Event.Delta.Type
+	p.Text = w.Event.Delta.Text
+	if w.Event.Delta.Type == "thinking_delta" {
+		p.Text = w.Event.Delta.Thinking
 	}
 	return p, nil
 }
@@ -664,6 +674,44 @@ func scanHeader(line []byte) (h lineHeader, ok bool) {
 			return h, false
 		}
 	}
+}
+
+// topLevelValue returns the raw value of key in the JSON object line, which
+// must be valid. ok is false when encoding/json might pick a different value:
+// when any key needs unquoting, folds to key without equalling it, or
+// repeats it.
+func topLevelValue(line []byte, key string) (raw []byte, ok bool) {
+	i := skipSpace(line, 0)
+	if i >= len(line) || line[i] != '{' {
+		return nil, false
+	}
+	i = skipSpace(line, i+1)
+	for i < len(line) && line[i] != '}' {
+		k, next, ok := plainString(line, i)
+		if !ok {
+			return nil, false
+		}
+		i = skipSpace(line, next)
+		if i >= len(line) || line[i] != ':' {
+			return nil, false
+		}
+		i = skipSpace(line, i+1)
+		end := skipValue(line, i)
+		switch {
+		case string(k) == key:
+			if raw != nil {
+				return nil, false
+			}
+			raw = line[i:end]
+		case strings.EqualFold(string(k), key):
+			return nil, false
+		}
+		i = skipSpace(line, end)
+		if i < len(line) && line[i] == ',' {
+			i = skipSpace(line, i+1)
+		}
+	}
+	return raw, raw != nil
 }
 
 // plainString returns the contents of the JSON string starting at line[i]

@@ -20,3 +20,29 @@ func BenchmarkParseTranscript(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkParseLine parses single lines of each kind; a reply streamed with
+// partial messages is mostly text deltas.
+func BenchmarkParseLine(b *testing.B) {
+	lines := readTranscript(b, "partial.jsonl")
+	for _, bc := range []struct {
+		name string
+		line []byte
+	}{
+		{"Kind=init", lines[0]},
+		{"Kind=status", lines[1]},
+		{"Kind=delta", lines[2]},
+		{"Kind=assistant", lines[3]},
+		{"Kind=result", lines[4]},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.SetBytes(int64(len(bc.line)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, err := parseLine(bc.line); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
