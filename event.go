@@ -197,10 +197,11 @@ type controlResponse struct {
 // string "type". It never panics and never keeps line: the caller may reuse
 // the buffer.
 //
-// The line is decoded twice: once for its type, then into the shape of that
-// type. The first pass decides between malformed and unknown; the second
-// only sees the fields that matter to the type, so a future field of an
-// unrelated line type cannot spoil it.
+// The header (type, subtype, session_id) is read first, by scanHeader or,
+// for unusual lines, by encoding/json; it decides between malformed and
+// event. The line is then decoded into the shape of its type only, so that
+// a future field of some other line type cannot spoil it, and a shape error
+// turns the line into EventUnknown rather than an error.
 func parseLine(line []byte) (Event, *controlResponse, error) {
 	h, fast := scanHeader(line)
 	if !fast {
@@ -210,7 +211,7 @@ func parseLine(line []byte) (Event, *controlResponse, error) {
 				return Event{}, nil, malformed(err)
 			}
 			// The type is a string but subtype or session_id is not.
-			return unknownEvent(h.Type, "", line), nil, nil
+			return unknownEvent(h.Type, h.SessionID, line), nil, nil
 		}
 	}
 	if h.Type == "" {
@@ -273,6 +274,7 @@ func parseLine(line []byte) (Event, *controlResponse, error) {
 	return ev, nil, nil
 }
 
+// malformed wraps the reason a line is malformed.
 func malformed(err error) error {
 	return fmt.Errorf("%w: %w", errMalformedLine, err)
 }
