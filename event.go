@@ -208,24 +208,24 @@ func parseLine(line []byte) (Event, *controlResponse, error) {
 		if err := json.Unmarshal(line, &h); err != nil {
 			var te *json.UnmarshalTypeError
 			if !errors.As(err, &te) || h.Type == "" {
-				return Event{}, nil, malformed(err)
+				return Event{}, nil, malformedErr(err)
 			}
 			// The type is a string but subtype or session_id is not.
 			return unknownEvent(h.Type, h.SessionID, line), nil, nil
 		}
 	}
 	if h.Type == "" {
-		if err := validate(fast, line); err != nil {
-			return Event{}, nil, malformed(err)
+		if err := validateScanned(fast, line); err != nil {
+			return Event{}, nil, malformedErr(err)
 		}
-		return Event{}, nil, malformed(errors.New(`no "type"`))
+		return Event{}, nil, malformedErr(errors.New(`no "type"`))
 	}
 
 	if h.Type == "control_response" {
 		var w wireControlLine
 		if err := json.Unmarshal(line, &w); err != nil {
 			if isSyntaxError(err) {
-				return Event{}, nil, malformed(err)
+				return Event{}, nil, malformedErr(err)
 			}
 			return unknownEvent(h.Type, h.SessionID, line), nil, nil
 		}
@@ -246,7 +246,7 @@ func parseLine(line []byte) (Event, *controlResponse, error) {
 			ev.Retry, err = decodeRetry(ev.Raw)
 		default:
 			ev.Type = EventSystem
-			err = validate(fast, ev.Raw)
+			err = validateScanned(fast, ev.Raw)
 		}
 	case "assistant":
 		ev.Type = EventAssistant
@@ -263,19 +263,19 @@ func parseLine(line []byte) (Event, *controlResponse, error) {
 	default:
 		ev.Type = EventUnknown
 		ev.Subtype = h.Type
-		err = validate(fast, ev.Raw)
+		err = validateScanned(fast, ev.Raw)
 	}
 	if err != nil {
 		if isSyntaxError(err) {
-			return Event{}, nil, malformed(err)
+			return Event{}, nil, malformedErr(err)
 		}
 		return Event{Type: EventUnknown, Subtype: h.Type, SessionID: h.SessionID, Raw: ev.Raw}, nil, nil
 	}
 	return ev, nil, nil
 }
 
-// malformed wraps the reason a line is malformed.
-func malformed(err error) error {
+// malformedErr wraps the reason a line is malformed.
+func malformedErr(err error) error {
 	return fmt.Errorf("%w: %w", errMalformedLine, err)
 }
 
@@ -283,9 +283,9 @@ func malformed(err error) error {
 // JSON.
 var errInvalidJSON = errors.New("invalid JSON")
 
-// validate checks a line that no decoder has looked at yet: scanHeader reads
-// the header of a line without validating the rest.
-func validate(fast bool, line []byte) error {
+// validateScanned checks a line that no decoder has looked at yet when
+// scanHeader read its header: scanHeader does not validate the rest.
+func validateScanned(fast bool, line []byte) error {
 	if fast && !json.Valid(line) {
 		return errInvalidJSON
 	}
@@ -604,24 +604,24 @@ func msDuration(ms float64) time.Duration {
 // gives up and the caller decodes the header with encoding/json.
 func scanHeader(line []byte) (h lineHeader, ok bool) {
 	var seen [3]bool
-	i := skipSpace(line, 0)
+	i := jsonSkipSpace(line, 0)
 	if i >= len(line) || line[i] != '{' {
 		return h, false
 	}
-	i = skipSpace(line, i+1)
+	i = jsonSkipSpace(line, i+1)
 	if i < len(line) && line[i] == '}' {
-		return h, skipSpace(line, i+1) == len(line)
+		return h, jsonSkipSpace(line, i+1) == len(line)
 	}
 	for {
-		key, next, ok := plainString(line, i)
+		key, next, ok := jsonPlainString(line, i)
 		if !ok {
 			return h, false
 		}
-		i = skipSpace(line, next)
+		i = jsonSkipSpace(line, next)
 		if i >= len(line) || line[i] != ':' {
 			return h, false
 		}
-		i = skipSpace(line, i+1)
+		i = jsonSkipSpace(line, i+1)
 		field := -1
 		switch string(key) {
 		case "type":
@@ -642,7 +642,7 @@ func scanHeader(line []byte) (h lineHeader, ok bool) {
 			seen[field] = true
 			switch {
 			case i < len(line) && line[i] == '"':
-				v, next, ok := plainString(line, i)
+				v, next, ok := jsonPlainString(line, i)
 				if !ok {
 					return h, false
 				}
@@ -655,23 +655,23 @@ func scanHeader(line []byte) (h lineHeader, ok bool) {
 					h.SessionID = string(v)
 				}
 				i = next
-			case hasPrefixAt(line, i, "null"):
+			case jsonHasPrefixAt(line, i, "null"):
 				i += len("null")
 			default:
 				return h, false
 			}
 		} else {
-			i = skipValue(line, i)
+			i = jsonSkipValue(line, i)
 		}
-		i = skipSpace(line, i)
+		i = jsonSkipSpace(line, i)
 		if i >= len(line) {
 			return h, false
 		}
 		switch line[i] {
 		case ',':
-			i = skipSpace(line, i+1)
+			i = jsonSkipSpace(line, i+1)
 		case '}':
-			return h, skipSpace(line, i+1) == len(line)
+			return h, jsonSkipSpace(line, i+1) == len(line)
 		default:
 			return h, false
 		}
@@ -683,22 +683,22 @@ func scanHeader(line []byte) (h lineHeader, ok bool) {
 // when any key needs unquoting, folds to key without equalling it, or
 // repeats it.
 func topLevelValue(line []byte, key string) (raw []byte, ok bool) {
-	i := skipSpace(line, 0)
+	i := jsonSkipSpace(line, 0)
 	if i >= len(line) || line[i] != '{' {
 		return nil, false
 	}
-	i = skipSpace(line, i+1)
+	i = jsonSkipSpace(line, i+1)
 	for i < len(line) && line[i] != '}' {
-		k, next, ok := plainString(line, i)
+		k, next, ok := jsonPlainString(line, i)
 		if !ok {
 			return nil, false
 		}
-		i = skipSpace(line, next)
+		i = jsonSkipSpace(line, next)
 		if i >= len(line) || line[i] != ':' {
 			return nil, false
 		}
-		i = skipSpace(line, i+1)
-		end := skipValue(line, i)
+		i = jsonSkipSpace(line, i+1)
+		end := jsonSkipValue(line, i)
 		switch {
 		case string(k) == key:
 			if raw != nil {
@@ -708,17 +708,17 @@ func topLevelValue(line []byte, key string) (raw []byte, ok bool) {
 		case strings.EqualFold(string(k), key):
 			return nil, false
 		}
-		i = skipSpace(line, end)
+		i = jsonSkipSpace(line, end)
 		if i < len(line) && line[i] == ',' {
-			i = skipSpace(line, i+1)
+			i = jsonSkipSpace(line, i+1)
 		}
 	}
 	return raw, raw != nil
 }
 
-// plainString returns the contents of the JSON string starting at line[i]
+// jsonPlainString returns the contents of the JSON string starting at line[i]
 // when it needs no unquoting: no escapes, control or non-ASCII bytes.
-func plainString(line []byte, i int) (s []byte, next int, ok bool) {
+func jsonPlainString(line []byte, i int) (s []byte, next int, ok bool) {
 	if i >= len(line) || line[i] != '"' {
 		return nil, i, false
 	}
@@ -733,15 +733,15 @@ func plainString(line []byte, i int) (s []byte, next int, ok bool) {
 	return nil, len(line), false
 }
 
-// skipValue returns the index just past the JSON value starting at line[i].
+// jsonSkipValue returns the index just past the JSON value starting at line[i].
 // On invalid JSON the index is meaningless, which is fine: every line
 // scanHeader reads is validated afterwards.
-func skipValue(line []byte, i int) int {
+func jsonSkipValue(line []byte, i int) int {
 	depth := 0
 	for i < len(line) {
 		switch line[i] {
 		case '"':
-			i = skipString(line, i)
+			i = jsonSkipString(line, i)
 		case '{', '[':
 			depth++
 			i++
@@ -767,9 +767,9 @@ func skipValue(line []byte, i int) int {
 	return len(line)
 }
 
-// skipString returns the index just past the JSON string starting at
+// jsonSkipString returns the index just past the JSON string starting at
 // line[i].
-func skipString(line []byte, i int) int {
+func jsonSkipString(line []byte, i int) int {
 	for i++; i < len(line); i++ {
 		switch line[i] {
 		case '\\':
@@ -781,7 +781,8 @@ func skipString(line []byte, i int) int {
 	return len(line)
 }
 
-func skipSpace(line []byte, i int) int {
+// jsonSkipSpace returns the index of the first non-space byte from i on.
+func jsonSkipSpace(line []byte, i int) int {
 	for i < len(line) {
 		switch line[i] {
 		case ' ', '\t', '\n', '\r':
@@ -793,7 +794,8 @@ func skipSpace(line []byte, i int) int {
 	return i
 }
 
-func hasPrefixAt(line []byte, i int, prefix string) bool {
+// jsonHasPrefixAt reports whether line[i:] starts with prefix.
+func jsonHasPrefixAt(line []byte, i int, prefix string) bool {
 	return len(line)-i >= len(prefix) && string(line[i:i+len(prefix)]) == prefix
 }
 

@@ -5,7 +5,7 @@ import "testing"
 // BenchmarkParseTranscript parses a recorded successful turn with partial
 // messages: init, status, a text delta, the assistant message and the result.
 func BenchmarkParseTranscript(b *testing.B) {
-	lines := readTranscript(b, "partial.jsonl")
+	lines := readEventTranscript(b, "partial.jsonl")
 	var size int64
 	for _, line := range lines {
 		size += int64(len(line))
@@ -24,7 +24,7 @@ func BenchmarkParseTranscript(b *testing.B) {
 // BenchmarkParseLine parses single lines of each kind; a reply streamed with
 // partial messages is mostly text deltas.
 func BenchmarkParseLine(b *testing.B) {
-	lines := readTranscript(b, "partial.jsonl")
+	lines := readEventTranscript(b, "partial.jsonl")
 	for _, bc := range []struct {
 		name string
 		line []byte

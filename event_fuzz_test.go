@@ -51,7 +51,7 @@ func FuzzParseLine(f *testing.F) {
 		default:
 			t.Fatalf("unexpected event type %q", ev.Type)
 		}
-		requireShape(t, ev)
+		requireEventShape(t, ev)
 		if !bytes.Equal(ev.Raw, orig) {
 			t.Fatalf("Raw %q differs from the line %q", ev.Raw, orig)
 		}
