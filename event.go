@@ -197,27 +197,36 @@ type controlResponse struct {
 // string "type". It never panics and never keeps line: the caller may reuse
 // the buffer.
 //
-// The line is decoded twice: once for its type, then into the shape of that
-// type. The first pass decides between malformed and unknown; the second
-// only sees the fields that matter to the type, so a future field of an
-// unrelated line type cannot spoil it.
+// The header (type, subtype, session_id) is read first, by scanHeader or,
+// for unusual lines, by encoding/json; it decides between malformed and
+// event. The line is then decoded into the shape of its type only, so that
+// a future field of some other line type cannot spoil it, and a shape error
+// turns the line into EventUnknown rather than an error.
 func parseLine(line []byte) (Event, *controlResponse, error) {
-	var h lineHeader
-	if err := json.Unmarshal(line, &h); err != nil {
-		var te *json.UnmarshalTypeError
-		if !errors.As(err, &te) || h.Type == "" {
-			return Event{}, nil, fmt.Errorf("%w: %w", errMalformedLine, err)
+	h, fast := scanHeader(line)
+	if !fast {
+		if err := json.Unmarshal(line, &h); err != nil {
+			var te *json.UnmarshalTypeError
+			if !errors.As(err, &te) || h.Type == "" {
+				return Event{}, nil, malformedErr(err)
+			}
+			// The type is a string but subtype or session_id is not.
+			return unknownEvent(h.Type, h.SessionID, line), nil, nil
 		}
-		// The type is a string but subtype or session_id is not.
-		return unknownEvent(h.Type, "", line), nil, nil
 	}
 	if h.Type == "" {
-		return Event{}, nil, fmt.Errorf("%w: no \"type\"", errMalformedLine)
+		if err := validateScanned(fast, line); err != nil {
+			return Event{}, nil, malformedErr(err)
+		}
+		return Event{}, nil, malformedErr(errors.New(`no "type"`))
 	}
 
 	if h.Type == "control_response" {
 		var w wireControlLine
 		if err := json.Unmarshal(line, &w); err != nil {
+			if isSyntaxError(err) {
+				return Event{}, nil, malformedErr(err)
+			}
 			return unknownEvent(h.Type, h.SessionID, line), nil, nil
 		}
 		return Event{}, w.Response.controlResponse(), nil
@@ -237,6 +246,7 @@ func parseLine(line []byte) (Event, *controlResponse, error) {
 			ev.Retry, err = decodeRetry(ev.Raw)
 		default:
 			ev.Type = EventSystem
+			err = validateScanned(fast, ev.Raw)
 		}
 	case "assistant":
 		ev.Type = EventAssistant
@@ -253,11 +263,42 @@ func parseLine(line []byte) (Event, *controlResponse, error) {
 	default:
 		ev.Type = EventUnknown
 		ev.Subtype = h.Type
+		err = validateScanned(fast, ev.Raw)
 	}
 	if err != nil {
+		if isSyntaxError(err) {
+			return Event{}, nil, malformedErr(err)
+		}
 		return Event{Type: EventUnknown, Subtype: h.Type, SessionID: h.SessionID, Raw: ev.Raw}, nil, nil
 	}
 	return ev, nil, nil
+}
+
+// malformedErr wraps the reason a line is malformed.
+func malformedErr(err error) error {
+	return fmt.Errorf("%w: %w", errMalformedLine, err)
+}
+
+// errInvalidJSON reports a line that scanHeader read but that is not valid
+// JSON.
+var errInvalidJSON = errors.New("invalid JSON")
+
+// validateScanned checks a line that no decoder has looked at yet when
+// scanHeader read its header: scanHeader does not validate the rest.
+func validateScanned(fast bool, line []byte) error {
+	if fast && !json.Valid(line) {
+		return errInvalidJSON
+	}
+	return nil
+}
+
+// isSyntaxError reports whether err says the line is not valid JSON (as
+// opposed to valid JSON of an unexpected shape). json.Unmarshal checks the
+// whole input before decoding anything, so a decode reports invalid JSON
+// this way only.
+func isSyntaxError(err error) bool {
+	var se *json.SyntaxError
+	return err == errInvalidJSON || errors.As(err, &se)
 }
 
 // unknownEvent passes a line through as EventUnknown with its own copy.
@@ -413,7 +454,7 @@ func (c *contentBlocks) UnmarshalJSON(data []byte) error {
 }
 
 type wireStreamLine struct {
-	Event json.RawMessage `json:"event"`
+	Event *wireSSE `json:"event"`
 }
 
 type wireSSE struct {
@@ -426,25 +467,35 @@ type wireSSE struct {
 	} `json:"delta"`
 }
 
+// decodePartial decodes a stream_event line. Partial.Event points into line,
+// the event's own copy, rather than being copied out a second time: deltas
+// are the most frequent lines of a streamed reply.
 func decodePartial(line []byte) (*Partial, error) {
 	var w wireStreamLine
 	if err := json.Unmarshal(line, &w); err != nil {
 		return nil, err
 	}
-	p := &Partial{Event: nullToNil(w.Event)}
-	if p.Event == nil {
+	p := &Partial{}
+	if w.Event == nil { // absent or null
 		return p, nil
 	}
-	var sse wireSSE
-	if err := json.Unmarshal(p.Event, &sse); err != nil {
-		return nil, err
+	raw, ok := topLevelValue(line, "event")
+	if !ok {
+		var rw struct {
+			Event json.RawMessage `json:"event"`
+		}
+		if err := json.Unmarshal(line, &rw); err != nil {
+			return nil, err
+		}
+		raw = rw.Event
 	}
-	p.Type = sse.Type
-	p.Index = sse.Index
-	p.DeltaType = sse.Delta.Type
-	p.Text = sse.Delta.Text
-	if sse.Delta.Type == "thinking_delta" {
-		p.Text = sse.Delta.Thinking
+	p.Event = json.RawMessage(raw[:len(raw):len(raw)])
+	p.Type = w.Event.Type
+	p.Index = w.Event.Index
+	p.DeltaType = w.Event.Delta.Type
+	p.Text = w.Event.Delta.Text
+	if w.Event.Delta.Type == "thinking_delta" {
+		p.Text = w.Event.Delta.Thinking
 	}
 	return p, nil
 }
@@ -542,4 +593,251 @@ func msDuration(ms float64) time.Duration {
 		return math.MinInt64
 	}
 	return time.Duration(d)
+}
+
+// scanHeader reads the type, subtype and session_id of a line without
+// decoding the rest, which encoding/json would otherwise scan twice more. It
+// does not validate the line. ok is true when the values are those
+// json.Unmarshal would find if the line is valid JSON; on anything unusual
+// (escapes or non-ASCII text in a header key or value, a key that only
+// matches case-insensitively, a repeated or non-string header value) it
+// gives up and the caller decodes the header with encoding/json.
+func scanHeader(line []byte) (h lineHeader, ok bool) {
+	var seen [3]bool
+	i := jsonSkipSpace(line, 0)
+	if i >= len(line) || line[i] != '{' {
+		return h, false
+	}
+	i = jsonSkipSpace(line, i+1)
+	if i < len(line) && line[i] == '}' {
+		return h, jsonSkipSpace(line, i+1) == len(line)
+	}
+	for {
+		key, next, ok := jsonPlainString(line, i)
+		if !ok {
+			return h, false
+		}
+		i = jsonSkipSpace(line, next)
+		if i >= len(line) || line[i] != ':' {
+			return h, false
+		}
+		i = jsonSkipSpace(line, i+1)
+		field := -1
+		switch string(key) {
+		case "type":
+			field = 0
+		case "subtype":
+			field = 1
+		case "session_id":
+			field = 2
+		default:
+			if foldsToHeaderKey(key) {
+				return h, false
+			}
+		}
+		if field >= 0 {
+			if seen[field] {
+				return h, false
+			}
+			seen[field] = true
+			switch {
+			case i < len(line) && line[i] == '"':
+				v, next, ok := jsonPlainString(line, i)
+				if !ok {
+					return h, false
+				}
+				switch field {
+				case 0:
+					h.Type = internType(v)
+				case 1:
+					h.Subtype = internSubtype(v)
+				case 2:
+					h.SessionID = string(v)
+				}
+				i = next
+			case jsonHasPrefixAt(line, i, "null"):
+				i += len("null")
+			default:
+				return h, false
+			}
+		} else {
+			i = jsonSkipValue(line, i)
+		}
+		i = jsonSkipSpace(line, i)
+		if i >= len(line) {
+			return h, false
+		}
+		switch line[i] {
+		case ',':
+			i = jsonSkipSpace(line, i+1)
+		case '}':
+			return h, jsonSkipSpace(line, i+1) == len(line)
+		default:
+			return h, false
+		}
+	}
+}
+
+// topLevelValue returns the raw value of key in the JSON object line, which
+// must be valid. ok is false when encoding/json might pick a different value:
+// when any key needs unquoting, folds to key without equalling it, or
+// repeats it.
+func topLevelValue(line []byte, key string) (raw []byte, ok bool) {
+	i := jsonSkipSpace(line, 0)
+	if i >= len(line) || line[i] != '{' {
+		return nil, false
+	}
+	i = jsonSkipSpace(line, i+1)
+	for i < len(line) && line[i] != '}' {
+		k, next, ok := jsonPlainString(line, i)
+		if !ok {
+			return nil, false
+		}
+		i = jsonSkipSpace(line, next)
+		if i >= len(line) || line[i] != ':' {
+			return nil, false
+		}
+		i = jsonSkipSpace(line, i+1)
+		end := jsonSkipValue(line, i)
+		switch {
+		case string(k) == key:
+			if raw != nil {
+				return nil, false
+			}
+			raw = line[i:end]
+		case strings.EqualFold(string(k), key):
+			return nil, false
+		}
+		i = jsonSkipSpace(line, end)
+		if i < len(line) && line[i] == ',' {
+			i = jsonSkipSpace(line, i+1)
+		}
+	}
+	return raw, raw != nil
+}
+
+// jsonPlainString returns the contents of the JSON string starting at line[i]
+// when it needs no unquoting: no escapes, control or non-ASCII bytes.
+func jsonPlainString(line []byte, i int) (s []byte, next int, ok bool) {
+	if i >= len(line) || line[i] != '"' {
+		return nil, i, false
+	}
+	for j := i + 1; j < len(line); j++ {
+		switch c := line[j]; {
+		case c == '"':
+			return line[i+1 : j], j + 1, true
+		case c == '\\' || c < 0x20 || c >= 0x80:
+			return nil, j, false
+		}
+	}
+	return nil, len(line), false
+}
+
+// jsonSkipValue returns the index just past the JSON value starting at line[i].
+// On invalid JSON the index is meaningless, which is fine: every line
+// scanHeader reads is validated afterwards.
+func jsonSkipValue(line []byte, i int) int {
+	depth := 0
+	for i < len(line) {
+		switch line[i] {
+		case '"':
+			i = jsonSkipString(line, i)
+		case '{', '[':
+			depth++
+			i++
+		case '}', ']':
+			if depth == 0 {
+				return i
+			}
+			depth--
+			i++
+		case ',', ' ', '\t', '\n', '\r':
+			if depth == 0 {
+				return i
+			}
+			i++
+		default: // inside a number or a literal
+			i++
+			continue
+		}
+		if depth == 0 {
+			return i // just past a string or a closed container
+		}
+	}
+	return len(line)
+}
+
+// jsonSkipString returns the index just past the JSON string starting at
+// line[i].
+func jsonSkipString(line []byte, i int) int {
+	for i++; i < len(line); i++ {
+		switch line[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+	return len(line)
+}
+
+// jsonSkipSpace returns the index of the first non-space byte from i on.
+func jsonSkipSpace(line []byte, i int) int {
+	for i < len(line) {
+		switch line[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// jsonHasPrefixAt reports whether line[i:] starts with prefix.
+func jsonHasPrefixAt(line []byte, i int, prefix string) bool {
+	return len(line)-i >= len(prefix) && string(line[i:i+len(prefix)]) == prefix
+}
+
+// foldsToHeaderKey reports a key that encoding/json would take for one of
+// the header keys, since it matches keys case-insensitively.
+func foldsToHeaderKey(key []byte) bool {
+	k := string(key)
+	return strings.EqualFold(k, "type") || strings.EqualFold(k, "subtype") || strings.EqualFold(k, "session_id")
+}
+
+// internType returns the known line types without allocating.
+func internType(v []byte) string {
+	switch string(v) {
+	case "system":
+		return "system"
+	case "assistant":
+		return "assistant"
+	case "user":
+		return "user"
+	case "stream_event":
+		return "stream_event"
+	case "result":
+		return "result"
+	case "control_response":
+		return "control_response"
+	case "control_request":
+		return "control_request"
+	}
+	return string(v)
+}
+
+// internSubtype returns the common subtypes without allocating.
+func internSubtype(v []byte) string {
+	switch string(v) {
+	case "init":
+		return "init"
+	case "status":
+		return "status"
+	case "api_retry":
+		return "api_retry"
+	case "success":
+		return "success"
+	}
+	return string(v)
 }

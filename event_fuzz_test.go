@@ -10,11 +10,18 @@ import (
 
 // FuzzParseLine checks that parseLine never panics, classifies every line
 // exactly one way, and agrees with encoding/json about which lines carry a
-// string "type". The seed corpus in testdata/fuzz/FuzzParseLine holds every
+// string "type"; and that scanHeader, when it answers, reads the header as
+// encoding/json does. The seed corpus in testdata/fuzz/FuzzParseLine holds every
 // captured CLI line and edge cases.
 func FuzzParseLine(f *testing.F) {
 	f.Fuzz(func(t *testing.T, line []byte) {
 		orig := bytes.Clone(line)
+		if h, ok := scanHeader(line); ok && json.Valid(line) {
+			var want lineHeader
+			if err := json.Unmarshal(line, &want); err != nil || h != want {
+				t.Fatalf("scanHeader = %+v, encoding/json = %+v, %v", h, want, err)
+			}
+		}
 		ev, ctrl, err := parseLine(line)
 		_ = ev.Text()
 
@@ -44,7 +51,7 @@ func FuzzParseLine(f *testing.F) {
 		default:
 			t.Fatalf("unexpected event type %q", ev.Type)
 		}
-		requireShape(t, ev)
+		requireEventShape(t, ev)
 		if !bytes.Equal(ev.Raw, orig) {
 			t.Fatalf("Raw %q differs from the line %q", ev.Raw, orig)
 		}

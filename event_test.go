@@ -14,9 +14,9 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// readTranscript returns the lines of a recorded transcript under
+// readEventTranscript returns the lines of a recorded transcript under
 // testdata/transcripts.
-func readTranscript(tb testing.TB, name string) [][]byte {
+func readEventTranscript(tb testing.TB, name string) [][]byte {
 	tb.Helper()
 	data, err := os.ReadFile(filepath.Join("testdata", "transcripts", name))
 	require.NoError(tb, err)
@@ -31,20 +31,21 @@ func readTranscript(tb testing.TB, name string) [][]byte {
 	return lines
 }
 
-// parseEvent parses a line that must be an event and checks the invariants
+// mustParseEvent parses a line that must be an event and checks the invariants
 // every event keeps.
-func parseEvent(t *testing.T, line []byte) Event {
+func mustParseEvent(t *testing.T, line []byte) Event {
 	t.Helper()
 	ev, ctrl, err := parseLine(line)
 	require.NoError(t, err)
 	require.Nil(t, ctrl)
 	require.Equal(t, json.RawMessage(line), ev.Raw, "Raw is the line as received")
-	requireShape(t, ev)
+	requireEventShape(t, ev)
 	return ev
 }
 
-// requireShape checks that exactly the pointer field matching the type is set.
-func requireShape(t testing.TB, ev Event) {
+// requireEventShape checks that exactly the pointer field matching the type
+// is set.
+func requireEventShape(t testing.TB, ev Event) {
 	t.Helper()
 	require.Equal(t, ev.Type == EventInit, ev.Init != nil, "Init set iff EventInit")
 	require.Equal(t, ev.Type == EventAssistant || ev.Type == EventUser, ev.Message != nil, "Message set iff EventAssistant/EventUser")
@@ -115,12 +116,12 @@ func TestParseTranscripts(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(strings.TrimSuffix(tt.file, ".jsonl"), func(t *testing.T) {
-			lines := readTranscript(t, tt.file)
+			lines := readEventTranscript(t, tt.file)
 			require.Len(t, lines, len(tt.steps))
 			var text strings.Builder
 			var last Event
 			for i, line := range lines {
-				ev := parseEvent(t, line)
+				ev := mustParseEvent(t, line)
 				require.Equal(t, tt.steps[i], step{ev.Type, ev.Subtype}, "line %d", i+1)
 				require.NotEmpty(t, ev.SessionID, "line %d", i+1)
 				text.WriteString(ev.Text())
@@ -137,16 +138,16 @@ func TestParseTranscripts(t *testing.T) {
 }
 
 func TestParseSampleLines(t *testing.T) {
-	ok := readTranscript(t, "ok.jsonl")
-	partial := readTranscript(t, "partial.jsonl")
-	sigint := readTranscript(t, "sigint_midstream.jsonl")
-	retry := readTranscript(t, "retry.jsonl")
-	notLoggedIn := readTranscript(t, "err_notloggedin.jsonl")
-	enotfound := readTranscript(t, "err_enotfound.jsonl")
-	status401 := readTranscript(t, "err_401.jsonl")
+	ok := readEventTranscript(t, "ok.jsonl")
+	partial := readEventTranscript(t, "partial.jsonl")
+	sigint := readEventTranscript(t, "sigint_midstream.jsonl")
+	retry := readEventTranscript(t, "retry.jsonl")
+	notLoggedIn := readEventTranscript(t, "err_notloggedin.jsonl")
+	enotfound := readEventTranscript(t, "err_enotfound.jsonl")
+	status401 := readEventTranscript(t, "err_401.jsonl")
 
 	t.Run("init", func(t *testing.T) {
-		ev := parseEvent(t, ok[0])
+		ev := mustParseEvent(t, ok[0])
 		in := ev.Init
 		require.Equal(t, "claude-opus-5-5", in.Model)
 		require.Equal(t, "/srv/chat", in.Cwd)
@@ -157,7 +158,7 @@ func TestParseSampleLines(t *testing.T) {
 		require.Equal(t, "Write", in.Tools[22])
 	})
 	t.Run("assistant ok", func(t *testing.T) {
-		ev := parseEvent(t, ok[1])
+		ev := mustParseEvent(t, ok[1])
 		require.Equal(t, &ChatMessage{
 			ID:      "msg_mock_000001",
 			Model:   "claude-opus-5-5",
@@ -167,7 +168,7 @@ func TestParseSampleLines(t *testing.T) {
 		}, ev.Message)
 	})
 	t.Run("result ok", func(t *testing.T) {
-		ev := parseEvent(t, ok[2])
+		ev := mustParseEvent(t, ok[2])
 		require.Equal(t, &Result{
 			Text:           "mock reply to: hello",
 			Subtype:        "success",
@@ -184,13 +185,13 @@ func TestParseSampleLines(t *testing.T) {
 		require.Empty(t, ev.Text(), "the result repeats the assistant text")
 	})
 	t.Run("status", func(t *testing.T) {
-		ev := parseEvent(t, partial[1])
+		ev := mustParseEvent(t, partial[1])
 		require.Equal(t, EventSystem, ev.Type)
 		require.Equal(t, "status", ev.Subtype)
 		require.Equal(t, "a7f67f88-3f6b-4ad8-9f2a-43d024735665", ev.SessionID)
 	})
 	t.Run("text delta", func(t *testing.T) {
-		ev := parseEvent(t, partial[2])
+		ev := mustParseEvent(t, partial[2])
 		require.Equal(t, &Partial{
 			Type:      "content_block_delta",
 			DeltaType: "text_delta",
@@ -200,12 +201,12 @@ func TestParseSampleLines(t *testing.T) {
 		require.Equal(t, "Hello", ev.Text())
 	})
 	t.Run("aborted assistant", func(t *testing.T) {
-		ev := parseEvent(t, sigint[1])
+		ev := mustParseEvent(t, sigint[1])
 		require.True(t, ev.Message.Aborted)
 		require.Equal(t, "Hello there", ev.Text())
 	})
 	t.Run("interrupted user", func(t *testing.T) {
-		ev := parseEvent(t, sigint[2])
+		ev := mustParseEvent(t, sigint[2])
 		require.Equal(t, &ChatMessage{
 			Role:    "user",
 			Content: []ContentBlock{{Type: "text", Text: "[Request interrupted by user]"}},
@@ -213,7 +214,7 @@ func TestParseSampleLines(t *testing.T) {
 		require.Empty(t, ev.Text(), "user messages are not printed")
 	})
 	t.Run("aborted result", func(t *testing.T) {
-		r := parseEvent(t, sigint[3]).Result
+		r := mustParseEvent(t, sigint[3]).Result
 		require.True(t, r.IsError)
 		require.Equal(t, "error_during_execution", r.Subtype)
 		require.Equal(t, "aborted_streaming", r.TerminalReason)
@@ -222,32 +223,32 @@ func TestParseSampleLines(t *testing.T) {
 		require.Equal(t, []string{"[ede_diagnostic] result_type=user last_content_type=n/a stop_reason=null"}, r.Errors)
 	})
 	t.Run("retry 500", func(t *testing.T) {
-		ev := parseEvent(t, retry[0])
+		ev := mustParseEvent(t, retry[0])
 		require.Equal(t, &Retry{Attempt: 1, MaxRetries: 2, Delay: 621 * time.Millisecond, ErrorStatus: 500, Error: "server_error"}, ev.Retry)
 	})
 	t.Run("retry no status", func(t *testing.T) {
-		ev := parseEvent(t, retry[1])
+		ev := mustParseEvent(t, retry[1])
 		require.Equal(t, &Retry{Attempt: 1, MaxRetries: 10, Delay: 505 * time.Millisecond, Error: "unknown"}, ev.Retry)
 	})
 	t.Run("not logged in", func(t *testing.T) {
-		m := parseEvent(t, notLoggedIn[0]).Message
+		m := mustParseEvent(t, notLoggedIn[0]).Message
 		require.True(t, m.IsAPIErrorMessage)
 		require.Equal(t, "authentication_failed", m.APIError, "falls back to \"error\"")
 		require.Equal(t, "<synthetic>", m.Model)
 		require.Equal(t, "stop_sequence", m.StopReason)
 
-		r := parseEvent(t, notLoggedIn[1]).Result
+		r := mustParseEvent(t, notLoggedIn[1]).Result
 		require.True(t, r.IsError)
 		require.Equal(t, "success", r.Subtype, "failure hides behind subtype success")
 		require.Zero(t, r.APIErrorStatus)
 		require.Empty(t, r.APIErrorType)
 	})
 	t.Run("unreachable", func(t *testing.T) {
-		m := parseEvent(t, enotfound[1]).Message
+		m := mustParseEvent(t, enotfound[1]).Message
 		require.True(t, m.IsAPIErrorMessage)
 		require.Equal(t, "connection_failed", m.APIError, "api_error wins over error")
 
-		r := parseEvent(t, enotfound[2]).Result
+		r := mustParseEvent(t, enotfound[2]).Result
 		require.True(t, r.IsError)
 		require.Zero(t, r.APIErrorStatus, "null api_error_status")
 		require.Equal(t, "connection_failed", r.APIErrorType, "from api_error")
@@ -255,7 +256,7 @@ func TestParseSampleLines(t *testing.T) {
 		require.Zero(t, r.TTFT, "no ttft_ms")
 	})
 	t.Run("401", func(t *testing.T) {
-		r := parseEvent(t, status401[0]).Result
+		r := mustParseEvent(t, status401[0]).Result
 		require.True(t, r.IsError)
 		require.Equal(t, 401, r.APIErrorStatus)
 		require.Equal(t, "authentication_error", r.APIErrorType)
@@ -401,7 +402,7 @@ func TestParseLineEvents(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ev := parseEvent(t, []byte(tt.line))
+			ev := mustParseEvent(t, []byte(tt.line))
 			ev.Raw = nil
 			require.Equal(t, tt.want, ev)
 		})
@@ -433,7 +434,7 @@ func TestParseLineWrongTypes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ev := parseEvent(t, []byte(tt.line))
+			ev := mustParseEvent(t, []byte(tt.line))
 			require.Equal(t, EventUnknown, ev.Type)
 			require.Equal(t, tt.subtype, ev.Subtype)
 		})
@@ -536,18 +537,19 @@ func TestParseLineOwnsMemory(t *testing.T) {
 		ev, ctrl, err := parseLine(buf)
 		require.NoError(t, err)
 		// Snapshot, scribble over the buffer, compare.
-		before := snapshot(t, ev, ctrl)
+		before := eventSnapshot(t, ev, ctrl)
 		for i := range buf {
 			buf[i] = 'X'
 		}
-		require.Equal(t, before, snapshot(t, ev, ctrl), "parsed from %s", line)
+		require.Equal(t, before, eventSnapshot(t, ev, ctrl), "parsed from %s", line)
 		if ctrl == nil {
 			require.Equal(t, line, string(ev.Raw))
 		}
 	}
 }
 
-func snapshot(t *testing.T, ev Event, ctrl *controlResponse) string {
+// eventSnapshot renders everything parseLine returned, to compare later.
+func eventSnapshot(t *testing.T, ev Event, ctrl *controlResponse) string {
 	t.Helper()
 	b, err := json.Marshal(struct {
 		Ev   Event
@@ -587,4 +589,40 @@ func TestParseLineErrorWraps(t *testing.T) {
 	require.ErrorIs(t, err, errMalformedLine)
 	var syntax *json.SyntaxError
 	require.True(t, errors.As(err, &syntax), "the JSON error stays reachable: %v", err)
+}
+
+func TestScanHeader(t *testing.T) {
+	tests := []struct {
+		name string
+		line string
+		want lineHeader
+		ok   bool
+	}{
+		{"ordinary", `{"type":"system","subtype":"status","session_id":"s"}`, lineHeader{"system", "status", "s"}, true},
+		{"type last after nesting", `{"a":{"type":"x","b":[1,{"c":"}"}]},"n":-1.5e3,"t":true,"s":"q\"}","type":"result"}`, lineHeader{Type: "result"}, true},
+		{"spaces", " { \"type\" : \"user\" , \"session_id\" : null } ", lineHeader{Type: "user"}, true},
+		{"empty object", `{}`, lineHeader{}, true},
+		{"not an object", `[]`, lineHeader{}, false},
+		{"escaped value", `{"type":"res\u0075lt"}`, lineHeader{}, false},
+		{"escaped key", `{"typ\u0065":"result"}`, lineHeader{}, false},
+		{"non-ASCII value", `{"type":"résult"}`, lineHeader{}, false},
+		{"case-folded key", `{"Type":"result"}`, lineHeader{}, false},
+		{"repeated key", `{"type":"result","type":"user"}`, lineHeader{}, false},
+		{"number value", `{"type":"result","subtype":1}`, lineHeader{}, false},
+		{"trailing data", `{"type":"result"}x`, lineHeader{}, false},
+		{"truncated", `{"type":"result",`, lineHeader{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := scanHeader([]byte(tt.line))
+			require.Equal(t, tt.ok, ok)
+			if !ok {
+				return
+			}
+			require.Equal(t, tt.want, got)
+			var want lineHeader
+			require.NoError(t, json.Unmarshal([]byte(tt.line), &want))
+			require.Equal(t, want, got, "agrees with encoding/json")
+		})
+	}
 }
