@@ -276,8 +276,13 @@ func (s *Stream) serve() error {
 			continue
 		}
 		s.observe(ev)
-		if ev.Type == EventResult && ev.Result != nil {
+		switch {
+		case ev.Type == EventResult:
 			result = ev.Result
+		case ev.Type == EventUnknown && ev.Subtype == "result" && result == nil:
+			// A result line whose fields could not be decoded: never
+			// mistake it for a success.
+			result = &Result{IsError: true, Subtype: "malformed", Text: "claudepool: the result line could not be decoded"}
 		}
 		if s.aborted() {
 			continue // keep draining so the CLI can finish and exit

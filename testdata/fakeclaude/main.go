@@ -73,6 +73,14 @@ func main() {
 		fmt.Fprintln(os.Stderr, "fatal: fake start-up failure")
 		os.Exit(cfg.exit(1))
 	}
+	// A hung turn blocks every goroutine on a channel; this timer keeps
+	// the runtime from calling that a deadlock and exiting, so that the
+	// fake hangs like the real CLI until a signal ends it.
+	go func() {
+		for {
+			time.Sleep(time.Hour)
+		}
+	}()
 	sigs := make(chan os.Signal, 4)
 	if cfg.ignoreSignal {
 		signal.Ignore(syscall.SIGINT, syscall.SIGTERM)
