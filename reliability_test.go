@@ -1,0 +1,24 @@
+package claudepool
+
+import (
+	"testing"
+
+	"github.com/claudepool/claudepool/internal/fakecli"
+	"github.com/stretchr/testify/require"
+)
+
+func TestStreamChatCLIExitsZeroAtStart(t *testing.T) {
+	// A CLI that exits 0 before answering anything ended without a
+	// result: the caller gets an *ExitError like for any other code.
+	ctx := testCtx(t)
+	fp := newFakePool(t, Config{}, fakecli.EnvMode+"="+fakecli.ModeExitEarly, fakecli.EnvExitCode+"=0")
+	s, err := NewAdapter(fp.Pool).StreamChat(ctx, userMsg("x"))
+	require.NoError(t, err)
+	defer s.Close()
+	require.False(t, s.Next())
+	var ee *ExitError
+	require.ErrorAs(t, s.Err(), &ee)
+	require.Equal(t, 0, ee.Code)
+	require.Contains(t, ee.Stderr, "fatal: fake start-up failure")
+	require.ErrorContains(t, s.Err(), "exited before answering initialize")
+}
