@@ -372,7 +372,9 @@ func (pl *Pool) startProcess(warm bool) (*Process, error) {
 	if err != nil {
 		_ = outR.Close()
 		_ = errR.Close()
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
+		// ENOEXEC: the file is there and executable but not a program
+		// (a truncated download, another architecture).
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.ENOEXEC) {
 			return nil, fmt.Errorf("%w: %s: %w", ErrCLINotFound, pl.path, err)
 		}
 		return nil, fmt.Errorf("claudepool: start %s: %w", pl.path, err)

@@ -1,6 +1,8 @@
 package claudepool
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/claudepool/claudepool/internal/fakecli"
@@ -21,4 +23,16 @@ func TestStreamChatCLIExitsZeroAtStart(t *testing.T) {
 	require.Equal(t, 0, ee.Code)
 	require.Contains(t, ee.Stderr, "fatal: fake start-up failure")
 	require.ErrorContains(t, s.Err(), "exited before answering initialize")
+}
+
+func TestSpawnExecFormatErrorIsCLINotFound(t *testing.T) {
+	// A CLI file that is executable but not a program could not be run:
+	// ErrCLINotFound, like a missing one.
+	ctx := testCtx(t)
+	cli := filepath.Join(t.TempDir(), "claude")
+	require.NoError(t, os.WriteFile(cli, []byte("\x7fELF but not really a program\n"), 0o755))
+	fp := newFakePool(t, Config{Command: cli})
+	_, err := NewAdapter(fp.Pool).StreamChat(ctx, userMsg("x"))
+	requireErrorIs(t, err, ErrCLINotFound)
+	require.ErrorContains(t, err, "exec format error")
 }
