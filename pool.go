@@ -129,6 +129,10 @@ type Pool struct {
 	wake chan struct{}
 	// closing is closed when Close starts.
 	closing chan struct{}
+	// abandon is closed when Close's ctx ends: a stream whose caller
+	// stopped reading gives up its pending events, so that Close can join
+	// its reader.
+	abandon chan struct{}
 	// slots is a semaphore of MaxProcs; nil when there is no cap.
 	slots chan struct{}
 
@@ -206,6 +210,7 @@ func NewPool(cfg Config) (*Pool, error) {
 		ready:   make(chan *Process, 2*cfg.Size),
 		wake:    make(chan struct{}, 1),
 		closing: make(chan struct{}),
+		abandon: make(chan struct{}),
 		live:    make(map[*Process]struct{}),
 		changed: make(chan struct{}),
 	}
@@ -390,7 +395,9 @@ func (p *Pool) WaitReady(ctx context.Context) error {
 // (close stdin, then SIGTERM, then SIGKILL to the process group), waits for
 // busy processes to finish until ctx ends, then kills them, reaps every
 // process, and joins every goroutine the pool started. It returns an error
-// wrapping ctx.Err() if busy processes had to be killed. Close is
+// wrapping ctx.Err() if busy processes had to be killed. A Stream whose
+// caller has not read it to the end when ctx ends gives up its pending
+// events and ends with an error wrapping ErrClosed. Close is
 // idempotent: later calls wait for the first and return its result.
 func (p *Pool) Close(ctx context.Context) error {
 	p.closeOnce.Do(func() { p.closeErr = p.close(ctx) })
@@ -441,7 +448,12 @@ func (p *Pool) close(ctx context.Context) error {
 		err = fmt.Errorf("claudepool: close: killed %d busy processes: %w", n, ctx.Err())
 		p.waitLive(nil)
 	}
+	// A stream's reader blocks on its caller, who may have stopped reading
+	// without closing it, even after its process ended: ctx bounds that
+	// wait too.
+	stopAbandon := context.AfterFunc(ctx, func() { close(p.abandon) })
 	p.wg.Wait()
+	stopAbandon()
 	if p.ownDir {
 		if rmErr := os.RemoveAll(p.dir); rmErr != nil && err == nil {
 			err = fmt.Errorf("claudepool: remove working directory: %w", rmErr)

@@ -1,9 +1,12 @@
 package claudepool
 
 import (
+	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/claudepool/claudepool/internal/fakecli"
 	"github.com/stretchr/testify/require"
@@ -35,4 +38,37 @@ func TestSpawnExecFormatErrorIsCLINotFound(t *testing.T) {
 	_, err := NewAdapter(fp.Pool).StreamChat(ctx, userMsg("x"))
 	requireErrorIs(t, err, ErrCLINotFound)
 	require.ErrorContains(t, err, "exec format error")
+}
+
+func TestCloseWithUnreadStream(t *testing.T) {
+	// A caller that stopped reading its stream (and has not closed it)
+	// must not hold Close past its ctx, even once the CLI has finished.
+	fp := newFakePool(t, Config{Size: 1, PartialMessages: true},
+		fakecli.EnvChunks+"=100", fakecli.EnvReply+"="+strings.Repeat("word ", 100))
+	require.NoError(t, fp.WaitReady(testCtx(t)))
+	s, err := NewAdapter(fp.Pool).StreamChat(testCtx(t), userMsg("x"))
+	require.NoError(t, err)
+	require.True(t, s.Next())
+	// The CLI prints far more events than the stream buffers, then exits.
+	require.True(t, waitExited(s.Acquire().PID, testWait))
+
+	ctx, cancel := context.WithTimeout(testCtx(t), 300*time.Millisecond)
+	defer cancel()
+	closed := make(chan error, 1)
+	go func() { closed <- fp.Close(ctx) }()
+	select {
+	case err := <-closed:
+		// The process ended by itself: nothing was killed.
+		require.NoError(t, err)
+	case <-time.After(5 * time.Second):
+		t.Error("Close outlived its ctx while a stream was not read")
+		require.NoError(t, s.Close()) // unblock it
+		<-closed
+	}
+	// The caller who comes back finds the events that were buffered,
+	// then ErrClosed.
+	for s.Next() {
+	}
+	requireErrorIs(t, s.Err(), ErrClosed)
+	require.NoError(t, s.Close())
 }

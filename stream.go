@@ -290,6 +290,8 @@ func (s *Stream) serve() error {
 		select {
 		case s.events <- ev:
 		case <-s.abortCh:
+		case <-s.pool.abandon:
+			s.abort(fmt.Errorf("%w: the stream was not read before Close's ctx ended", ErrClosed))
 		}
 	}
 	// The output ended: the process is exiting. Give it StopGrace to do so.
