@@ -710,6 +710,8 @@ func (p *Pool) reaped(proc *Process) {
 	case stateIdle:
 		p.idle.Add(-1)
 		p.counters.deadIdle.Add(1)
+		// Nobody will ever read its output.
+		proc.abandonOutput()
 		p.log.Warn("claudepool: idle process exited", "pid", proc.pid, "err", proc.exitError())
 	case stateBusy:
 		p.busy.Add(-1)

@@ -153,6 +153,9 @@ func (p *Process) ReadLine() ([]byte, error) {
 				p.pending = nil
 				return trimEOL(line), nil
 			}
+			// The output is over: release the pipe now rather than when
+			// the garbage collector finds it.
+			p.abandonOutput()
 			return nil, io.EOF
 		default:
 			// A deadline or another read error: keep what was read so

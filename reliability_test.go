@@ -2,9 +2,11 @@ package claudepool
 
 import (
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -71,4 +73,76 @@ func TestCloseWithUnreadStream(t *testing.T) {
 	}
 	requireErrorIs(t, s.Err(), ErrClosed)
 	require.NoError(t, s.Close())
+}
+
+// fdSet maps this process's open file descriptors to what they point to.
+type fdSet map[string]string
+
+// fdBaseline snapshots this process's file descriptors once the runtime's
+// poller exists, so that its lazily opened descriptors are not taken for
+// a leak. Comparing what each descriptor points to (a pipe has a new
+// inode each time) keeps descriptors that another test leaked, and that
+// the garbage collector closes meanwhile, from hiding or faking a leak.
+func fdBaseline(t *testing.T) fdSet {
+	t.Helper()
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	_ = r.Close()
+	_ = w.Close()
+	return openFDSet(t)
+}
+
+func openFDSet(t *testing.T) fdSet {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	require.NoError(t, err)
+	fds := make(fdSet, len(entries))
+	for _, e := range entries {
+		// The directory read itself has a descriptor that is gone now.
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil {
+			fds[e.Name()] = target
+		}
+	}
+	return fds
+}
+
+// requireNoNewFDs fails if a descriptor is open now that was not in before.
+func requireNoNewFDs(t *testing.T, before fdSet) {
+	t.Helper()
+	for fd, target := range openFDSet(t) {
+		if before[fd] != target {
+			t.Errorf("file descriptor %s -> %s left open", fd, target)
+		}
+	}
+}
+
+func TestDeadIdleProcessReleasesPipes(t *testing.T) {
+	fds := fdBaseline(t)
+	fp := newFakePool(t, Config{Size: 1})
+	require.NoError(t, fp.WaitReady(testCtx(t)))
+	victim := fp.pids()[0]
+	require.NoError(t, syscall.Kill(victim, syscall.SIGKILL))
+	fp.logs.waitFor(t, "claudepool: idle process exited", 1)
+	require.NoError(t, fp.WaitReady(testCtx(t)))
+	require.NoError(t, fp.Close(testCtx(t)))
+	requireNoNewFDs(t, fds)
+}
+
+func TestProcessReadToEndReleasesPipes(t *testing.T) {
+	// The documented way to finish with a process is to read its output
+	// to the end, or to Stop it: reading to the end must be enough.
+	fds := fdBaseline(t)
+	fp := newFakePool(t, Config{})
+	proc, err := fp.Acquire(testCtx(t))
+	require.NoError(t, err)
+	require.NoError(t, proc.WriteLine([]byte(`{"type":"user","session_id":"","message":{"role":"user","content":"hi"},"parent_tool_use_id":null}`)))
+	require.NoError(t, proc.CloseStdin())
+	for {
+		if _, err := proc.ReadLine(); err != nil {
+			require.ErrorIs(t, err, io.EOF)
+			break
+		}
+	}
+	require.NoError(t, proc.Wait(testCtx(t)))
+	requireNoNewFDs(t, fds)
 }
