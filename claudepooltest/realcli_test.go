@@ -42,11 +42,12 @@ type cliProc struct {
 	started time.Time
 }
 
-func startCLI(t *testing.T, path string, env []string) *cliProc {
+func startCLI(t *testing.T, path string, env []string, extraArgs ...string) *cliProc {
 	t.Helper()
 	home, dir := t.TempDir(), t.TempDir()
-	cmd := exec.Command(path, "-p", "--input-format", "stream-json", "--output-format", "stream-json",
-		"--verbose", "--no-session-persistence", "--tools", "")
+	args := []string{"-p", "--input-format", "stream-json", "--output-format", "stream-json",
+		"--verbose", "--no-session-persistence", "--tools", ""}
+	cmd := exec.Command(path, append(args, extraArgs...)...)
 	cmd.Dir = dir
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + home}, env...)
 	stdin, err := cmd.StdinPipe()
@@ -73,6 +74,7 @@ func startCLI(t *testing.T, path string, env []string) *cliProc {
 	}()
 	t.Cleanup(func() {
 		_ = stdin.Close()
+		drained := time.Now()
 		done := make(chan struct{})
 		go func() {
 			for range p.lines {
@@ -86,7 +88,8 @@ func startCLI(t *testing.T, path string, env []string) *cliProc {
 			<-done
 		}
 		p.wg.Wait()
-		_ = cmd.Wait()
+		err := cmd.Wait()
+		t.Logf("stdout closed %v after the test's last read; exit: %v", time.Since(drained).Round(time.Millisecond), err)
 		if t.Failed() {
 			t.Logf("stderr: %s", p.stderr.String())
 		}
@@ -199,15 +202,20 @@ func TestRealCLI(t *testing.T) {
 	})
 
 	failures := []struct {
-		fail   Failure
-		status any
+		fail     Failure
+		status   any // api_error_status of the result line
+		errType  any // api_error_type of the result line
+		requests int // chat requests the CLI makes before giving up
 	}{
-		{FailBadRequest, 400.0},
-		{FailUnauthorized, 401.0},
-		{FailRateLimit, 429.0},
-		{FailServer, 500.0},
-		{FailOverloaded, 529.0},
-		{FailHang, nil},
+		// On a 400 the CLI tries again twice, each time dropping a beta
+		// feature it suspects the API rejects; it does not count these as
+		// retries.
+		{FailBadRequest, 400.0, "invalid_request_error", 3},
+		{FailUnauthorized, 401.0, "authentication_error", 1},
+		{FailRateLimit, 429.0, "rate_limit_error", 1},
+		{FailServer, 500.0, "api_error", 1},
+		{FailOverloaded, 529.0, "overloaded_error", 1},
+		{FailHang, nil, nil, 1},
 	}
 	for _, tc := range failures {
 		t.Run(tc.fail.String(), func(t *testing.T) {
@@ -218,8 +226,59 @@ func TestRealCLI(t *testing.T) {
 			t.Logf("result: is_error=%v subtype=%v api_error_status=%v api_error_type=%v terminal_reason=%v result=%q duration_ms=%v",
 				res["is_error"], res["subtype"], res["api_error_status"], res["api_error_type"], res["terminal_reason"], res["result"], res["duration_ms"])
 			require.Equal(t, true, res["is_error"])
+			require.Equal(t, "api_error", res["terminal_reason"])
 			require.Equal(t, tc.status, res["api_error_status"])
-			require.Less(t, took, 20*time.Second)
+			require.Equal(t, tc.errType, res["api_error_type"])
+			require.Len(t, srv.ChatRequests(), tc.requests)
+			require.Less(t, took, 10*time.Second)
 		})
 	}
+
+	t.Run("partial messages", func(t *testing.T) {
+		srv := NewServer(Config{Reply: Text("one two three"), Chunks: 3, ChunkDelay: 20 * time.Millisecond})
+		defer srv.Close()
+		p := startCLI(t, path, srv.Env(), "--include-partial-messages")
+		p.control("r1", map[string]any{"subtype": "mcp_status"})
+		p.send(userLine("hello"))
+		require.NoError(t, p.stdin.Close())
+		var got []string
+		for {
+			m := p.next("stream_event", 30*time.Second)
+			ev := m["event"].(map[string]any)
+			if ev["type"] == "content_block_delta" {
+				got = append(got, ev["delta"].(map[string]any)["text"].(string))
+			}
+			if ev["type"] == "message_stop" {
+				break
+			}
+		}
+		require.Equal(t, []string{"one ", "two ", "three"}, got)
+		res := p.next("result", 30*time.Second)
+		require.Equal(t, false, res["is_error"])
+		require.Equal(t, "one two three", res["result"])
+	})
+
+	t.Run("interrupt mid-stream", func(t *testing.T) {
+		hold := make(chan struct{})
+		defer close(hold)
+		srv := NewServer(Config{Reply: func(Request) Reply { return Reply{Text: "first second", Chunks: 2, Hold: hold} }})
+		defer srv.Close()
+		p := startCLI(t, path, srv.Env(), "--include-partial-messages")
+		p.control("r1", map[string]any{"subtype": "mcp_status"})
+		p.send(userLine("hello"))
+		require.NoError(t, p.stdin.Close())
+		for {
+			m := p.next("stream_event", 30*time.Second)
+			if m["event"].(map[string]any)["type"] == "content_block_delta" {
+				break
+			}
+		}
+		sent := time.Now()
+		require.NoError(t, p.cmd.Process.Signal(os.Interrupt))
+		res := p.next("result", 30*time.Second)
+		t.Logf("SIGINT -> result: %v; subtype=%v is_error=%v terminal_reason=%v result=%q",
+			time.Since(sent).Round(time.Millisecond), res["subtype"], res["is_error"], res["terminal_reason"], res["result"])
+		require.Equal(t, "error_during_execution", res["subtype"])
+		require.Equal(t, "aborted_streaming", res["terminal_reason"])
+	})
 }

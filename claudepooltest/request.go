@@ -72,8 +72,9 @@ type Request struct {
 }
 
 // LastUserText returns the text of the last text block of the last user
-// message, or "" when there is none. The CLI may add text blocks of its own
-// before the user's text, so the last block is the one the user typed.
+// message, or "" when there is none. Messages of other roles are skipped:
+// the CLI sends its environment notes as a "system" message after the
+// user's, and may put text blocks of its own before the user's text.
 func (r Request) LastUserText() string {
 	for i := len(r.Messages) - 1; i >= 0; i-- {
 		m := r.Messages[i]
