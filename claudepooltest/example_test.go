@@ -47,8 +47,8 @@ func ExampleServer() {
 	for _, r := range reqs {
 		fmt.Println(r.Seq, r.Kind, r.Model, r.System, r.LastUserText())
 	}
-	// These requests are not streamed, so they count as side requests;
-	// the CLI streams the chat request of a turn (KindChat).
+	// These requests offer no tools, so they count as side requests; the
+	// requests of a CLI turn always have a "tools" key (KindChat).
 
 	// Output:
 	// 200 [map[text:mock reply to: hello type:text]] <nil>

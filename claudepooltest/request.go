@@ -12,11 +12,13 @@ type Kind string
 
 // Kinds of recorded requests.
 const (
-	// KindChat is a POST /v1/messages that carries the user's conversation:
-	// the request a CLI turn is made of.
+	// KindChat is a POST /v1/messages that carries the user's conversation
+	// and offers tools (a "tools" key, even an empty one): the request a CLI
+	// turn is made of, streamed, or not streamed when the CLI falls back
+	// after a stalled stream.
 	KindChat Kind = "chat"
-	// KindSide is a POST /v1/messages the CLI makes on its own account
-	// (for example to generate a title), not the user's turn.
+	// KindSide is any other POST /v1/messages: one the CLI makes on its own
+	// account (for example to generate a title), not the user's turn.
 	KindSide Kind = "side"
 	// KindCountTokens is a POST /v1/messages/count_tokens.
 	KindCountTokens Kind = "count_tokens"
@@ -109,7 +111,8 @@ type messagesBody struct {
 	Messages  []wireMessage   `json:"messages"`
 	Stream    bool            `json:"stream"`
 	MaxTokens int             `json:"max_tokens"`
-	Tools     []struct {
+	// Tools is a pointer to tell an empty list from no key at all.
+	Tools *[]struct {
 		Name string `json:"name"`
 	} `json:"tools"`
 }
@@ -145,38 +148,44 @@ func textBlocks(raw json.RawMessage) ([]string, error) {
 	return texts, nil
 }
 
-// parseMessagesBody fills the body-derived fields of r.
-func parseMessagesBody(r *Request) error {
+// parseMessagesBody fills the body-derived fields of r and reports whether
+// the body has a "tools" key.
+func parseMessagesBody(r *Request) (hasTools bool, err error) {
 	var b messagesBody
 	if err := json.Unmarshal(r.Body, &b); err != nil {
-		return err
+		return false, err
 	}
 	r.Model = b.Model
 	r.Stream = b.Stream
 	r.MaxTokens = b.MaxTokens
-	for _, t := range b.Tools {
-		r.Tools = append(r.Tools, t.Name)
+	if b.Tools != nil {
+		hasTools = true
+		for _, t := range *b.Tools {
+			r.Tools = append(r.Tools, t.Name)
+		}
 	}
 	sys, err := textBlocks(b.System)
 	if err != nil {
-		return err
+		return false, err
 	}
 	r.System = sys
 	for _, m := range b.Messages {
 		texts, err := textBlocks(m.Content)
 		if err != nil {
-			return err
+			return false, err
 		}
 		r.Messages = append(r.Messages, Message{Role: m.Role, Texts: texts})
 	}
-	return nil
+	return hasTools, nil
 }
 
-// classify tells a chat request from a side request. The CLI streams the
-// turn it was asked for, with the conversation; its side requests (titles,
-// quota checks, summaries) are not streamed or carry no user message.
-func classify(r Request) Kind {
-	if !r.Stream {
+// classify tells a chat request from a side request. Every request that
+// makes up a CLI turn offers tools (a "tools" key, empty under --tools "")
+// and carries the conversation: the streamed request and, after a stream
+// stalls for the CLI's idle limit, its non-streamed fallback. Requests the
+// CLI makes on its own account (titles, summaries) offer no tools.
+func classify(r Request, hasTools bool) Kind {
+	if !hasTools {
 		return KindSide
 	}
 	for _, m := range r.Messages {

@@ -98,8 +98,9 @@ func (s *Server) Client() *http.Client { return s.ts.Client() }
 // 429, 500 or 529 within about 0.2 s (one request), with 400 as fast (it
 // tries twice more itself, dropping beta features), and a turn whose request
 // is never answered after APITimeout plus about 0.2 s. A reply that stalls
-// after it has begun streaming is bounded by none of them: the CLI honours
-// CLAUDE_STREAM_IDLE_TIMEOUT_MS only above its 5-minute default, so callers
+// after it has begun streaming is bounded by none of them: the CLI waits for
+// its 5-minute stream idle limit (it honours CLAUDE_STREAM_IDLE_TIMEOUT_MS
+// only above that), then repeats the request without streaming. Callers
 // must bound such a turn themselves.
 //
 // The caller adds PATH and HOME.
@@ -248,7 +249,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, hr *http.Request) {
 		w.WriteHeader(http.StatusOK)
 	case hr.URL.Path == "/v1/messages/count_tokens" && hr.Method == http.MethodPost:
 		r.Kind = KindCountTokens
-		err := parseMessagesBody(&r)
+		_, err := parseMessagesBody(&r)
 		s.record(r)
 		if err != nil {
 			writeError(w, http.StatusBadRequest, "invalid_request_error", "claudepooltest: bad JSON body: "+err.Error())
@@ -256,8 +257,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, hr *http.Request) {
 		}
 		writeJSON(w, http.StatusOK, map[string]int{"input_tokens": estimateTokens(r)})
 	case hr.URL.Path == "/v1/messages" && hr.Method == http.MethodPost:
-		err := parseMessagesBody(&r)
-		r.Kind = classify(r)
+		hasTools, err := parseMessagesBody(&r)
+		r.Kind = classify(r, hasTools)
 		r = s.record(r)
 		if err != nil {
 			writeError(w, http.StatusBadRequest, "invalid_request_error", "claudepooltest: bad JSON body: "+err.Error())

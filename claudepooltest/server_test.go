@@ -224,10 +224,9 @@ func TestNonStreamed(t *testing.T) {
 	require.Len(t, content, 1)
 	require.Equal(t, EchoPrefix+"title please", content[0].(map[string]any)["text"])
 
-	got := s.Requests()
-	require.Len(t, got, 1)
-	require.Equal(t, KindSide, got[0].Kind, "a request that is not streamed is a side request")
-	require.Empty(t, s.ChatRequests())
+	got := s.ChatRequests()
+	require.Len(t, got, 1, "the CLI's non-streamed fallback is a chat request")
+	require.False(t, got[0].Stream)
 }
 
 func TestCountTokens(t *testing.T) {
@@ -546,23 +545,30 @@ func mustJSON(t *testing.T, v any) []byte {
 
 func TestChatRequestsFilter(t *testing.T) {
 	s := newServer(t, Config{})
+	noTools := chatBody(false, "title")
+	delete(noTools, "tools")
+	noUser := chatBody(true, "x")
+	noUser["messages"] = []any{}
+
 	mustPost(t, s, "/v1/messages/count_tokens", chatBody(false, "count"))
-	mustPost(t, s, "/v1/messages", chatBody(false, "side"))
-	mustPost(t, s, "/v1/messages", map[string]any{"model": "m", "stream": true, "messages": []any{}})
+	mustPost(t, s, "/v1/messages", noTools)
+	mustPost(t, s, "/v1/messages", noUser)
+	mustPost(t, s, "/v1/messages", chatBody(false, "fallback"))
 	resp := mustPost(t, s, "/v1/messages", chatBody(true, "chat"))
 	readSSE(t, resp.Body)
 
 	all := s.Requests()
-	require.Len(t, all, 4)
+	require.Len(t, all, 5)
 	var kinds []Kind
 	for _, r := range all {
 		kinds = append(kinds, r.Kind)
 	}
-	require.Equal(t, []Kind{KindCountTokens, KindSide, KindSide, KindChat}, kinds)
+	require.Equal(t, []Kind{KindCountTokens, KindSide, KindSide, KindChat, KindChat}, kinds)
 	chats := s.ChatRequests()
-	require.Len(t, chats, 1)
-	require.Equal(t, "chat", chats[0].LastUserText())
-	require.Equal(t, 4, chats[0].Seq)
+	require.Len(t, chats, 2)
+	require.Equal(t, "fallback", chats[0].LastUserText())
+	require.Equal(t, "chat", chats[1].LastUserText())
+	require.Equal(t, 5, chats[1].Seq)
 }
 
 func TestWaitRequests(t *testing.T) {
