@@ -4,7 +4,7 @@
 # already installed.
 set -euo pipefail
 
-VERSION="${CLAUDE_CLI_VERSION:-2.1.330}"
+VERSION="2.1.330"
 PACKAGE="@anthropic-ai/claude-code"
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
