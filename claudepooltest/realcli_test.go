@@ -15,18 +15,29 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// cliEnvVar names the variable that points the opt-in real-CLI tests at a
-// claude executable (e.g. the one scripts/install-cli.sh installs).
-const cliEnvVar = "CLAUDEPOOL_CLI"
+// cliEnvVar names the variable that points the real-CLI tests at a claude
+// executable (the Makefile sets it to the one scripts/install-cli.sh
+// installs); skipE2EVar, set to any value, skips them.
+const (
+	cliEnvVar  = "CLAUDEPOOL_CLI"
+	skipE2EVar = "CLAUDEPOOL_SKIP_E2E"
+)
 
-// realCLI returns the executable named by CLAUDEPOOL_CLI, skipping the test
-// when it is unset.
+// realCLI returns the executable named by CLAUDEPOOL_CLI. It skips the test
+// when that is unset or CLAUDEPOOL_SKIP_E2E is set, and fails it when the
+// executable is missing, so that a broken install is not mistaken for an
+// opt-out.
 func realCLI(t *testing.T) string {
 	t.Helper()
+	if os.Getenv(skipE2EVar) != "" {
+		t.Skip(skipE2EVar + " is set")
+	}
 	path := os.Getenv(cliEnvVar)
 	if path == "" {
 		t.Skip("set " + cliEnvVar + " to a claude executable (scripts/install-cli.sh prints one) to run against the real CLI")
 	}
+	_, err := exec.LookPath(path)
+	require.NoError(t, err, "%s=%s", cliEnvVar, path)
 	return path
 }
 
