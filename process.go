@@ -318,8 +318,10 @@ func (p *Process) reap() {
 	}
 	t.Stop()
 	p.waitErr = err
-	close(p.done)
+	// The pool's counts are updated before done is closed, so that a
+	// caller woken by done sees them final.
 	p.pool.reaped(p)
+	close(p.done)
 }
 
 // abandonOutput makes every pending and future ReadLine return at once;
