@@ -69,11 +69,11 @@ func run(ctx context.Context, o options, cli string, mock bool, in io.Reader) er
 		cfg.Size = 1
 	}
 	if mock {
-		env, stop, err := startMock()
+		env, stopMock, err := startMock()
 		if err != nil {
 			return err
 		}
-		defer stop() // after the pool's Close: deferred calls run last-first
+		defer stopMock() // after the pool's Close: deferred calls run last-first
 		cfg.Env = env
 	}
 	pool, err := claudepool.NewPool(cfg)

@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -70,11 +71,11 @@ func run(o options) error {
 		Logger:          log,
 	}
 	if o.mock {
-		env, stop, err := startMock()
+		env, stopMock, err := startMock()
 		if err != nil {
 			return err
 		}
-		defer stop() // after the pool's Close: deferred calls run last-first
+		defer stopMock() // after the pool's Close: deferred calls run last-first
 		cfg.Env = env
 	}
 	pool, err := claudepool.NewPool(cfg)
@@ -88,6 +89,7 @@ func run(o options) error {
 		if err := pool.Close(ctx); err != nil {
 			log.Warn("close pool", "err", err)
 		}
+		log.Info("pool closed", "live", pool.Stats().Live())
 	}()
 	start := time.Now()
 	wctx, cancel := context.WithTimeout(ctx, o.startup)
@@ -104,10 +106,16 @@ func run(o options) error {
 	mux.Handle("/", api)
 	mux.Handle("GET /debug/vars", expvar.Handler())
 
-	srv := &http.Server{Addr: o.addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	ln, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		return err
+	}
+	// No WriteTimeout: a streamed reply may take minutes; chatTimeout
+	// bounds it instead.
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.ListenAndServe() }()
-	log.Info("listening", "addr", o.addr)
+	go func() { serveErr <- srv.Serve(ln) }()
+	log.Info("listening", "addr", ln.Addr().String())
 
 	select {
 	case err := <-serveErr:

@@ -52,7 +52,7 @@ func (s *server) metrics(w http.ResponseWriter, _ *http.Request) {
 				q string
 				v float64
 			}{{"0.5", l.P50.Seconds()}, {"0.9", l.P90.Seconds()}, {"0.99", l.P99.Seconds()}, {"1", l.Max.Seconds()}} {
-				fmt.Fprintf(m, "%s{%squantile=%q} %s\n", name, label, q.q, strconv.FormatFloat(q.v, 'g', -1, 64))
+				fmt.Fprintf(m, "%s{%squantile=%q} %s\n", name, label, q.q, strconv.FormatFloat(q.v, 'g', 9, 64))
 			}
 		}
 	}

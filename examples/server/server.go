@@ -119,8 +119,11 @@ func (s *server) chat(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	send := func(event string, data any) {
-		b, _ := json.Marshal(data)
-		fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, b)
+		fmt.Fprintf(w, "event: %s\ndata: ", event)
+		enc := json.NewEncoder(w) // one line, ended by a newline
+		enc.SetEscapeHTML(false)
+		_ = enc.Encode(data)
+		fmt.Fprint(w, "\n")
 		_ = rc.Flush() // a gone client shows up as ctx's end
 	}
 
