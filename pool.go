@@ -293,11 +293,11 @@ func (p *Pool) claim(proc *Process, start time.Time) *Process {
 		return nil // expired, died or retired while idle: its owner handles it
 	}
 	p.idle.Add(-1)
-	p.mu.Lock()
 	if proc.idleTimer != nil {
+		// Set before the process was published on the channel and never
+		// changed after, so reading it needs no lock.
 		proc.idleTimer.Stop()
 	}
-	p.mu.Unlock()
 	p.busy.Add(1)
 	select {
 	case <-proc.done:
