@@ -101,6 +101,7 @@ func run(o options) error {
 
 	api := newServer(pool)
 	api.chatTimeout = o.timeout
+	api.log = log
 	expvar.Publish("claudepool", expvar.Func(func() any { return pool.Stats() }))
 	mux := http.NewServeMux()
 	mux.Handle("/", api)

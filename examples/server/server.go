@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -22,6 +23,7 @@ type server struct {
 	pool    *claudepool.Pool
 	adapter *claudepool.Adapter
 	mux     *http.ServeMux
+	log     *slog.Logger // one line per chat
 
 	maxBody     int64         // largest POST /chat body accepted
 	chatTimeout time.Duration // bounds one chat, stalled API streams included
@@ -34,6 +36,7 @@ func newServer(pool *claudepool.Pool) *server {
 		pool:        pool,
 		adapter:     claudepool.NewAdapter(pool),
 		mux:         http.NewServeMux(),
+		log:         slog.New(slog.DiscardHandler),
 		maxBody:     defaultMaxBody,
 		chatTimeout: defaultChatTimeout,
 	}
@@ -113,6 +116,11 @@ func (s *server) chat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer stream.Close()
+	defer func() {
+		info, lat := stream.Acquire(), stream.Latency()
+		s.log.Info("chat", "warm", info.Warm, "pid", info.PID, "acquire", info.Wait,
+			"first_text", lat.FirstText, "result", lat.Result, "err", stream.Err())
+	}()
 
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
