@@ -33,7 +33,7 @@ func main() {
 	flag.StringVar(&o.model, "model", "", "model, e.g. sonnet, opus, haiku (default: the CLI's)")
 	flag.StringVar(&o.system, "system", "", "system prompt (default: none)")
 	flag.BoolVar(&o.verbose, "v", false, "print the acquire and the time to first text to stderr")
-	cli := flag.String("cli", cliDefault(), "the claude executable (default $CLAUDEPOOL_CLI, else claude from PATH)")
+	cli := flag.String("cli", cliDefault(), "the claude executable, a path or a name in PATH ($CLAUDEPOOL_CLI sets the default)")
 	mock := flag.Bool("mock", false, "answer from a local mock of the Messages API instead of Anthropic's")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: chat [flags] [message]   (no message: read it from stdin)\n")

@@ -27,7 +27,7 @@ import (
 func main() {
 	var o options
 	flag.StringVar(&o.addr, "addr", "localhost:8080", "listen address")
-	flag.StringVar(&o.cli, "cli", cliDefault(), "the claude executable (default $CLAUDEPOOL_CLI, else claude from PATH)")
+	flag.StringVar(&o.cli, "cli", cliDefault(), "the claude executable, a path or a name in PATH ($CLAUDEPOOL_CLI sets the default)")
 	flag.IntVar(&o.size, "size", 2, "warm processes to keep ready")
 	flag.DurationVar(&o.startup, "startup", time.Minute, "how long the pool may take to get its warm processes ready")
 	flag.DurationVar(&o.drain, "drain", 30*time.Second, "on shutdown, how long chats in flight may take to finish")
