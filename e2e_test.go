@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -71,28 +72,37 @@ func (e *e2eEnv) pool(tb testing.TB, cfg Config) (*Pool, *logRecorder) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		_ = p.Close(ctx)
-		if left := cliProcesses(e.cli); len(left) > 0 {
+		if left := e.cliProcesses(); len(left) > 0 {
 			tb.Errorf("CLI processes left after Close: %v", left)
 		}
 	})
 	return p, logs
 }
 
-// cliProcesses lists running processes whose argv[0] is path.
-func cliProcesses(path string) []int {
+// cliProcesses lists running CLI processes (argv[0] is the CLI's path)
+// that belong to this test environment: their HOME is e.home. Other
+// packages' tests may run the same CLI at the same time.
+func (e *e2eEnv) cliProcesses() []int {
 	entries, _ := os.ReadDir("/proc")
 	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
+	for _, ent := range entries {
+		pid, err := strconv.Atoi(ent.Name())
 		if err != nil {
 			continue
 		}
-		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		cmdline, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "cmdline"))
 		if err != nil {
 			continue
 		}
 		argv0, _, _ := bytes.Cut(cmdline, []byte{0})
-		if string(argv0) == path && !isZombie(pid) {
+		if string(argv0) != e.cli || isZombie(pid) {
+			continue
+		}
+		environ, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "environ"))
+		if err != nil {
+			continue
+		}
+		if slices.Contains(strings.Split(string(environ), "\x00"), "HOME="+e.home) {
 			pids = append(pids, pid)
 		}
 	}
@@ -305,7 +315,7 @@ func TestE2ECloseWithBusyProcesses(t *testing.T) {
 	for s.Next() {
 	}
 	require.Error(t, s.Err())
-	require.Empty(t, cliProcesses(e.cli))
+	require.Empty(t, e.cliProcesses())
 }
 
 // BenchmarkE2E compares cold and warm chats on the real CLI against the
