@@ -52,13 +52,19 @@ type e2eEnv struct {
 func newE2E(tb testing.TB, cfg claudepooltest.Config) *e2eEnv {
 	tb.Helper()
 	e := &e2eEnv{cli: realCLI(tb), mock: claudepooltest.NewServer(cfg)}
-	tb.Cleanup(e.mock.Close)
 	e.home, e.dir = tb.TempDir(), tb.TempDir()
+	// Runs after the cleanups of the pools, which are registered later.
+	tb.Cleanup(func() {
+		e.mock.Close()
+		if left := e.cliProcesses(); len(left) > 0 {
+			tb.Errorf("CLI processes left after Close: %v", left)
+		}
+	})
 	return e
 }
 
-// pool starts a pool of real CLIs. At cleanup it is closed and no CLI
-// process may be left.
+// pool starts a pool of real CLIs, closed at cleanup. Once the pools of
+// e are closed, no CLI process of e may be left.
 func (e *e2eEnv) pool(tb testing.TB, cfg Config) (*Pool, *logRecorder) {
 	tb.Helper()
 	logs := newLogRecorder()
@@ -72,9 +78,6 @@ func (e *e2eEnv) pool(tb testing.TB, cfg Config) (*Pool, *logRecorder) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		_ = p.Close(ctx)
-		if left := e.cliProcesses(); len(left) > 0 {
-			tb.Errorf("CLI processes left after Close: %v", left)
-		}
 	})
 	return p, logs
 }
