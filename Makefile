@@ -27,7 +27,7 @@ e2e: cli
 
 ## cli: install the pinned Claude Code CLI into .cli/ (no global install)
 cli:
-	@CLI_VERSION=$(CLI_VERSION) sh scripts/install-cli.sh "$(CLI_DIR)"
+	@CLI_VERSION=$(CLI_VERSION) sh scripts/install-cli.sh "$(CLI_DIR)" >/dev/null
 
 ## bench: acquire and stream benchmarks against the fake CLI
 bench:

@@ -514,3 +514,36 @@ func TestRenderTranscript(t *testing.T) {
 func TestNewAdapterNilPoolPanics(t *testing.T) {
 	require.PanicsWithValue(t, "claudepool: NewAdapter with a nil Pool", func() { NewAdapter(nil) })
 }
+
+func TestStreamResultWinsOverLaterCancel(t *testing.T) {
+	ctx := testCtx(t)
+	fp := newFakePool(t, Config{Size: 1})
+	require.NoError(t, fp.WaitReady(ctx))
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s, err := NewAdapter(fp.Pool).StreamChat(cctx, userMsg("hi"))
+	require.NoError(t, err)
+	defer s.Close()
+	for s.Next() {
+		if s.Event().Type == EventResult {
+			// The reply is complete; the client goes away before the CLI
+			// has exited.
+			cancel()
+		}
+	}
+	require.NoError(t, s.Err(), "a result that arrived before the cancel decides the outcome")
+	require.Equal(t, "echo: hi", s.Result().Text)
+}
+
+func TestStreamErrAfterCloseMidStream(t *testing.T) {
+	ctx := testCtx(t)
+	fp := newFakePool(t, Config{Size: 1, PartialMessages: true})
+	require.NoError(t, fp.WaitReady(ctx))
+	s, err := NewAdapter(fp.Pool).StreamChat(ctx, userMsg("x "+fakecli.Marker(fakecli.ModeHangMid)))
+	require.NoError(t, err)
+	require.True(t, s.Next())
+	require.NoError(t, s.Close())
+	require.False(t, s.Next())
+	require.ErrorContains(t, s.Err(), "stream closed", "a stream closed mid-turn does not report success")
+	require.Zero(t, fp.Stats().Busy(), "counts are final once the process was reaped")
+}

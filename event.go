@@ -138,9 +138,11 @@ type Result struct {
 // Text returns the text a caller would print for the event: for
 // EventAssistant the concatenated text blocks of the message (thinking and
 // tool blocks are left out), for EventPartial the text of a text_delta, and
-// "" for every other event. In particular it is "" for EventResult: the
-// result's text repeats the assistant text already streamed, so a caller
-// that prints Text of every event prints the reply once.
+// "" for every other event. It is "" for EventResult, whose text repeats
+// the assistant text. With Config.PartialMessages the reply arrives twice,
+// as text deltas and then as the whole assistant message: print the
+// EventPartial texts to stream it, or the EventAssistant texts to show each
+// message whole, not both.
 func (e Event) Text() string {
 	switch e.Type {
 	case EventAssistant:

@@ -224,3 +224,15 @@ func requireErrorIs(t *testing.T, err, target error) {
 	require.Error(t, err)
 	require.Truef(t, errors.Is(err, target), "error %q does not wrap %q", err, target)
 }
+
+// isZombie reports whether pid has exited and waits for its parent to reap
+// it: it no longer runs and holds nothing but its process table slot.
+func isZombie(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	return i >= 0 && i+2 < len(s) && s[i+2] == 'Z'
+}

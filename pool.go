@@ -298,11 +298,11 @@ func (p *Pool) claim(proc *Process, start time.Time) *Process {
 		return nil // expired, died or retired while idle: its owner handles it
 	}
 	p.idle.Add(-1)
-	p.mu.Lock()
 	if proc.idleTimer != nil {
+		// Set before the process was published on the channel and never
+		// changed after, so reading it needs no lock.
 		proc.idleTimer.Stop()
 	}
-	p.mu.Unlock()
 	p.busy.Add(1)
 	select {
 	case <-proc.done:
@@ -349,10 +349,12 @@ func (p *Pool) acquireCold(ctx context.Context, start time.Time) (*Process, erro
 			}
 		}
 	}
-	proc, err := p.startProcess(false)
+	proc, err := p.spawnDetached()
 	if err != nil {
 		p.releaseSlot()
-		p.counters.spawnFailures.Add(1)
+		if !errors.Is(err, ErrClosed) {
+			p.counters.spawnFailures.Add(1)
+		}
 		return nil, err
 	}
 	wait := time.Since(start)
@@ -364,6 +366,32 @@ func (p *Pool) acquireCold(ctx context.Context, start time.Time) (*Process, erro
 			"ready", p.idle.Load(), "pid", proc.pid)
 	}
 	return proc, nil
+}
+
+// spawnDetached starts a cold process from a goroutine of the pool's
+// rather than the caller's. On Linux the kernel kills a child when the
+// thread that started it exits (Pdeathsig); a caller may run on a thread
+// that ends, the pool's goroutines never lock theirs.
+func (p *Pool) spawnDetached() (*Process, error) {
+	type spawned struct {
+		proc *Process
+		err  error
+	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, ErrClosed
+	}
+	p.wg.Add(1)
+	p.mu.Unlock()
+	ch := make(chan spawned, 1)
+	go func() {
+		defer p.wg.Done()
+		proc, err := p.startProcess(false)
+		ch <- spawned{proc, err}
+	}()
+	r := <-ch
+	return r.proc, r.err
 }
 
 // WaitReady blocks until Size warm processes are ready, ctx ends, or the

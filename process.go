@@ -58,7 +58,7 @@ type Process struct {
 	warm      bool
 	spawnedAt time.Time
 	readyAt   time.Time   // set before the process is published as idle
-	idleTimer *time.Timer // MaxIdle expiry; guarded by pool.mu
+	idleTimer *time.Timer // MaxIdle expiry; set before the process is published as idle
 	acquire   AcquireInfo // set by Acquire before it returns the process
 
 	done    chan struct{} // closed once the process has been reaped
@@ -321,8 +321,10 @@ func (p *Process) reap() {
 	}
 	t.Stop()
 	p.waitErr = err
-	close(p.done)
+	// The pool's counts are updated before done is closed, so that a
+	// caller woken by done sees them final.
 	p.pool.reaped(p)
+	close(p.done)
 }
 
 // abandonOutput makes every pending and future ReadLine return at once;

@@ -108,6 +108,17 @@ func (s *Stream) Next() bool {
 	if s.done {
 		return false
 	}
+	// Events already read are delivered before a context that ended.
+	select {
+	case ev, ok := <-s.events:
+		if ok {
+			s.cur = ev
+			return true
+		}
+		s.finish()
+		return false
+	default:
+	}
 	select {
 	case ev, ok := <-s.events:
 		if ok {
@@ -117,7 +128,15 @@ func (s *Stream) Next() bool {
 		s.finish()
 	case <-s.ctx.Done():
 		s.abort(s.ctx.Err())
-		s.done, s.err = true, s.ctx.Err()
+		if s.Result() == nil {
+			s.done, s.err = true, s.ctx.Err()
+			return false
+		}
+		// The result arrived before the context ended: the process is
+		// exiting on its own, and the result decides the outcome.
+		for range s.events {
+		}
+		s.finish()
 	}
 	return false
 }
@@ -125,16 +144,7 @@ func (s *Stream) Next() bool {
 // finish records the outcome once the reader has ended.
 func (s *Stream) finish() {
 	s.done = true
-	select {
-	case <-s.abortCh:
-		if s.abortErr == errStreamClosed {
-			s.err = s.finalErr
-		} else {
-			s.err = s.abortErr
-		}
-	default:
-		s.err = s.finalErr
-	}
+	s.err = s.finalErr
 }
 
 // Event returns the event Next moved to.
@@ -248,6 +258,10 @@ func (s *Stream) serve() error {
 		return err
 	}
 	var result *Result
+	// resultFirst is true when the result line arrived before any abort:
+	// then the result decides the outcome, even if the context ended
+	// while the process was exiting.
+	resultFirst := false
 	for {
 		line, err := p.ReadLine()
 		if errors.Is(err, io.EOF) {
@@ -255,14 +269,11 @@ func (s *Stream) serve() error {
 		}
 		if err != nil {
 			s.stopProcess()
-			if s.aborted() {
-				return s.abortErr
+			if s.aborted() || errors.Is(err, os.ErrClosed) {
+				break // the output was abandoned; the outcome is decided below
 			}
 			if errors.Is(err, ErrLineTooLong) {
 				return err
-			}
-			if errors.Is(err, os.ErrClosed) {
-				break
 			}
 			return fmt.Errorf("claudepool: read output of process %d: %w", p.pid, err)
 		}
@@ -277,8 +288,9 @@ func (s *Stream) serve() error {
 		}
 		s.observe(ev)
 		switch {
-		case ev.Type == EventResult:
+		case ev.Type == EventResult && result == nil:
 			result = ev.Result
+			resultFirst = !s.aborted()
 		case ev.Type == EventUnknown && ev.Subtype == "result" && result == nil:
 			// A result line whose fields could not be decoded: never
 			// mistake it for a success.
@@ -297,6 +309,11 @@ func (s *Stream) serve() error {
 	// The output ended: the process is exiting. Give it StopGrace to do so.
 	exitErr := s.waitExit()
 	switch {
+	case result != nil && resultFirst:
+		if result.IsError {
+			return newResultError(result)
+		}
+		return nil
 	case s.aborted():
 		return s.abortErr
 	case result == nil:

@@ -1,0 +1,295 @@
+package claudepooltest
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// cliEnvVar names the variable that points the real-CLI tests at a claude
+// executable (the Makefile sets it to the one scripts/install-cli.sh
+// installs); skipE2EVar, set to any value, skips them.
+const (
+	cliEnvVar  = "CLAUDEPOOL_CLI"
+	skipE2EVar = "CLAUDEPOOL_SKIP_E2E"
+)
+
+// realCLI returns the executable named by CLAUDEPOOL_CLI. It skips the test
+// when that is unset or CLAUDEPOOL_SKIP_E2E is set, and fails it when the
+// executable is missing, so that a broken install is not mistaken for an
+// opt-out.
+func realCLI(t *testing.T) string {
+	t.Helper()
+	if os.Getenv(skipE2EVar) != "" {
+		t.Skip(skipE2EVar + " is set")
+	}
+	path := os.Getenv(cliEnvVar)
+	if path == "" {
+		t.Skip("set " + cliEnvVar + " to a claude executable (scripts/install-cli.sh prints one) to run against the real CLI")
+	}
+	_, err := exec.LookPath(path)
+	require.NoError(t, err, "%s=%s", cliEnvVar, path)
+	return path
+}
+
+// cliProc is one real CLI process in stream-json mode.
+type cliProc struct {
+	t       *testing.T
+	cmd     *exec.Cmd
+	stdin   io.WriteCloser
+	lines   chan map[string]any
+	raw     chan string
+	wg      sync.WaitGroup
+	stderr  strings.Builder
+	started time.Time
+}
+
+func startCLI(t *testing.T, path string, env []string, extraArgs ...string) *cliProc {
+	t.Helper()
+	home, dir := t.TempDir(), t.TempDir()
+	args := []string{"-p", "--input-format", "stream-json", "--output-format", "stream-json",
+		"--verbose", "--no-session-persistence", "--tools", ""}
+	cmd := exec.Command(path, append(args, extraArgs...)...)
+	cmd.Dir = dir
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + home}, env...)
+	stdin, err := cmd.StdinPipe()
+	require.NoError(t, err)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	p := &cliProc{t: t, cmd: cmd, stdin: stdin, lines: make(chan map[string]any, 100), raw: make(chan string, 100)}
+	cmd.Stderr = &p.stderr
+	p.started = time.Now()
+	require.NoError(t, cmd.Start())
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		defer close(p.lines)
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 1<<20), 64<<20)
+		for sc.Scan() {
+			var m map[string]any
+			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+				m = map[string]any{"type": "non-json", "line": sc.Text()}
+			}
+			p.lines <- m
+		}
+	}()
+	t.Cleanup(func() {
+		_ = stdin.Close()
+		drained := time.Now()
+		done := make(chan struct{})
+		go func() {
+			for range p.lines {
+			}
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		p.wg.Wait()
+		err := cmd.Wait()
+		t.Logf("stdout closed %v after the test's last read; exit: %v", time.Since(drained).Round(time.Millisecond), err)
+		if t.Failed() {
+			t.Logf("stderr: %s", p.stderr.String())
+		}
+	})
+	return p
+}
+
+func (p *cliProc) send(v any) {
+	p.t.Helper()
+	b, err := json.Marshal(v)
+	require.NoError(p.t, err)
+	_, err = p.stdin.Write(append(b, '\n'))
+	require.NoError(p.t, err)
+}
+
+// next returns the next stdout line of the given type, skipping others.
+func (p *cliProc) next(typ string, timeout time.Duration) map[string]any {
+	p.t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case m, ok := <-p.lines:
+			require.True(p.t, ok, "stdout closed before a %q line; stderr: %s", typ, p.stderr.String())
+			if m["type"] == typ {
+				return m
+			}
+			p.t.Logf("line: %.300v", m)
+		case <-deadline:
+			require.FailNow(p.t, "timed out", "no %q line within %v", typ, timeout)
+		}
+	}
+}
+
+func (p *cliProc) control(id string, req map[string]any) map[string]any {
+	p.t.Helper()
+	p.send(map[string]any{"type": "control_request", "request_id": id, "request": req})
+	m := p.next("control_response", 30*time.Second)
+	resp := m["response"].(map[string]any)
+	require.Equal(p.t, "success", resp["subtype"], "control response: %v", m)
+	require.Equal(p.t, id, resp["request_id"])
+	return resp
+}
+
+func userLine(text string) map[string]any {
+	return map[string]any{
+		"type":       "user",
+		"session_id": "",
+		"message": map[string]any{
+			"role":    "user",
+			"content": []any{map[string]any{"type": "text", "text": text}},
+		},
+		"parent_tool_use_id": nil,
+	}
+}
+
+// turn readies a CLI, then sends the claim-time sequence and returns the
+// result line and the time from claim to result.
+func turn(t *testing.T, path string, srv *Server, text string) (map[string]any, time.Duration) {
+	t.Helper()
+	p := startCLI(t, path, srv.Env())
+	p.control("r1", map[string]any{"subtype": "mcp_status"})
+	t.Logf("spawn -> mcp_status answer: %v", time.Since(p.started).Round(time.Millisecond))
+	claim := time.Now()
+	p.control("r2", map[string]any{"subtype": "initialize", "systemPrompt": []string{"You are terse."}})
+	p.control("r3", map[string]any{"subtype": "set_model", "model": "sonnet"})
+	p.send(userLine(text))
+	require.NoError(t, p.stdin.Close())
+	res := p.next("result", 60*time.Second)
+	took := time.Since(claim)
+	t.Logf("claim -> result: %v", took.Round(time.Millisecond))
+	return res, took
+}
+
+func logRequests(t *testing.T, srv *Server) {
+	t.Helper()
+	for _, r := range srv.Requests() {
+		var msgs []string
+		for _, m := range r.Messages {
+			msgs = append(msgs, m.Role+":"+strings.Join(m.Texts, " | "))
+		}
+		var sys []int
+		for _, s := range r.System {
+			sys = append(sys, len(s))
+		}
+		t.Logf("request %d %s %s %s?%s model=%q stream=%v max_tokens=%d tools=%v system_lens=%v messages=%q",
+			r.Seq, r.Kind, r.Method, r.Path, r.Query, r.Model, r.Stream, r.MaxTokens, r.Tools, sys, msgs)
+	}
+}
+
+func TestRealCLI(t *testing.T) {
+	path := realCLI(t)
+
+	t.Run("chat", func(t *testing.T) {
+		srv := NewServer(Config{})
+		defer srv.Close()
+		res, _ := turn(t, path, srv, "hello")
+		logRequests(t, srv)
+		t.Logf("result: %v", res)
+		require.Equal(t, false, res["is_error"])
+		require.Equal(t, EchoPrefix+"hello", res["result"])
+
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		chats, err := srv.WaitChatRequests(ctx, 1)
+		require.NoError(t, err)
+		require.Len(t, chats, 1)
+		require.Equal(t, "claude-sonnet-5-5", chats[0].Model)
+		require.Contains(t, chats[0].System, "You are terse.")
+		require.Equal(t, "hello", chats[0].LastUserText())
+	})
+
+	failures := []struct {
+		fail     Failure
+		status   any // api_error_status of the result line
+		errType  any // api_error_type of the result line
+		requests int // chat requests the CLI makes before giving up
+	}{
+		// On a 400 the CLI tries again twice, each time dropping a beta
+		// feature it suspects the API rejects; it does not count these as
+		// retries.
+		{FailBadRequest, 400.0, "invalid_request_error", 3},
+		{FailUnauthorized, 401.0, "authentication_error", 1},
+		{FailRateLimit, 429.0, "rate_limit_error", 1},
+		{FailServer, 500.0, "api_error", 1},
+		{FailOverloaded, 529.0, "overloaded_error", 1},
+		{FailHang, nil, nil, 1},
+	}
+	for _, tc := range failures {
+		t.Run(tc.fail.String(), func(t *testing.T) {
+			srv := NewServer(Config{Reply: Fail(tc.fail), APITimeout: 2 * time.Second})
+			defer srv.Close()
+			res, took := turn(t, path, srv, "hello")
+			logRequests(t, srv)
+			t.Logf("result: is_error=%v subtype=%v api_error_status=%v api_error_type=%v terminal_reason=%v result=%q duration_ms=%v",
+				res["is_error"], res["subtype"], res["api_error_status"], res["api_error_type"], res["terminal_reason"], res["result"], res["duration_ms"])
+			require.Equal(t, true, res["is_error"])
+			require.Equal(t, "api_error", res["terminal_reason"])
+			require.Equal(t, tc.status, res["api_error_status"])
+			require.Equal(t, tc.errType, res["api_error_type"])
+			require.Len(t, srv.ChatRequests(), tc.requests)
+			require.Less(t, took, 10*time.Second)
+		})
+	}
+
+	t.Run("partial messages", func(t *testing.T) {
+		srv := NewServer(Config{Reply: Text("one two three"), Chunks: 3, ChunkDelay: 20 * time.Millisecond})
+		defer srv.Close()
+		p := startCLI(t, path, srv.Env(), "--include-partial-messages")
+		p.control("r1", map[string]any{"subtype": "mcp_status"})
+		p.send(userLine("hello"))
+		require.NoError(t, p.stdin.Close())
+		var got []string
+		for {
+			m := p.next("stream_event", 30*time.Second)
+			ev := m["event"].(map[string]any)
+			if ev["type"] == "content_block_delta" {
+				got = append(got, ev["delta"].(map[string]any)["text"].(string))
+			}
+			if ev["type"] == "message_stop" {
+				break
+			}
+		}
+		require.Equal(t, []string{"one ", "two ", "three"}, got)
+		res := p.next("result", 30*time.Second)
+		require.Equal(t, false, res["is_error"])
+		require.Equal(t, "one two three", res["result"])
+	})
+
+	t.Run("interrupt mid-stream", func(t *testing.T) {
+		hold := make(chan struct{})
+		defer close(hold)
+		srv := NewServer(Config{Reply: func(Request) Reply { return Reply{Text: "first second", Chunks: 2, Hold: hold} }})
+		defer srv.Close()
+		p := startCLI(t, path, srv.Env(), "--include-partial-messages")
+		p.control("r1", map[string]any{"subtype": "mcp_status"})
+		p.send(userLine("hello"))
+		require.NoError(t, p.stdin.Close())
+		for {
+			m := p.next("stream_event", 30*time.Second)
+			if m["event"].(map[string]any)["type"] == "content_block_delta" {
+				break
+			}
+		}
+		sent := time.Now()
+		require.NoError(t, p.cmd.Process.Signal(os.Interrupt))
+		res := p.next("result", 30*time.Second)
+		t.Logf("SIGINT -> result: %v; subtype=%v is_error=%v terminal_reason=%v result=%q",
+			time.Since(sent).Round(time.Millisecond), res["subtype"], res["is_error"], res["terminal_reason"], res["result"])
+		require.Equal(t, "error_during_execution", res["subtype"])
+		require.Equal(t, "aborted_streaming", res["terminal_reason"])
+	})
+}

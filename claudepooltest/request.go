@@ -1,0 +1,197 @@
+package claudepooltest
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Kind tells what a recorded request was for.
+type Kind string
+
+// Kinds of recorded requests.
+const (
+	// KindChat is a POST /v1/messages that carries the user's conversation
+	// and offers tools (a "tools" key, even an empty one): the request a CLI
+	// turn is made of, streamed, or not streamed when the CLI falls back
+	// after a stalled stream.
+	KindChat Kind = "chat"
+	// KindSide is any other POST /v1/messages: one the CLI makes on its own
+	// account (for example to generate a title), not the user's turn.
+	KindSide Kind = "side"
+	// KindCountTokens is a POST /v1/messages/count_tokens.
+	KindCountTokens Kind = "count_tokens"
+	// KindHello is the CLI's HEAD /api/hello connectivity check.
+	KindHello Kind = "hello"
+	// KindOther is any other request; the server answers it with 404.
+	KindOther Kind = "other"
+)
+
+// Message is one message of a recorded request, reduced to its text.
+type Message struct {
+	// Role is "user" or "assistant".
+	Role string
+	// Texts holds the text of each text block, in order. A message whose
+	// content is a plain string has a single entry.
+	Texts []string
+}
+
+// Text returns the texts of the message's text blocks joined by newlines.
+func (m Message) Text() string { return strings.Join(m.Texts, "\n") }
+
+// Request is a request the server received, as recorded and as passed to a
+// [ReplyFunc].
+type Request struct {
+	// Seq numbers the requests of a server from 1 in the order they arrived.
+	Seq int
+	// Time is when the request arrived.
+	Time time.Time
+	// Kind says what the request was for.
+	Kind Kind
+	// Method and Path are those of the HTTP request; Query is its raw query
+	// string (the CLI sends "beta=true").
+	Method, Path, Query string
+	// Header is a copy of the request headers (x-api-key, anthropic-version,
+	// anthropic-beta, user-agent, ...).
+	Header http.Header
+
+	// Model is the body's "model", e.g. "claude-sonnet-5-5".
+	Model string
+	// System holds the text of each system block; a string system prompt
+	// gives a single entry.
+	System []string
+	// Messages is the conversation, reduced to roles and text.
+	Messages []Message
+	// Stream reports whether the body asked for a streamed reply.
+	Stream bool
+	// MaxTokens is the body's "max_tokens".
+	MaxTokens int
+	// Tools holds the names of the tools the body offers.
+	Tools []string
+	// Body is the raw request body.
+	Body []byte
+}
+
+// LastUserText returns the text of the last text block of the last user
+// message, or "" when there is none. Messages of other roles are skipped:
+// the CLI sends its environment notes as a "system" message after the
+// user's, and may put text blocks of its own before the user's text.
+func (r Request) LastUserText() string {
+	for i := len(r.Messages) - 1; i >= 0; i-- {
+		m := r.Messages[i]
+		if m.Role == "user" && len(m.Texts) > 0 {
+			return m.Texts[len(m.Texts)-1]
+		}
+	}
+	return ""
+}
+
+// clone returns a copy of r whose slices and header are not shared with r.
+func (r Request) clone() Request {
+	c := r
+	c.Header = r.Header.Clone()
+	c.System = append([]string(nil), r.System...)
+	c.Tools = append([]string(nil), r.Tools...)
+	c.Body = append([]byte(nil), r.Body...)
+	c.Messages = make([]Message, len(r.Messages))
+	for i, m := range r.Messages {
+		c.Messages[i] = Message{Role: m.Role, Texts: append([]string(nil), m.Texts...)}
+	}
+	if r.Messages == nil {
+		c.Messages = nil
+	}
+	return c
+}
+
+// messagesBody is the part of a Messages API request body the server reads.
+type messagesBody struct {
+	Model     string          `json:"model"`
+	System    json.RawMessage `json:"system"`
+	Messages  []wireMessage   `json:"messages"`
+	Stream    bool            `json:"stream"`
+	MaxTokens int             `json:"max_tokens"`
+	// Tools is a pointer to tell an empty list from no key at all.
+	Tools *[]struct {
+		Name string `json:"name"`
+	} `json:"tools"`
+}
+
+type wireMessage struct {
+	Role    string          `json:"role"`
+	Content json.RawMessage `json:"content"`
+}
+
+// textBlocks reads content that is either a string or a list of content
+// blocks and returns the text of its text blocks.
+func textBlocks(raw json.RawMessage) ([]string, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err == nil {
+		return []string{s}, nil
+	}
+	var blocks []struct {
+		Type string `json:"type"`
+		Text string `json:"text"`
+	}
+	if err := json.Unmarshal(raw, &blocks); err != nil {
+		return nil, err
+	}
+	var texts []string
+	for _, b := range blocks {
+		if b.Type == "text" {
+			texts = append(texts, b.Text)
+		}
+	}
+	return texts, nil
+}
+
+// parseMessagesBody fills the body-derived fields of r and reports whether
+// the body has a "tools" key.
+func parseMessagesBody(r *Request) (hasTools bool, err error) {
+	var b messagesBody
+	if err := json.Unmarshal(r.Body, &b); err != nil {
+		return false, err
+	}
+	r.Model = b.Model
+	r.Stream = b.Stream
+	r.MaxTokens = b.MaxTokens
+	if b.Tools != nil {
+		hasTools = true
+		for _, t := range *b.Tools {
+			r.Tools = append(r.Tools, t.Name)
+		}
+	}
+	sys, err := textBlocks(b.System)
+	if err != nil {
+		return false, err
+	}
+	r.System = sys
+	for _, m := range b.Messages {
+		texts, err := textBlocks(m.Content)
+		if err != nil {
+			return false, err
+		}
+		r.Messages = append(r.Messages, Message{Role: m.Role, Texts: texts})
+	}
+	return hasTools, nil
+}
+
+// classify tells a chat request from a side request. Every request that
+// makes up a CLI turn offers tools (a "tools" key, empty under --tools "")
+// and carries the conversation: the streamed request and, after a stream
+// stalls for the CLI's idle limit, its non-streamed fallback. Requests the
+// CLI makes on its own account (titles, summaries) offer no tools.
+func classify(r Request, hasTools bool) Kind {
+	if !hasTools {
+		return KindSide
+	}
+	for _, m := range r.Messages {
+		if m.Role == "user" {
+			return KindChat
+		}
+	}
+	return KindSide
+}

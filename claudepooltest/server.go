@@ -1,0 +1,376 @@
+package claudepooltest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// DefaultAPITimeout is the API_TIMEOUT_MS that [Server.Env] sets when
+// [Config.APITimeout] is zero: long enough for any scripted reply of a test,
+// short enough that a request that is never answered fails the CLI turn
+// within seconds.
+const DefaultAPITimeout = 5 * time.Second
+
+// Config configures a [Server]. The zero value echoes every request.
+type Config struct {
+	// Reply decides the answer to each Messages request. nil means [Echo].
+	Reply ReplyFunc
+	// Chunks is the number of text_delta events a streamed reply is split
+	// into when its [Reply.Chunks] is 0. 0 means 1.
+	Chunks int
+	// ChunkDelay is the pause between chunks when a reply's
+	// [Reply.ChunkDelay] is 0.
+	ChunkDelay time.Duration
+	// MaxRetries is the CLAUDE_CODE_MAX_RETRIES that [Server.Env] sets.
+	// 0 (the default) makes the CLI give up on the first failed request.
+	MaxRetries int
+	// APITimeout is the API_TIMEOUT_MS that [Server.Env] sets. 0 means
+	// [DefaultAPITimeout].
+	APITimeout time.Duration
+}
+
+// Server is a mock of the Anthropic Messages API listening on 127.0.0.1.
+// Its methods are safe for concurrent use.
+type Server struct {
+	ts        *httptest.Server
+	cfg       Config
+	closing   chan struct{} // closed by Close to end open handlers
+	closeOnce sync.Once
+
+	mu       sync.Mutex // guards the fields below
+	reply    ReplyFunc
+	requests []Request
+	changed  chan struct{} // closed and replaced whenever requests grows
+	reqSeq   int           // last Request.Seq given
+	msgSeq   int           // last message id number given
+}
+
+// NewServer starts a server with the given configuration. It panics, as
+// httptest does, when it cannot listen on 127.0.0.1. Call Close when done.
+func NewServer(cfg Config) *Server {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(fmt.Sprintf("claudepooltest: listen on 127.0.0.1: %v", err))
+	}
+	s := &Server{
+		cfg:     cfg,
+		closing: make(chan struct{}),
+		reply:   cfg.Reply,
+		changed: make(chan struct{}),
+	}
+	s.ts = httptest.NewUnstartedServer(http.HandlerFunc(s.serveHTTP))
+	s.ts.Listener.Close()
+	s.ts.Listener = l
+	s.ts.Start()
+	return s
+}
+
+// URL returns the server's base URL, e.g. "http://127.0.0.1:40123", for
+// ANTHROPIC_BASE_URL.
+func (s *Server) URL() string { return s.ts.URL }
+
+// Client returns an HTTP client for the server whose idle connections are
+// closed by Close.
+func (s *Server) Client() *http.Client { return s.ts.Client() }
+
+// Env returns the KEY=VALUE environment variables that make a CLI use this
+// server and keep failure paths short:
+//
+//   - ANTHROPIC_BASE_URL: the server's URL;
+//   - ANTHROPIC_API_KEY: "mock-key" (the server accepts any key);
+//   - CLAUDE_CODE_MAX_RETRIES: [Config.MaxRetries], so that an HTTP error
+//     ends the turn at once instead of after minutes of retries;
+//   - API_TIMEOUT_MS: [Config.APITimeout], which bounds a request that is
+//     never answered;
+//   - DISABLE_AUTOUPDATER, DISABLE_TELEMETRY, DISABLE_ERROR_REPORTING and
+//     CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC set to 1, so that the CLI
+//     tries no other host.
+//
+// With these, Claude Code 2.1.330 ends a turn whose request fails with 401,
+// 429, 500 or 529 within about 0.2 s (one request), with 400 as fast (it
+// tries twice more itself, dropping beta features), and a turn whose request
+// is never answered after APITimeout plus about 0.2 s. A reply that stalls
+// after it has begun streaming is bounded by none of them: the CLI waits for
+// its 5-minute stream idle limit (it honours CLAUDE_STREAM_IDLE_TIMEOUT_MS
+// only above that), then repeats the request without streaming. Callers
+// must bound such a turn themselves.
+//
+// The caller adds PATH and HOME.
+func (s *Server) Env() []string {
+	timeout := s.cfg.APITimeout
+	if timeout <= 0 {
+		timeout = DefaultAPITimeout
+	}
+	return []string{
+		"ANTHROPIC_BASE_URL=" + s.URL(),
+		"ANTHROPIC_API_KEY=mock-key",
+		"CLAUDE_CODE_MAX_RETRIES=" + strconv.Itoa(s.cfg.MaxRetries),
+		"API_TIMEOUT_MS=" + strconv.FormatInt(timeout.Milliseconds(), 10),
+		"DISABLE_AUTOUPDATER=1",
+		"DISABLE_TELEMETRY=1",
+		"DISABLE_ERROR_REPORTING=1",
+		"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1",
+	}
+}
+
+// Close ends requests that are still open (streaming, delayed or never
+// answered), stops the server and waits for its handlers to return. It is
+// safe to call more than once.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		close(s.closing)
+		s.ts.Close()
+	})
+}
+
+// SetReply replaces the [ReplyFunc] for requests that arrive from now on.
+// nil means [Echo].
+func (s *Server) SetReply(f ReplyFunc) {
+	s.mu.Lock()
+	s.reply = f
+	s.mu.Unlock()
+}
+
+// Requests returns a copy of every request received so far, in order of
+// arrival.
+func (s *Server) Requests() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.filterLocked(nil)
+}
+
+// ChatRequests returns a copy of the requests of kind [KindChat] received so
+// far: those that carry the user's conversation.
+func (s *Server) ChatRequests() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.filterLocked(isChat)
+}
+
+// Reset forgets the requests recorded so far.
+func (s *Server) Reset() {
+	s.mu.Lock()
+	s.requests = nil
+	s.mu.Unlock()
+}
+
+// WaitRequests waits until at least n requests have been recorded and
+// returns a copy of all of them, or returns ctx's error.
+func (s *Server) WaitRequests(ctx context.Context, n int) ([]Request, error) {
+	return s.wait(ctx, n, nil)
+}
+
+// WaitChatRequests waits until at least n requests of kind [KindChat] have
+// been recorded and returns a copy of them, or returns ctx's error.
+func (s *Server) WaitChatRequests(ctx context.Context, n int) ([]Request, error) {
+	return s.wait(ctx, n, isChat)
+}
+
+func isChat(r Request) bool { return r.Kind == KindChat }
+
+func (s *Server) wait(ctx context.Context, n int, keep func(Request) bool) ([]Request, error) {
+	for {
+		s.mu.Lock()
+		got := s.filterLocked(keep)
+		changed := s.changed
+		s.mu.Unlock()
+		if len(got) >= n {
+			return got, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("claudepooltest: waiting for %d requests, have %d: %w", n, len(got), ctx.Err())
+		}
+	}
+}
+
+func (s *Server) filterLocked(keep func(Request) bool) []Request {
+	var out []Request
+	for _, r := range s.requests {
+		if keep == nil || keep(r) {
+			out = append(out, r.clone())
+		}
+	}
+	return out
+}
+
+// record stores r, numbering it, and wakes waiters. It returns the stored
+// request's copy for the handler.
+func (s *Server) record(r Request) Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reqSeq++
+	r.Seq = s.reqSeq
+	s.requests = append(s.requests, r)
+	close(s.changed)
+	s.changed = make(chan struct{})
+	return r.clone()
+}
+
+func (s *Server) replyFunc() ReplyFunc {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.reply == nil {
+		return Echo
+	}
+	return s.reply
+}
+
+func (s *Server) nextMessageID() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.msgSeq++
+	return fmt.Sprintf("msg_mock_%06d", s.msgSeq)
+}
+
+func (s *Server) serveHTTP(w http.ResponseWriter, hr *http.Request) {
+	body, _ := io.ReadAll(hr.Body)
+	r := Request{
+		Time:   time.Now(),
+		Method: hr.Method,
+		Path:   hr.URL.Path,
+		Query:  hr.URL.RawQuery,
+		Header: hr.Header.Clone(),
+		Body:   body,
+	}
+	switch {
+	case hr.URL.Path == "/api/hello" && (hr.Method == http.MethodHead || hr.Method == http.MethodGet):
+		r.Kind = KindHello
+		s.record(r)
+		w.WriteHeader(http.StatusOK)
+	case hr.URL.Path == "/v1/messages/count_tokens" && hr.Method == http.MethodPost:
+		r.Kind = KindCountTokens
+		_, err := parseMessagesBody(&r)
+		s.record(r)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "invalid_request_error", "claudepooltest: bad JSON body: "+err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]int{"input_tokens": estimateTokens(r)})
+	case hr.URL.Path == "/v1/messages" && hr.Method == http.MethodPost:
+		hasTools, err := parseMessagesBody(&r)
+		r.Kind = classify(r, hasTools)
+		r = s.record(r)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "invalid_request_error", "claudepooltest: bad JSON body: "+err.Error())
+			return
+		}
+		s.answer(w, hr, r)
+	default:
+		r.Kind = KindOther
+		s.record(r)
+		writeError(w, http.StatusNotFound, "not_found_error", fmt.Sprintf("claudepooltest: no route for %s %s", hr.Method, hr.URL.Path))
+	}
+}
+
+// answer replies to a Messages request as the ReplyFunc decides.
+func (s *Server) answer(w http.ResponseWriter, hr *http.Request, r Request) {
+	rep := s.replyFunc()(r)
+	if rep.Delay > 0 && !s.pause(hr, rep.Delay) {
+		abort()
+	}
+	switch rep.Fail {
+	case FailNone:
+	case FailHang:
+		select {
+		case <-hr.Context().Done():
+		case <-s.closing:
+		}
+		abort()
+	default:
+		shape, ok := failures[rep.Fail]
+		if !ok {
+			shape = failures[FailServer]
+		}
+		msg := shape.message
+		if rep.ErrorMessage != "" {
+			msg = rep.ErrorMessage
+		}
+		writeError(w, shape.status, shape.errType, msg)
+		return
+	}
+	if rep.Chunks == 0 {
+		rep.Chunks = s.cfg.Chunks
+	}
+	if rep.ChunkDelay == 0 {
+		rep.ChunkDelay = s.cfg.ChunkDelay
+	}
+	if rep.StopReason == "" {
+		rep.StopReason = "end_turn"
+	}
+	m := message{
+		id:           s.nextMessageID(),
+		model:        r.Model,
+		inputTokens:  estimateTokens(r),
+		outputTokens: len([]rune(rep.Text))/4 + 1,
+	}
+	if !r.Stream {
+		writeJSON(w, http.StatusOK, m.full(rep.Text, rep.StopReason))
+		return
+	}
+	if !s.stream(w, hr, m, rep) {
+		abort()
+	}
+}
+
+// pause waits for d, and reports false if the client went away or the
+// server is closing first.
+func (s *Server) pause(hr *http.Request, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-hr.Context().Done():
+		return false
+	case <-s.closing:
+		return false
+	}
+}
+
+// abort ends the handler and drops the connection without a (complete)
+// response; net/http does not log this panic.
+func abort() { panic(http.ErrAbortHandler) }
+
+// estimateTokens returns a rough token count for the text of r.
+func estimateTokens(r Request) int {
+	n := 0
+	for _, t := range r.System {
+		n += len(t)
+	}
+	for _, m := range r.Messages {
+		for _, t := range m.Texts {
+			n += len(t)
+		}
+	}
+	return n/4 + 1
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic("claudepooltest: " + err.Error())
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Request-Id", "req_mock")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+// writeError answers with an Anthropic-shaped error body.
+func writeError(w http.ResponseWriter, status int, errType, msg string) {
+	writeJSON(w, status, map[string]any{
+		"type":       "error",
+		"error":      map[string]string{"type": errType, "message": msg},
+		"request_id": "req_mock",
+	})
+}

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/claudepool/claudepool"
+	"github.com/claudepool/claudepool/internal/fakecli"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+// fakeCLI is the path of the fake claude executable, built once.
+var fakeCLI string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "claudepool-chat-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fakeCLI, err = fakecli.Build(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { _ = os.RemoveAll(dir) }))
+}
+
+func fakeAdapter(t *testing.T, size int) *claudepool.Adapter {
+	t.Helper()
+	pool, err := claudepool.NewPool(claudepool.Config{
+		Command:         fakeCLI,
+		Size:            size,
+		PartialMessages: true,
+		StopGrace:       200 * time.Millisecond,
+		Env:             []string{fakecli.EnvChunks + "=3"},
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		require.NoError(t, pool.Close(ctx))
+	})
+	return claudepool.NewAdapter(pool)
+}
+
+func TestChatOneShot(t *testing.T) {
+	var out, errOut strings.Builder
+	err := chat(context.Background(), fakeAdapter(t, 0), options{verbose: true}, strings.NewReader("hello\n"), &out, &errOut)
+	require.NoError(t, err)
+	// Deltas printed once, the whole message not again.
+	require.Equal(t, "echo: hello\n", out.String())
+	require.Regexp(t, `^\[cold acquire in \S+ \(pid \d+\), first text after \S+, result after \S+\]\n$`, errOut.String())
+}
+
+func TestChatInteractiveKeepsHistory(t *testing.T) {
+	var out, errOut strings.Builder
+	in := strings.NewReader("first question\n\nfollow-up\n")
+	err := chat(context.Background(), fakeAdapter(t, 1), options{interactive: true}, in, &out, &errOut)
+	require.NoError(t, err)
+	replies := strings.SplitN(out.String(), "\n", 2)
+	require.Equal(t, "echo: first question", replies[0])
+	// The second turn carried the first one: the fake echoes it all.
+	require.Contains(t, replies[1], "<conversation_history>")
+	require.Contains(t, replies[1], "echo: first question")
+	require.Contains(t, replies[1], "follow-up")
+	require.Equal(t, "> > > > \n", errOut.String())
+}
+
+func TestChatErrorResult(t *testing.T) {
+	var out, errOut strings.Builder
+	in := strings.NewReader("x " + fakecli.Marker(fakecli.ModeErrorResult))
+	err := chat(context.Background(), fakeAdapter(t, 0), options{}, in, &out, &errOut)
+	var re *claudepool.ResultError
+	require.ErrorAs(t, err, &re)
+	require.Equal(t, fakecli.DefaultErrorText, re.Message)
+}
