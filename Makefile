@@ -43,7 +43,7 @@ demo: cli
 
 ## soak: thousands of chats with random faults against the fake CLI
 soak:
-	CLAUDEPOOL_SKIP_E2E=1 $(GO) test -race -count=1 -run 'Soak' -timeout 30m -v .
+	CLAUDEPOOL_SOAK=1 CLAUDEPOOL_SKIP_E2E=1 $(GO) test -race -count=1 -run 'Soak' -timeout 30m -v .
 
 ## fuzz: run each fuzz target for a bounded time
 fuzz:

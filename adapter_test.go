@@ -452,8 +452,11 @@ func TestStreamChatGrandchildHoldingStdout(t *testing.T) {
 	require.NoError(t, s.Close())
 	// Closing the pool does not touch the finished process's grandchild:
 	// its exit comes from the group kill when the CLI was reaped.
+	require.NoError(t, fp.WaitReady(ctx))
+	pids := fp.pids()
+	require.Len(t, pids, 3, "the process, its grandchild and the refill")
 	require.NoError(t, fp.Close(ctx))
-	requireGone(t, fp.pids())
+	requireGone(t, pids)
 }
 
 func TestStreamChatCLIExitsAtStart(t *testing.T) {

@@ -300,7 +300,9 @@ func (p *Process) kill() {
 	select {
 	case <-p.done:
 	default:
-		_ = signalGroup(p.pid, sigKill)
+		if signalGroup(p.pid, sigKill) != nil {
+			_ = p.cmd.Process.Kill()
+		}
 	}
 }
 

@@ -207,5 +207,11 @@ func startGrandchild() {
 		fmt.Fprintf(os.Stderr, "fakeclaude: %v\n", err)
 		os.Exit(2)
 	}
+	// Record the grandchild as the sleeper does not record itself, before
+	// the turn goes on: tests find it by then.
+	if dir := os.Getenv(fakecli.EnvRecordDir); dir != "" {
+		path := fmt.Sprintf("%s/%d.args", dir, cmd.Process.Pid)
+		_ = os.WriteFile(path, []byte(self+"\n"), 0o644)
+	}
 	_ = cmd.Process.Release()
 }
