@@ -95,18 +95,13 @@ func BenchmarkAcquire(b *testing.B) {
 	}
 }
 
-// BenchmarkStreamChat compares warm and cold chats against a fake CLI
-// with a realistic 600 ms start-up. Each op runs one cold chat and one
-// warm chat, so both medians come from the same run; warm/cold is the
-// ratio of the median times to first event.
-func BenchmarkStreamChat(b *testing.B) {
-	const startup = 600 * time.Millisecond
+// compareChats runs b.N rounds of one cold and one warm chat, so that
+// both medians come from the same run, and reports the median times to
+// first event and to result, and their warm/cold ratios. Before each
+// round it waits (off the clock) until warmPool has a ready process.
+func compareChats(b *testing.B, warmPool, coldPool *Pool) (warm, cold StreamLatency) {
 	ctx := context.Background()
-	warmPool := benchPool(b, Config{Size: 1}, fakecli.EnvStartupDelay+"="+startup.String())
-	coldPool := benchPool(b, Config{}, fakecli.EnvStartupDelay+"="+startup.String())
-	warm, cold := NewAdapter(warmPool), NewAdapter(coldPool)
 	req := Request{Messages: []Message{{Role: RoleUser, Content: "hello"}}}
-
 	chat := func(a *Adapter) StreamLatency {
 		s, err := a.StreamChat(ctx, req)
 		if err != nil {
@@ -120,7 +115,8 @@ func BenchmarkStreamChat(b *testing.B) {
 		}
 		return s.Latency()
 	}
-	var warmFirst, coldFirst, warmResult, coldResult []time.Duration
+	wa, ca := NewAdapter(warmPool), NewAdapter(coldPool)
+	var wf, cf, wr, cr []time.Duration
 	b.ResetTimer()
 	for range b.N {
 		b.StopTimer()
@@ -128,16 +124,26 @@ func BenchmarkStreamChat(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
-		l := chat(warm)
-		warmFirst, warmResult = append(warmFirst, l.FirstEvent), append(warmResult, l.Result)
-		l = chat(cold)
-		coldFirst, coldResult = append(coldFirst, l.FirstEvent), append(coldResult, l.Result)
+		l := chat(ca)
+		cf, cr = append(cf, l.FirstEvent), append(cr, l.Result)
+		l = chat(wa)
+		wf, wr = append(wf, l.FirstEvent), append(wr, l.Result)
 	}
 	b.StopTimer()
-	w, c := quantile(warmFirst, 0.5), quantile(coldFirst, 0.5)
-	b.ReportMetric(float64(w), "warm-first-event-ns")
-	b.ReportMetric(float64(c), "cold-first-event-ns")
-	b.ReportMetric(float64(quantile(warmResult, 0.5)), "warm-result-ns")
-	b.ReportMetric(float64(quantile(coldResult, 0.5)), "cold-result-ns")
-	b.ReportMetric(float64(w)/float64(c), "warm/cold")
+	warm = StreamLatency{FirstEvent: quantile(wf, 0.5), Result: quantile(wr, 0.5)}
+	cold = StreamLatency{FirstEvent: quantile(cf, 0.5), Result: quantile(cr, 0.5)}
+	b.ReportMetric(float64(warm.FirstEvent), "warm-first-event-ns")
+	b.ReportMetric(float64(cold.FirstEvent), "cold-first-event-ns")
+	b.ReportMetric(float64(warm.Result), "warm-result-ns")
+	b.ReportMetric(float64(cold.Result), "cold-result-ns")
+	b.ReportMetric(float64(warm.FirstEvent)/float64(cold.FirstEvent), "first-event-warm/cold")
+	b.ReportMetric(float64(warm.Result)/float64(cold.Result), "result-warm/cold")
+	return warm, cold
+}
+
+// BenchmarkStreamChat compares warm and cold chats against a fake CLI
+// with a realistic 600 ms start-up.
+func BenchmarkStreamChat(b *testing.B) {
+	const startup = fakecli.EnvStartupDelay + "=600ms"
+	compareChats(b, benchPool(b, Config{Size: 1}, startup), benchPool(b, Config{}, startup))
 }

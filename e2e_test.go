@@ -56,7 +56,7 @@ func newE2E(tb testing.TB, cfg claudepooltest.Config) *e2eEnv {
 	// Runs after the cleanups of the pools, which are registered later.
 	tb.Cleanup(func() {
 		e.mock.Close()
-		if left := e.cliProcesses(); len(left) > 0 {
+		if left := e.cliProcesses(tb); len(left) > 0 {
 			tb.Errorf("CLI processes left after Close: %v", left)
 		}
 	})
@@ -85,28 +85,26 @@ func (e *e2eEnv) pool(tb testing.TB, cfg Config) (*Pool, *logRecorder) {
 // cliProcesses lists running CLI processes (argv[0] is the CLI's path)
 // that belong to this test environment: their HOME is e.home. Other
 // packages' tests may run the same CLI at the same time.
-func (e *e2eEnv) cliProcesses() []int {
-	entries, _ := os.ReadDir("/proc")
+func (e *e2eEnv) cliProcesses(tb testing.TB) []int {
 	var pids []int
-	for _, ent := range entries {
-		pid, err := strconv.Atoi(ent.Name())
+	for _, p := range procTable(tb) {
+		if p.state == "Z" {
+			continue // exited, waiting to be reaped
+		}
+		dir := filepath.Join("/proc", strconv.Itoa(p.pid))
+		cmdline, err := os.ReadFile(filepath.Join(dir, "cmdline"))
 		if err != nil {
 			continue
 		}
-		cmdline, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "cmdline"))
-		if err != nil {
+		if argv0, _, _ := bytes.Cut(cmdline, []byte{0}); string(argv0) != e.cli {
 			continue
 		}
-		argv0, _, _ := bytes.Cut(cmdline, []byte{0})
-		if string(argv0) != e.cli || isZombie(pid) {
-			continue
-		}
-		environ, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "environ"))
+		environ, err := os.ReadFile(filepath.Join(dir, "environ"))
 		if err != nil {
 			continue
 		}
 		if slices.Contains(strings.Split(string(environ), "\x00"), "HOME="+e.home) {
-			pids = append(pids, pid)
+			pids = append(pids, p.pid)
 		}
 	}
 	return pids
@@ -318,53 +316,17 @@ func TestE2ECloseWithBusyProcesses(t *testing.T) {
 	for s.Next() {
 	}
 	require.Error(t, s.Err())
-	require.Empty(t, e.cliProcesses())
+	require.Empty(t, e.cliProcesses(t))
 }
 
 // BenchmarkE2E compares cold and warm chats on the real CLI against the
-// mock API. Each op runs one cold and one warm chat, so the medians and
-// their ratios come from the same run.
+// mock API.
 func BenchmarkE2E(b *testing.B) {
 	e := newE2E(b, claudepooltest.Config{})
 	warmPool, _ := e.pool(b, Config{Size: 1})
 	coldPool, _ := e.pool(b, Config{})
-	ctx := context.Background()
-	warm, cold := NewAdapter(warmPool), NewAdapter(coldPool)
-	chat := func(a *Adapter) StreamLatency {
-		s, err := a.StreamChat(ctx, userMsg("hello"))
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer s.Close()
-		for s.Next() {
-		}
-		if err := s.Err(); err != nil {
-			b.Fatal(err)
-		}
-		return s.Latency()
-	}
-	var wf, cf, wr, cr []time.Duration
-	b.ResetTimer()
-	for range b.N {
-		b.StopTimer()
-		if err := warmPool.WaitReady(ctx); err != nil {
-			b.Fatal(err)
-		}
-		b.StartTimer()
-		l := chat(cold)
-		cf, cr = append(cf, l.FirstEvent), append(cr, l.Result)
-		l = chat(warm)
-		wf, wr = append(wf, l.FirstEvent), append(wr, l.Result)
-	}
-	b.StopTimer()
-	w1, c1 := quantile(wf, 0.5), quantile(cf, 0.5)
-	w2, c2 := quantile(wr, 0.5), quantile(cr, 0.5)
-	b.ReportMetric(float64(w1), "warm-first-event-ns")
-	b.ReportMetric(float64(c1), "cold-first-event-ns")
-	b.ReportMetric(float64(w2), "warm-result-ns")
-	b.ReportMetric(float64(c2), "cold-result-ns")
-	b.ReportMetric(float64(w1)/float64(c1), "first-event-warm/cold")
-	b.ReportMetric(float64(w2)/float64(c2), "result-warm/cold")
-	fmt.Fprintf(os.Stderr, "real CLI, %d ops: first event warm %v cold %v; result warm %v cold %v\n",
-		b.N, w1.Round(time.Millisecond), c1.Round(time.Millisecond), w2.Round(time.Millisecond), c2.Round(time.Millisecond))
+	warm, cold := compareChats(b, warmPool, coldPool)
+	fmt.Fprintf(os.Stderr, "real CLI, %d ops: first event warm %v cold %v; result warm %v cold %v\n", b.N,
+		warm.FirstEvent.Round(time.Millisecond), cold.FirstEvent.Round(time.Millisecond),
+		warm.Result.Round(time.Millisecond), cold.Result.Round(time.Millisecond))
 }

@@ -1,6 +1,7 @@
 package claudepool
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -23,17 +24,13 @@ import (
 var fakeCLI string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "claudepool-test-")
+	path, cleanup, err := fakecli.BuildTemp()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	fakeCLI, err = fakecli.Build(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { _ = os.RemoveAll(dir) }))
+	fakeCLI = path
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { cleanup() }))
 }
 
 // testWait bounds every wait of a test on a signal.
@@ -225,14 +222,40 @@ func requireErrorIs(t *testing.T, err, target error) {
 	require.Truef(t, errors.Is(err, target), "error %q does not wrap %q", err, target)
 }
 
-// isZombie reports whether pid has exited and waits for its parent to reap
-// it: it no longer runs and holds nothing but its process table slot.
-func isZombie(pid int) bool {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
+// procStat is the part of /proc/PID/stat the leak checks read.
+type procStat struct {
+	pid, ppid, pgrp int
+	state           string
+}
+
+// procTable reads /proc/*/stat. Processes that vanish meanwhile are
+// skipped.
+func procTable(tb testing.TB) []procStat {
+	tb.Helper()
+	entries, err := os.ReadDir("/proc")
+	require.NoError(tb, err)
+	var out []procStat
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp ...; comm may hold spaces and parens.
+		i := bytes.LastIndexByte(data, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(data[i+1:]))
+		if len(f) < 3 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		pgrp, _ := strconv.Atoi(f[2])
+		out = append(out, procStat{pid: pid, ppid: ppid, pgrp: pgrp, state: f[0]})
 	}
-	s := string(data)
-	i := strings.LastIndexByte(s, ')')
-	return i >= 0 && i+2 < len(s) && s[i+2] == 'Z'
+	return out
 }

@@ -1,7 +1,6 @@
 package claudepool
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -232,44 +231,6 @@ func requireNoNewFDs(t *testing.T, before fdSet) {
 			t.Errorf("file descriptor %s -> %s left open", fd, target)
 		}
 	}
-}
-
-// procStat is the part of /proc/PID/stat the leak checks read.
-type procStat struct {
-	pid, ppid, pgrp int
-	state           string
-}
-
-// procTable reads /proc/*/stat. Processes that vanish meanwhile are
-// skipped.
-func procTable(t *testing.T) []procStat {
-	t.Helper()
-	entries, err := os.ReadDir("/proc")
-	require.NoError(t, err)
-	var out []procStat
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid pgrp ...; comm may hold spaces and parens.
-		i := bytes.LastIndexByte(data, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(data[i+1:]))
-		if len(f) < 3 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(f[1])
-		pgrp, _ := strconv.Atoi(f[2])
-		out = append(out, procStat{pid: pid, ppid: ppid, pgrp: pgrp, state: f[0]})
-	}
-	return out
 }
 
 // strays lists the processes that a pool of fakes may have left: children

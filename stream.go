@@ -111,21 +111,12 @@ func (s *Stream) Next() bool {
 	// Events already read are delivered before a context that ended.
 	select {
 	case ev, ok := <-s.events:
-		if ok {
-			s.cur = ev
-			return true
-		}
-		s.finish()
-		return false
+		return s.deliver(ev, ok)
 	default:
 	}
 	select {
 	case ev, ok := <-s.events:
-		if ok {
-			s.cur = ev
-			return true
-		}
-		s.finish()
+		return s.deliver(ev, ok)
 	case <-s.ctx.Done():
 		s.abort(s.ctx.Err())
 		if s.Result() == nil {
@@ -139,6 +130,17 @@ func (s *Stream) Next() bool {
 		s.finish()
 	}
 	return false
+}
+
+// deliver moves to ev, or records the outcome when the reader has ended
+// (ok false).
+func (s *Stream) deliver(ev Event, ok bool) bool {
+	if !ok {
+		s.finish()
+		return false
+	}
+	s.cur = ev
+	return true
 }
 
 // finish records the outcome once the reader has ended.

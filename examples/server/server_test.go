@@ -28,17 +28,13 @@ import (
 var fakeCLI string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "claudepool-server-test-")
+	path, cleanup, err := fakecli.BuildTemp()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	fakeCLI, err = fakecli.Build(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { _ = os.RemoveAll(dir) }))
+	fakeCLI = path
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { cleanup() }))
 }
 
 // testWait bounds every wait of a test.

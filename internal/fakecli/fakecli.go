@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -113,6 +114,21 @@ const (
 // turn to mode.
 func Marker(mode string) string {
 	return "[fake:" + mode + "]"
+}
+
+// BuildTemp builds the fake CLI into a new temporary directory. It returns
+// the executable's path and a function that removes the directory.
+func BuildTemp() (path string, cleanup func(), err error) {
+	dir, err := os.MkdirTemp("", "claudepool-fakecli-")
+	if err != nil {
+		return "", nil, fmt.Errorf("claudepool: fakecli: %w", err)
+	}
+	cleanup = func() { _ = os.RemoveAll(dir) }
+	if path, err = Build(dir); err != nil {
+		cleanup()
+		return "", nil, err
+	}
+	return path, cleanup, nil
 }
 
 // Build compiles the fake CLI into dir and returns the path of the

@@ -27,18 +27,13 @@ import (
 var claudePath string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "fakecli-test-")
+	path, cleanup, err := fakecli.BuildTemp()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	claudePath, err = fakecli.Build(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		_ = os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { _ = os.RemoveAll(dir) }))
+	claudePath = path
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { cleanup() }))
 }
 
 // waitFor bounds every wait on the fake.
