@@ -307,7 +307,9 @@ func (p *Pool) claim(proc *Process, start time.Time) *Process {
 	select {
 	case <-proc.done:
 		// It died while idle and its reaper has not marked it yet; the
-		// reaper accounts for it as a busy process.
+		// reaper accounts for it as a busy process. Nobody reads its
+		// output.
+		proc.abandonOutput()
 		p.counters.deadIdle.Add(1)
 		p.wakeFill()
 		return nil
