@@ -49,6 +49,7 @@ type ExitError struct {
 	Err error
 }
 
+// Error describes the exit and the last line of stderr.
 func (e *ExitError) Error() string {
 	var b strings.Builder
 	b.WriteString("claudepool: CLI exited without a result")
@@ -87,6 +88,7 @@ type ResultError struct {
 	Result *Result
 }
 
+// Error describes the failure with its API status and message.
 func (e *ResultError) Error() string {
 	var b strings.Builder
 	b.WriteString("claudepool: CLI reported an error")

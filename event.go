@@ -39,9 +39,9 @@ const (
 // with Subtype set to the line's type, so that a caller never sees a
 // half-decoded event; Raw still holds the line.
 type Event struct {
-	Type      EventType
-	Subtype   string // system subtype; for EventUnknown the line's "type" value
-	SessionID string
+	Type      EventType    // what kind of line this was
+	Subtype   string       // system subtype; for EventUnknown the line's "type" value
+	SessionID string       // the CLI session the line belongs to
 	Init      *Init        // EventInit
 	Message   *ChatMessage // EventAssistant and EventUser
 	Partial   *Partial     // EventPartial
@@ -106,7 +106,7 @@ type Retry struct {
 	Attempt, MaxRetries int
 	Delay               time.Duration // wait before the next attempt
 	ErrorStatus         int           // HTTP status; 0 when there was none (e.g. DNS failure)
-	Error               string
+	Error               string        // error kind, e.g. "server_error"
 }
 
 // Usage counts the tokens of a message or of a whole turn.
@@ -118,20 +118,20 @@ type Usage struct {
 // failed: the CLI reports some failures (e.g. "Not logged in") with Subtype
 // "success".
 type Result struct {
-	Text           string // "result"
-	IsError        bool   // "is_error": the only field that decides failure
-	Subtype        string
-	SessionID      string
-	NumTurns       int
+	Text           string        // "result"
+	IsError        bool          // "is_error": the only field that decides failure
+	Subtype        string        // e.g. "success", "error_during_execution"
+	SessionID      string        // the CLI session
+	NumTurns       int           // model turns the CLI took
 	Duration       time.Duration // duration_ms
 	APIDuration    time.Duration // duration_api_ms
-	TotalCostUSD   float64
-	Usage          Usage
-	StopReason     string // empty when null
-	TerminalReason string // e.g. "completed", "api_error", "aborted_streaming"
-	APIErrorStatus int    // api_error_status, 0 when null
-	APIErrorType   string // api_error_type or api_error
-	Errors         []string
+	TotalCostUSD   float64       // the CLI's cost estimate for the turn
+	Usage          Usage         // tokens of the whole turn
+	StopReason     string        // empty when null
+	TerminalReason string        // e.g. "completed", "api_error", "aborted_streaming"
+	APIErrorStatus int           // api_error_status, 0 when null
+	APIErrorType   string        // api_error_type or api_error
+	Errors         []string      // "errors": diagnostics of a failed turn
 	TTFT           time.Duration // ttft_ms; 0 when absent
 }
 

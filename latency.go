@@ -108,11 +108,11 @@ func (h *histogram) summary() LatencySummary {
 // fixed-bucket histogram and are accurate to within 12.5%; Max is exact.
 // The zero value means nothing was recorded.
 type LatencySummary struct {
-	Count int64
-	P50   time.Duration
-	P90   time.Duration
-	P99   time.Duration
-	Max   time.Duration
+	Count int64         // durations recorded
+	P50   time.Duration // median
+	P90   time.Duration // 90th percentile
+	P99   time.Duration // 99th percentile
+	Max   time.Duration // largest recorded, exact
 }
 
 // MarshalJSON encodes the durations as milliseconds (floating point), the

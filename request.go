@@ -18,8 +18,8 @@ const (
 
 // Message is one turn of a conversation.
 type Message struct {
-	Role    Role
-	Content string
+	Role    Role   // RoleUser or RoleAssistant
+	Content string // the text of the turn
 }
 
 // Request is one chat request. Everything in it applies to one turn on one
