@@ -78,13 +78,7 @@ func (p *Process) exitedBefore(subtype string, cause error) error {
 	defer t.Stop()
 	select {
 	case <-p.done:
-		err := p.exitError()
-		if err == nil {
-			// Exit code 0 without an answer is still an exit without a
-			// result: callers match it with errors.As(*ExitError).
-			err = &ExitError{Code: 0, Stderr: p.StderrTail()}
-		}
-		return fmt.Errorf("claudepool: process %d exited before answering %s: %w", p.pid, subtype, err)
+		return fmt.Errorf("claudepool: process %d exited before answering %s: %w", p.pid, subtype, p.exitWithoutResult())
 	case <-t.C:
 		if cause != nil {
 			return fmt.Errorf("claudepool: process %d closed its output before answering %s: %w", p.pid, subtype, cause)

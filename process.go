@@ -220,6 +220,17 @@ func (p *Process) exitError() error {
 	return e
 }
 
+// exitWithoutResult is the error of a process that ended without the
+// answer it owed: its exit error, or an *ExitError with code 0 for a clean
+// exit, so that callers match every such end with errors.As. Only valid
+// after done is closed.
+func (p *Process) exitWithoutResult() error {
+	if err := p.exitError(); err != nil {
+		return err
+	}
+	return &ExitError{Code: 0, Stderr: p.stderr.String()}
+}
+
 // Interrupt sends SIGINT to the CLI, which aborts the turn in flight,
 // prints an aborted result and exits 0.
 func (p *Process) Interrupt() error {

@@ -309,7 +309,7 @@ func (s *Stream) serve() error {
 		}
 	}
 	// The output ended: the process is exiting. Give it StopGrace to do so.
-	exitErr := s.waitExit()
+	s.waitExit()
 	switch {
 	case result != nil && resultFirst:
 		if result.IsError {
@@ -319,11 +319,7 @@ func (s *Stream) serve() error {
 	case s.aborted():
 		return s.abortErr
 	case result == nil:
-		if exitErr != nil {
-			return exitErr
-		}
-		// Exit code 0 without a result: the output was cut short.
-		return &ExitError{Code: 0, Stderr: p.StderrTail()}
+		return p.exitWithoutResult()
 	case result.IsError:
 		return newResultError(result)
 	default:
@@ -357,8 +353,8 @@ func (s *Stream) handshakeErr(err error) error {
 }
 
 // waitExit waits up to StopGrace for the process to exit after its output
-// ended, then stops it. It returns the exit error.
-func (s *Stream) waitExit() error {
+// ended, then stops it.
+func (s *Stream) waitExit() {
 	t := time.NewTimer(s.pool.cfg.StopGrace)
 	defer t.Stop()
 	select {
@@ -366,7 +362,6 @@ func (s *Stream) waitExit() error {
 	case <-t.C:
 		s.stopProcess()
 	}
-	return s.proc.exitError()
 }
 
 // stopProcess ends the process (if it still runs) and waits for the reap.
