@@ -30,9 +30,9 @@ func (a *Adapter) Pool() *Pool { return a.pool }
 // any process is taken. Otherwise StreamChat acquires a process the pool's
 // way (a ready one without blocking, else a cold spawn) and then, in the
 // background, applies the request's settings on it — an initialize control
-// request carrying the system prompt, set_model when Model is set, each
-// awaited within Config.ReadyTimeout — writes the user line and closes
-// stdin.
+// request carrying the system prompt unless the process already has it
+// (see Config.Prompt), set_model when Model is set, each awaited within
+// Config.ReadyTimeout — writes the user line and closes stdin.
 //
 // ctx covers the whole stream: when it ends, the turn is interrupted
 // (SIGINT, then SIGTERM and SIGKILL to the process group if the CLI does
@@ -44,9 +44,10 @@ func (a *Adapter) StreamChat(ctx context.Context, req Request) (*Stream, error) 
 	if err != nil {
 		return nil, err
 	}
-	proc, err := a.pool.Acquire(ctx)
+	prompt, warmOK := a.pool.promptFor(enc)
+	proc, err := a.pool.acquire(ctx, start, warmOK, true)
 	if err != nil {
 		return nil, err
 	}
-	return a.pool.startStream(ctx, proc, enc, start)
+	return a.pool.startStream(ctx, proc, enc, prompt, start)
 }

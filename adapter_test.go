@@ -200,6 +200,138 @@ func TestStreamChatSystemPromptAndModel(t *testing.T) {
 	}
 }
 
+// With Config.Prompt, a warm process gets the pool's prompt before any
+// claim. A request without a prompt of its own, or with the pool's, then
+// starts with the user line; a request with another prompt is served by a
+// cold process that gets that prompt.
+func TestStreamChatPoolPrompt(t *testing.T) {
+	ctx := testCtx(t)
+	poolPrompt := SystemPrompt{System: "Pool prompt.", AppendSystem: "Be brief."}
+	fp := newFakePool(t, Config{Size: 1, Prompt: &poolPrompt})
+	a := NewAdapter(fp.Pool)
+
+	require.NoError(t, fp.WaitReady(ctx))
+	pids := fp.pids()
+	require.Len(t, pids, 1)
+	before := sentLines(t, fp, pids[0])
+	require.Len(t, before, 2, "probe and initialize, before any claim")
+	require.Equal(t, "mcp_status", request(before[0])["subtype"])
+	require.Equal(t, map[string]any{"subtype": "initialize", "systemPrompt": []any{"Pool prompt."}, "appendSystemPrompt": "Be brief."}, request(before[1]))
+
+	tests := []struct {
+		name       string
+		req        Request
+		warm       bool
+		wantSystem []any  // the prompt the process ran with
+		wantAppend string // "" when none
+	}{
+		{"no prompt of its own", Request{}, true, []any{"Pool prompt."}, "Be brief."},
+		{"the pool's prompt", Request{System: "Pool prompt.", AppendSystem: "Be brief."}, true, []any{"Pool prompt."}, "Be brief."},
+		{"another prompt", Request{System: "Other."}, false, []any{"Other."}, ""},
+		{"only part of the pool's prompt", Request{System: "Pool prompt."}, false, []any{"Pool prompt."}, ""},
+		{"the pool's prompt with a model", Request{System: "Pool prompt.", AppendSystem: "Be brief.", Model: "sonnet"}, true, []any{"Pool prompt."}, "Be brief."},
+	}
+	cold := 0
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			require.NoError(t, fp.WaitReady(ctx))
+			req := tt.req
+			req.Messages = []Message{{Role: RoleUser, Content: "hi"}}
+			s, err := a.StreamChat(ctx, req)
+			require.NoError(t, err)
+			defer s.Close()
+			evs := drain(t, s)
+			require.NoError(t, s.Err())
+			require.Equal(t, tt.warm, s.Acquire().Warm)
+
+			var init struct {
+				System []any  `json:"fake_system_prompt"`
+				Append string `json:"fake_append_system_prompt"`
+			}
+			require.Equal(t, EventInit, evs[0].Type)
+			require.NoError(t, json.Unmarshal(evs[0].Raw, &init))
+			require.Equal(t, tt.wantSystem, init.System)
+			require.Equal(t, tt.wantAppend, init.Append)
+
+			var subtypes []any
+			for _, m := range sentLines(t, fp, s.Acquire().PID) {
+				if m["type"] == "user" {
+					subtypes = append(subtypes, "user")
+				} else {
+					subtypes = append(subtypes, request(m)["subtype"])
+				}
+			}
+			want := []any{"initialize", "user"} // cold: no probe
+			switch {
+			case tt.warm && tt.req.Model != "":
+				want = []any{"mcp_status", "initialize", "set_model", "user"}
+			case tt.warm:
+				want = []any{"mcp_status", "initialize", "user"}
+			default:
+				cold++
+			}
+			require.Equal(t, want, subtypes)
+			require.EqualValues(t, cold, fp.Stats().PromptCold())
+		})
+	}
+}
+
+// A warm process whose CLI rejects the pool's prompt never becomes ready:
+// the spawn fails with the CLI's error, and WaitReady reports it.
+func TestPoolPromptRejected(t *testing.T) {
+	ctx := testCtx(t)
+	fp := newFakePool(t, Config{Size: 1, Prompt: &SystemPrompt{System: "x"}}, fakecli.EnvMode+"="+fakecli.ModeRejectInit)
+	fp.logs.waitFor(t, "claudepool: spawn failed", 1)
+	wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	err := fp.WaitReady(wctx)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.ErrorContains(t, err, "initialize request failed: "+fakecli.RejectInitError)
+	require.Positive(t, fp.Stats().SpawnFailures())
+	require.Zero(t, fp.Stats().Idle())
+}
+
+// The replacement of a process a chat took starts only once the chat's
+// first event has arrived, so that its start-up does not compete with the
+// chat for the CPU.
+func TestStreamChatRefillAfterFirstEvent(t *testing.T) {
+	ctx := testCtx(t)
+	fp := newFakePool(t, Config{Size: 1})
+	require.NoError(t, fp.WaitReady(ctx))
+	before := time.Now()
+	s, err := NewAdapter(fp.Pool).StreamChat(ctx, userMsg("hi"))
+	require.NoError(t, err)
+	defer s.Close()
+	require.True(t, s.Next())
+	firstEvent := before.Add(s.Latency().FirstEvent) // no later than the event
+
+	started := fp.logs.waitFor(t, "claudepool: process started", 2)
+	require.False(t, started[1].Time.Before(firstEvent),
+		"replacement started %v before the first event", firstEvent.Sub(started[1].Time))
+	drain(t, s)
+	require.NoError(t, s.Err())
+	require.NoError(t, fp.WaitReady(ctx))
+}
+
+// A chat whose process never prints an event holds the refill back for
+// maxRefillDelay at most.
+func TestStreamChatRefillHoldIsBounded(t *testing.T) {
+	ctx := testCtx(t)
+	fp := newFakePool(t, Config{Size: 1})
+	require.NoError(t, fp.WaitReady(ctx))
+	claimed := time.Now()
+	s, err := NewAdapter(fp.Pool).StreamChat(ctx, userMsg("x "+fakecli.Marker(fakecli.ModeHang)))
+	require.NoError(t, err)
+	defer s.Close()
+
+	started := fp.logs.waitFor(t, "claudepool: process started", 2)
+	require.GreaterOrEqual(t, started[1].Time.Sub(claimed), maxRefillDelay)
+	require.NoError(t, fp.WaitReady(ctx))
+	require.Zero(t, s.Latency().FirstEvent, "the hung chat printed nothing")
+	require.NoError(t, s.Close())
+	requireErrorIs(t, s.Err(), errStreamClosed)
+}
+
 func TestStreamChatMultiTurn(t *testing.T) {
 	ctx := testCtx(t)
 	fp := newFakePool(t, Config{Size: 1})

@@ -88,10 +88,20 @@ func (p *Process) exitedBefore(subtype string, cause error) error {
 }
 
 // probe is the readiness check of a warm process: a harmless mcp_status
-// request. It must not be initialize, because only the first initialize
-// of a process sets its system prompt, and that belongs to the request
-// that later claims the process.
+// request. It is not initialize, because only the first initialize of a
+// process sets its system prompt, and that belongs to the request that
+// later claims the process, unless the pool fixes it (see specialize).
 func (p *Process) probe() error {
 	_, err := p.control(time.Now().Add(p.pool.cfg.ReadyTimeout), map[string]any{"subtype": "mcp_status"})
 	return err
+}
+
+// specialize gives a ready process the pool's Config.Prompt, so that a
+// chat on it starts with the user line.
+func (p *Process) specialize(sp SystemPrompt) error {
+	if _, err := p.control(time.Now().Add(p.pool.cfg.ReadyTimeout), sp.initialize()); err != nil {
+		return err
+	}
+	p.initialized = true
+	return nil
 }

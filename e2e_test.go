@@ -182,6 +182,40 @@ func TestE2ESystemPromptAndModelOnWarmProcess(t *testing.T) {
 	require.Empty(t, reqs[0].Tools, "pooled processes run with no tools by default")
 }
 
+// A pool with Config.Prompt hands its prompt to each warm process before
+// the claim; the CLI uses it for a request that brings none, and a request
+// with another prompt gets that one on a cold process.
+func TestE2EPoolPrompt(t *testing.T) {
+	ctx := e2eCtx(t, 2*time.Minute)
+	e := newE2E(t, claudepooltest.Config{})
+	p, _ := e.pool(t, Config{Size: 1, Prompt: &SystemPrompt{System: "You are the pool's assistant."}})
+	require.NoError(t, p.WaitReady(ctx))
+	a := NewAdapter(p)
+
+	chat := func(req Request) *Stream {
+		t.Helper()
+		req.Messages = []Message{{Role: RoleUser, Content: "hi"}}
+		s, err := a.StreamChat(ctx, req)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = s.Close() })
+		drain(t, s)
+		require.NoError(t, s.Err())
+		return s
+	}
+	s := chat(Request{Model: "sonnet"})
+	require.True(t, s.Acquire().Warm)
+	s = chat(Request{System: "You are a request's own assistant."})
+	require.False(t, s.Acquire().Warm)
+	require.EqualValues(t, 1, p.Stats().PromptCold())
+
+	reqs := e.mock.ChatRequests()
+	require.Len(t, reqs, 2)
+	require.Equal(t, "claude-sonnet-5-5", reqs[0].Model, "set_model still applies on a specialized process")
+	require.Contains(t, reqs[0].System, "You are the pool's assistant.")
+	require.Contains(t, reqs[1].System, "You are a request's own assistant.")
+	require.NotContains(t, reqs[1].System, "You are the pool's assistant.")
+}
+
 func TestE2EEmptySystemPromptByDefault(t *testing.T) {
 	ctx := e2eCtx(t, 2*time.Minute)
 	e := newE2E(t, claudepooltest.Config{})
@@ -320,13 +354,25 @@ func TestE2ECloseWithBusyProcesses(t *testing.T) {
 }
 
 // BenchmarkE2E compares cold and warm chats on the real CLI against the
-// mock API.
+// mock API, with the system prompt applied per request at claim time
+// (prompt=request) and with warm processes that got the pool's prompt
+// before the claim (prompt=pool, see Config.Prompt).
 func BenchmarkE2E(b *testing.B) {
-	e := newE2E(b, claudepooltest.Config{})
-	warmPool, _ := e.pool(b, Config{Size: 1})
-	coldPool, _ := e.pool(b, Config{})
-	warm, cold := compareChats(b, warmPool, coldPool)
-	fmt.Fprintf(os.Stderr, "real CLI, %d ops: first event warm %v cold %v; result warm %v cold %v\n", b.N,
-		warm.FirstEvent.Round(time.Millisecond), cold.FirstEvent.Round(time.Millisecond),
-		warm.Result.Round(time.Millisecond), cold.Result.Round(time.Millisecond))
+	for _, bc := range []struct {
+		name   string
+		prompt *SystemPrompt
+	}{
+		{"prompt=request", nil},
+		{"prompt=pool", &SystemPrompt{}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			e := newE2E(b, claudepooltest.Config{})
+			warmPool, _ := e.pool(b, Config{Size: 1, Prompt: bc.prompt})
+			coldPool, _ := e.pool(b, Config{Prompt: bc.prompt})
+			warm, cold := compareChats(b, warmPool, coldPool)
+			fmt.Fprintf(os.Stderr, "real CLI, %s, %d ops: first event warm %v cold %v; result warm %v cold %v\n", bc.name, b.N,
+				warm.FirstEvent.Round(time.Millisecond), cold.FirstEvent.Round(time.Millisecond),
+				warm.Result.Round(time.Millisecond), cold.Result.Round(time.Millisecond))
+		})
+	}
 }

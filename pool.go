@@ -45,6 +45,9 @@ type Pool struct {
 	live     map[*Process]struct{}
 	closed   bool
 	starting int
+	// deferred counts replacements postponed until the chat that took a
+	// warm process has started (see holdRefill).
+	deferred int
 	// changed is closed and replaced whenever idle or live changes.
 	changed chan struct{}
 	// consecutiveFailures counts spawn failures since the last success.
@@ -153,18 +156,81 @@ func NewPool(cfg Config) (*Pool, error) {
 // The caller owns the process: it must read its output to the end or
 // call Stop. ctx bounds only the acquire; it does not stop the process.
 func (p *Pool) Acquire(ctx context.Context) (*Process, error) {
-	start := time.Now()
+	return p.acquire(ctx, time.Now(), true, false)
+}
+
+// acquire is Acquire; with warmOK false it skips the ready processes and
+// spawns a cold one. With deferRefill, the replacement of a warm process
+// it takes waits until releaseRefill(proc) (see holdRefill).
+func (p *Pool) acquire(ctx context.Context, start time.Time, warmOK, deferRefill bool) (*Process, error) {
 	if p.isClosed() {
 		return nil, ErrClosed
 	}
-	if proc := p.takeReady(start); proc != nil {
-		return proc, nil
+	if warmOK {
+		if deferRefill {
+			p.holdRefill()
+		}
+		if proc := p.takeReady(start); proc != nil {
+			proc.refillHeld.Store(deferRefill)
+			return proc, nil
+		}
+		if deferRefill {
+			p.unholdRefill()
+		}
+		p.wakeFill()
 	}
-	p.wakeFill()
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("claudepool: acquire: %w", err)
 	}
-	return p.acquireCold(ctx, start)
+	return p.acquireCold(ctx, start, warmOK)
+}
+
+// holdRefill postpones the replacement of the warm process a chat is
+// about to take. The replacement's start-up costs about a CPU-second on
+// the real CLI; started at once, it competes with the claimed process for
+// the CPU exactly while that one prepares its first answer. The chat's
+// stream releases the hold at its first event, its end, or after
+// maxRefillDelay, whichever comes first.
+func (p *Pool) holdRefill() {
+	p.mu.Lock()
+	p.deferred++
+	p.mu.Unlock()
+}
+
+// unholdRefill ends a hold and lets the filler catch up.
+func (p *Pool) unholdRefill() {
+	p.mu.Lock()
+	p.deferred--
+	p.mu.Unlock()
+	p.wakeFill()
+}
+
+// maxRefillDelay bounds how long a chat holds back the replacement of its
+// process; the real CLI prints its first event about 50 ms after the user
+// line.
+const maxRefillDelay = 500 * time.Millisecond
+
+// releaseRefill ends the hold proc's acquire took, once.
+func (p *Pool) releaseRefill(proc *Process) {
+	if proc.refillHeld.CompareAndSwap(true, false) {
+		p.unholdRefill()
+	}
+}
+
+// promptFor returns the system prompt a request runs with, and whether a
+// warm process may serve it: with Config.Prompt set, warm processes carry
+// that prompt and cannot take another.
+func (p *Pool) promptFor(enc *encodedRequest) (prompt SystemPrompt, warmOK bool) {
+	switch {
+	case p.cfg.Prompt == nil:
+		return enc.prompt, true
+	case !enc.ownPrompt || enc.prompt == *p.cfg.Prompt:
+		return *p.cfg.Prompt, true
+	default:
+		p.counters.promptCold.Add(1)
+		p.log.Debug("claudepool: request brings a system prompt other than the pool's; spawning cold")
+		return enc.prompt, false
+	}
 }
 
 // TryAcquire returns a warm process if one is ready and ErrNotAvailable
@@ -232,7 +298,11 @@ func (p *Pool) claim(proc *Process, start time.Time) *Process {
 	return proc
 }
 
-func (p *Pool) acquireCold(ctx context.Context, start time.Time) (*Process, error) {
+func (p *Pool) acquireCold(ctx context.Context, start time.Time, warmOK bool) (*Process, error) {
+	var ready <-chan *Process // nil when warm processes may not serve
+	if warmOK {
+		ready = p.ready
+	}
 	if p.slots != nil {
 		select {
 		case p.slots <- struct{}{}:
@@ -242,7 +312,7 @@ func (p *Pool) acquireCold(ctx context.Context, start time.Time) (*Process, erro
 				select {
 				case p.slots <- struct{}{}:
 					got = true
-				case proc := <-p.ready:
+				case proc := <-ready:
 					if proc := p.claim(proc, start); proc != nil {
 						return proc, nil
 					}

@@ -54,12 +54,14 @@ type Process struct {
 	stderrR    *os.File
 	stderrDone chan struct{} // closed when stderr reached EOF
 
-	state     atomic.Int32
-	warm      bool
-	spawnedAt time.Time
-	readyAt   time.Time   // set before the process is published as idle
-	idleTimer *time.Timer // MaxIdle expiry; set before the process is published as idle
-	acquire   AcquireInfo // set by Acquire before it returns the process
+	state       atomic.Int32
+	warm        bool
+	initialized bool        // has the pool's Config.Prompt; set before it is published as idle
+	refillHeld  atomic.Bool // its replacement waits for its chat to start
+	spawnedAt   time.Time
+	readyAt     time.Time   // set before the process is published as idle
+	idleTimer   *time.Timer // MaxIdle expiry; set before the process is published as idle
+	acquire     AcquireInfo // set by Acquire before it returns the process
 
 	done    chan struct{} // closed once the process has been reaped
 	waitErr error         // cmd.Wait's result, valid after done

@@ -49,7 +49,7 @@ func (p *Pool) launchSpawns() time.Duration {
 	if wait := time.Until(p.nextAttempt); wait > 0 {
 		return wait
 	}
-	deficit := p.cfg.Size - int(p.idle.Load()) - p.starting
+	deficit := p.cfg.Size - int(p.idle.Load()) - p.starting - p.deferred
 	if p.consecutiveFailures > 0 {
 		deficit = min(deficit, 1-p.starting)
 	}
@@ -76,6 +76,9 @@ func (p *Pool) spawnWarm() {
 	if err == nil {
 		p.log.Debug("claudepool: process started", "pid", proc.pid, "warm", true)
 		err = proc.probe()
+	}
+	if err == nil && p.cfg.Prompt != nil {
+		err = proc.specialize(*p.cfg.Prompt)
 	}
 
 	p.mu.Lock()

@@ -34,9 +34,11 @@ type Request struct {
 	Messages []Message
 
 	// System replaces the CLI's default system prompt. When both System
-	// and AppendSystem are empty, the process runs with an empty system
-	// prompt, as a chat backend usually wants; the CLI's own agent prompt
-	// (several thousand characters about coding) is then not sent.
+	// and AppendSystem are empty, the request gets the pool's
+	// Config.Prompt, or, when the pool has none, an empty system prompt,
+	// as a chat backend usually wants: the CLI's own agent prompt (several
+	// thousand characters about coding) is then not sent. A prompt other
+	// than the pool's Config.Prompt is served by a cold process.
 	System string
 
 	// AppendSystem is appended to the system prompt. With System empty it
@@ -139,9 +141,10 @@ type textBlock struct {
 
 // encodedRequest is a validated request turned into what goes on stdin.
 type encodedRequest struct {
-	initialize map[string]any // the initialize control request
-	setModel   map[string]any // nil when the model is left as is
-	user       []byte         // the user line
+	prompt    SystemPrompt   // the request's own system prompt setting
+	ownPrompt bool           // System or AppendSystem was set
+	setModel  map[string]any // nil when the model is left as is
+	user      []byte         // the user line
 }
 
 // encode validates r and encodes it. It runs before any process is taken,
@@ -150,17 +153,9 @@ func (r *Request) encode() (*encodedRequest, error) {
 	if err := r.validate(); err != nil {
 		return nil, err
 	}
-	enc := &encodedRequest{initialize: map[string]any{"subtype": "initialize"}}
-	switch {
-	case r.System != "":
-		enc.initialize["systemPrompt"] = []string{r.System}
-	case r.AppendSystem == "":
-		// Only the first initialize of a process sets its system prompt,
-		// so the empty prompt must be chosen here, explicitly.
-		enc.initialize["systemPrompt"] = []string{""}
-	}
-	if r.AppendSystem != "" {
-		enc.initialize["appendSystemPrompt"] = r.AppendSystem
+	enc := &encodedRequest{
+		prompt:    SystemPrompt{System: r.System, AppendSystem: r.AppendSystem},
+		ownPrompt: r.System != "" || r.AppendSystem != "",
 	}
 	if r.Model != "" {
 		enc.setModel = map[string]any{"subtype": "set_model", "model": r.Model}

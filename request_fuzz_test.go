@@ -128,7 +128,7 @@ func FuzzEncodeRequest(f *testing.F) {
 		}
 
 		// The control requests: one line each, settings unchanged.
-		ctrl, err := json.Marshal(controlRequest{Type: "control_request", RequestID: "cp_1", Request: enc.initialize})
+		ctrl, err := json.Marshal(controlRequest{Type: "control_request", RequestID: "cp_1", Request: enc.prompt.initialize()})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -14,6 +14,7 @@ type counters struct {
 	recycled       atomic.Int64
 	deadIdle       atomic.Int64
 	slotTimeouts   atomic.Int64
+	promptCold     atomic.Int64
 	malformedLines atomic.Int64
 }
 
@@ -37,7 +38,7 @@ type Stats struct {
 
 	warmAcquires, coldAcquires, spawnFailures int64
 	recycled, deadIdle, slotTimeouts          int64
-	malformedLines                            int64
+	promptCold, malformedLines                int64
 
 	warmAcquireWait, coldAcquireWait, spawnToReady LatencySummary
 	warmFirstEvent, coldFirstEvent                 LatencySummary
@@ -62,6 +63,7 @@ func (p *Pool) Stats() Stats {
 		recycled:        c.recycled.Load(),
 		deadIdle:        c.deadIdle.Load(),
 		slotTimeouts:    c.slotTimeouts.Load(),
+		promptCold:      c.promptCold.Load(),
 		malformedLines:  c.malformedLines.Load(),
 		warmAcquireWait: l.warmAcquire.summary(),
 		coldAcquireWait: l.coldAcquire.summary(),
@@ -105,6 +107,10 @@ func (s Stats) DeadIdle() int64 { return s.deadIdle }
 
 // SlotTimeouts counts acquires that gave up waiting for a MaxProcs slot.
 func (s Stats) SlotTimeouts() int64 { return s.slotTimeouts }
+
+// PromptCold counts requests served by a cold process because they
+// brought a system prompt other than the pool's Config.Prompt.
+func (s Stats) PromptCold() int64 { return s.promptCold }
 
 // MalformedLines counts stdout lines that were not JSON and were skipped.
 func (s Stats) MalformedLines() int64 { return s.malformedLines }
@@ -166,6 +172,7 @@ func (s Stats) MarshalJSON() ([]byte, error) {
 		Recycled       int64          `json:"recycled"`
 		DeadIdle       int64          `json:"dead_idle"`
 		SlotTimeouts   int64          `json:"slot_timeouts"`
+		PromptCold     int64          `json:"prompt_cold"`
 		MalformedLines int64          `json:"malformed_lines"`
 		SpawnToReady   LatencySummary `json:"spawn_to_ready"`
 		Warm           phase          `json:"warm"`
@@ -173,7 +180,7 @@ func (s Stats) MarshalJSON() ([]byte, error) {
 	}{
 		s.idle, s.busy, s.starting, s.live,
 		s.warmAcquires, s.coldAcquires, s.spawnFailures,
-		s.recycled, s.deadIdle, s.slotTimeouts, s.malformedLines,
+		s.recycled, s.deadIdle, s.slotTimeouts, s.promptCold, s.malformedLines,
 		s.spawnToReady,
 		phase{s.warmAcquireWait, s.warmFirstEvent, s.warmFirstText, s.warmResult},
 		phase{s.coldAcquireWait, s.coldFirstEvent, s.coldFirstText, s.coldResult},

@@ -27,11 +27,12 @@ var errStreamClosed = errors.New("claudepool: stream closed")
 // reaped. Next, Event, Err and Close are meant for one goroutine; Result,
 // Acquire and Latency may be called from any.
 type Stream struct {
-	pool  *Pool
-	proc  *Process
-	ctx   context.Context
-	enc   *encodedRequest
-	start time.Time
+	pool   *Pool
+	proc   *Process
+	ctx    context.Context
+	enc    *encodedRequest
+	prompt SystemPrompt // applied unless the process already has it
+	start  time.Time
 
 	events  chan Event
 	runDone chan struct{}
@@ -40,6 +41,7 @@ type Stream struct {
 	abortCh   chan struct{} // closed when the stream is aborted
 	abortErr  error         // why; set before abortCh is closed
 	stopCtx   func() bool   // unregisters the ctx watcher
+	refill    *time.Timer   // releases the pool's refill hold at the latest
 
 	// Set by the run goroutine before it closes events.
 	finalErr error
@@ -68,12 +70,13 @@ type StreamLatency struct {
 }
 
 // startStream hands proc to a new Stream and starts its reader.
-func (p *Pool) startStream(ctx context.Context, proc *Process, enc *encodedRequest, start time.Time) (*Stream, error) {
+func (p *Pool) startStream(ctx context.Context, proc *Process, enc *encodedRequest, prompt SystemPrompt, start time.Time) (*Stream, error) {
 	s := &Stream{
 		pool:    p,
 		proc:    proc,
 		ctx:     ctx,
 		enc:     enc,
+		prompt:  prompt,
 		start:   start,
 		events:  make(chan Event, 16),
 		runDone: make(chan struct{}),
@@ -83,12 +86,16 @@ func (p *Pool) startStream(ctx context.Context, proc *Process, enc *encodedReque
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
+		p.releaseRefill(proc)
 		_ = proc.Stop(context.Background())
 		proc.abandonOutput()
 		return nil, ErrClosed
 	}
 	p.wg.Add(2)
 	p.mu.Unlock()
+	if proc.refillHeld.Load() {
+		s.refill = time.AfterFunc(maxRefillDelay, func() { p.releaseRefill(proc) })
+	}
 	s.stopCtx = context.AfterFunc(ctx, func() { s.abort(ctx.Err()) })
 	go func() {
 		defer p.wg.Done()
@@ -245,6 +252,7 @@ func (s *Stream) run() {
 	defer close(s.runDone)
 	defer close(s.events)
 	defer s.stopCtx()
+	defer s.releaseRefill()
 	s.finalErr = s.serve()
 	// The output is no longer read; release the pipe.
 	s.proc.abandonOutput()
@@ -289,6 +297,7 @@ func (s *Stream) serve() error {
 			continue
 		}
 		s.observe(ev)
+		s.releaseRefill()
 		switch {
 		case ev.Type == EventResult && result == nil:
 			result = ev.Result
@@ -327,12 +336,15 @@ func (s *Stream) serve() error {
 	}
 }
 
-// handshake applies the request's settings and sends the user line.
+// handshake applies the request's settings and sends the user line. A
+// warm process of a pool with Config.Prompt has its prompt already.
 func (s *Stream) handshake() error {
 	p := s.proc
 	deadline := time.Now().Add(s.pool.cfg.ReadyTimeout)
-	if _, err := p.control(deadline, s.enc.initialize); err != nil {
-		return s.handshakeErr(err)
+	if !p.initialized {
+		if _, err := p.control(deadline, s.prompt.initialize()); err != nil {
+			return s.handshakeErr(err)
+		}
 	}
 	if s.enc.setModel != nil {
 		if _, err := p.control(deadline, s.enc.setModel); err != nil {
@@ -367,6 +379,15 @@ func (s *Stream) waitExit() {
 // stopProcess ends the process (if it still runs) and waits for the reap.
 func (s *Stream) stopProcess() {
 	_ = s.proc.stop(context.Background(), func() { _ = s.proc.Interrupt() })
+}
+
+// releaseRefill lets the pool replace the stream's process, if its
+// acquire held the refill back: the chat has started or ended.
+func (s *Stream) releaseRefill() {
+	if s.proc.refillHeld.Load() {
+		s.refill.Stop()
+		s.pool.releaseRefill(s.proc)
+	}
 }
 
 // observe records the stream's timings for an event.

@@ -38,6 +38,7 @@ func (s *server) metrics(w http.ResponseWriter, _ *http.Request) {
 	counter("claudepool_recycled_total", "Warm processes retired after MaxIdle.", st.Recycled())
 	counter("claudepool_dead_idle_total", "Warm processes that exited while idle.", st.DeadIdle())
 	counter("claudepool_slot_timeouts_total", "Acquires that gave up waiting for a MaxProcs slot.", st.SlotTimeouts())
+	counter("claudepool_prompt_cold_total", "Requests served cold because their system prompt was not the pool's.", st.PromptCold())
 	counter("claudepool_malformed_lines_total", "CLI output lines that were not JSON.", st.MalformedLines())
 
 	// latency writes one family of quantile gauges, one series per kind.

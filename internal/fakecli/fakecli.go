@@ -95,6 +95,10 @@ const (
 	ModeCloseStdout = "close-stdout"
 	// ModeSleeper sleeps until killed; ModeGrandchild uses it for its child.
 	ModeSleeper = "sleeper"
+	// ModeRejectInit answers every initialize control request with an
+	// error response (RejectInitError) and works normally otherwise. Only
+	// meaningful via EnvMode.
+	ModeRejectInit = "reject-init"
 	// ModeUnknownLines prints a system/ui_invalidate line and a line of an
 	// unknown type between init and the assistant line, then finishes normally.
 	ModeUnknownLines = "unknown-lines"
@@ -102,6 +106,8 @@ const (
 
 // Fixed texts and values of the fake.
 const (
+	// RejectInitError is the error of an initialize under ModeRejectInit.
+	RejectInitError = "fake initialize rejected"
 	// DefaultModel is the model before any set_model request.
 	DefaultModel = "claude-opus-5-5"
 	// DefaultErrorText is the error text of ModeErrorResult.

@@ -47,7 +47,7 @@ var modes = map[string]bool{
 	fakecli.ModeCrash: true, fakecli.ModeHang: true, fakecli.ModeHangMid: true,
 	fakecli.ModeGarbage: true, fakecli.ModeHuge: true, fakecli.ModeErrorResult: true,
 	fakecli.ModeRetry: true, fakecli.ModeGrandchild: true, fakecli.ModeCloseStdout: true,
-	fakecli.ModeSleeper: true, fakecli.ModeUnknownLines: true,
+	fakecli.ModeSleeper: true, fakecli.ModeUnknownLines: true, fakecli.ModeRejectInit: true,
 }
 
 func main() {

@@ -198,6 +198,11 @@ func (s *session) control(m message, cur *turn) {
 	case "get_settings":
 		resp = obj()
 	case "initialize":
+		if s.cfg.mode == fakecli.ModeRejectInit {
+			s.out.line(obj("type", "control_response", "response", obj(
+				"subtype", "error", "request_id", m.RequestID, "error", fakecli.RejectInitError)))
+			return
+		}
 		// Only the first initialize of a process sets the system prompt.
 		if !s.initialized {
 			s.initialized = true
