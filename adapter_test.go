@@ -276,6 +276,27 @@ func TestStreamChatPoolPrompt(t *testing.T) {
 	}
 }
 
+// At the MaxProcs cap, a request whose prompt no warm process carries
+// retires an idle one to get a slot, rather than wait for its deadline.
+func TestPoolPromptAtMaxProcs(t *testing.T) {
+	ctx := testCtx(t)
+	fp := newFakePool(t, Config{Size: 1, MaxProcs: 1, Prompt: &SystemPrompt{System: "pool"}})
+	require.NoError(t, fp.WaitReady(ctx))
+	idle := fp.pids()
+	require.Len(t, idle, 1)
+
+	s, err := NewAdapter(fp.Pool).StreamChat(ctx, Request{System: "other", Messages: []Message{{Role: RoleUser, Content: "hi"}}})
+	require.NoError(t, err)
+	defer s.Close()
+	evs := drain(t, s)
+	require.NoError(t, s.Err())
+	require.False(t, s.Acquire().Warm)
+	require.Contains(t, string(evs[0].Raw), `"fake_system_prompt":["other"]`)
+	require.True(t, waitExited(idle[0], testWait), "the idle process was retired")
+	require.NoError(t, s.Close())
+	require.NoError(t, fp.WaitReady(ctx), "the pool refills once the slot is free")
+}
+
 // A warm process whose CLI rejects the pool's prompt never becomes ready:
 // the spawn fails with the CLI's error, and WaitReady reports it.
 func TestPoolPromptRejected(t *testing.T) {

@@ -298,11 +298,13 @@ func (p *Pool) claim(proc *Process, start time.Time) *Process {
 	return proc
 }
 
+// acquireCold spawns a process for an acquire that found none ready.
+// At the MaxProcs cap it waits for a slot, and takes a warm process that
+// becomes ready meanwhile; with warmOK false (the request's system prompt
+// is not the one warm processes carry) it retires one idle process instead,
+// to free its slot.
 func (p *Pool) acquireCold(ctx context.Context, start time.Time, warmOK bool) (*Process, error) {
-	var ready <-chan *Process // nil when warm processes may not serve
-	if warmOK {
-		ready = p.ready
-	}
+	ready := p.ready
 	if p.slots != nil {
 		select {
 		case p.slots <- struct{}{}:
@@ -313,8 +315,12 @@ func (p *Pool) acquireCold(ctx context.Context, start time.Time, warmOK bool) (*
 				case p.slots <- struct{}{}:
 					got = true
 				case proc := <-ready:
-					if proc := p.claim(proc, start); proc != nil {
-						return proc, nil
+					if warmOK {
+						if proc := p.claim(proc, start); proc != nil {
+							return proc, nil
+						}
+					} else if p.evict(proc) {
+						ready = nil // its slot is the one to wait for
 					}
 				case <-ctx.Done():
 					p.counters.slotTimeouts.Add(1)
@@ -342,6 +348,29 @@ func (p *Pool) acquireCold(ctx context.Context, start time.Time, warmOK bool) (*
 			"ready", p.idle.Load(), "pid", proc.pid)
 	}
 	return proc, nil
+}
+
+// evict retires an idle process so that its MaxProcs slot, freed once it
+// has been reaped, can go to a cold spawn. It returns false for a stale
+// entry of the ready channel.
+func (p *Pool) evict(proc *Process) bool {
+	if !proc.state.CompareAndSwap(stateIdle, stateRetired) {
+		return false
+	}
+	p.idle.Add(-1)
+	if proc.idleTimer != nil {
+		proc.idleTimer.Stop()
+	}
+	p.mu.Lock()
+	if p.closed {
+		// Close is past retiring idle processes and waits for this one.
+		proc.kill()
+	} else {
+		p.retireLocked(proc, "slot for a cold spawn")
+		p.notifyLocked()
+	}
+	p.mu.Unlock()
+	return true
 }
 
 // spawnDetached starts a cold process from a goroutine of the pool's

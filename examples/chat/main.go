@@ -63,6 +63,10 @@ func cliDefault() string {
 // run sets up the pool and chats.
 func run(ctx context.Context, o options, cli string, mock bool, in io.Reader) error {
 	cfg := claudepool.Config{Command: cli, PartialMessages: true}
+	if o.system != "" {
+		// One prompt for the whole session: warm processes get it ahead.
+		cfg.Prompt = &claudepool.SystemPrompt{System: o.system}
+	}
 	if o.interactive {
 		// One process warms up while you type; a one-shot run has nothing
 		// to hide the start-up behind, so it spawns cold.
@@ -115,7 +119,7 @@ func chat(ctx context.Context, a *claudepool.Adapter, o options, in io.Reader, o
 
 // turn streams the reply to msgs to out and returns its whole text.
 func turn(ctx context.Context, a *claudepool.Adapter, o options, msgs []claudepool.Message, out, errOut io.Writer) (string, error) {
-	s, err := a.StreamChat(ctx, claudepool.Request{Messages: msgs, System: o.system, Model: o.model})
+	s, err := a.StreamChat(ctx, claudepool.Request{Messages: msgs, Model: o.model})
 	if err != nil {
 		return "", err
 	}

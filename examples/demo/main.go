@@ -63,7 +63,11 @@ func run(ctx context.Context, cli string, real bool, prompt string, rounds int) 
 	}
 
 	newPool := func(size int) (*claudepool.Pool, error) {
-		return claudepool.NewPool(claudepool.Config{Command: cli, Size: size, Env: env, PartialMessages: true})
+		return claudepool.NewPool(claudepool.Config{
+			Command: cli, Size: size, Env: env, PartialMessages: true,
+			// Warm processes get the prompt before a request arrives.
+			Prompt: &claudepool.SystemPrompt{System: "You are a concise assistant."},
+		})
 	}
 	warmPool, err := newPool(1)
 	if err != nil {
@@ -116,7 +120,6 @@ func run(ctx context.Context, cli string, real bool, prompt string, rounds int) 
 // reply's text deltas as they arrive.
 func chat(ctx context.Context, a *claudepool.Adapter, prompt string, show bool) (claudepool.StreamLatency, error) {
 	s, err := a.StreamChat(ctx, claudepool.Request{
-		System:   "You are a concise assistant.",
 		Messages: []claudepool.Message{{Role: claudepool.RoleUser, Content: prompt}},
 	})
 	if err != nil {
