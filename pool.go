@@ -153,6 +153,9 @@ func NewPool(cfg Config) (*Pool, error) {
 // and then returns an error wrapping ctx.Err(). Every acquire asks the
 // pool to refill.
 //
+// With Config.Prompt set, a warm process has received its initialize
+// already and a cold one has not; AcquireInfo.Warm tells which.
+//
 // The caller owns the process: it must read its output to the end or
 // call Stop. ctx bounds only the acquire; it does not stop the process.
 func (p *Pool) Acquire(ctx context.Context) (*Process, error) {
