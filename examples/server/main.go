@@ -33,6 +33,7 @@ func main() {
 	flag.DurationVar(&o.drain, "drain", 30*time.Second, "on shutdown, how long chats in flight may take to finish")
 	flag.DurationVar(&o.timeout, "timeout", defaultChatTimeout, "longest a single chat may take")
 	flag.BoolVar(&o.mock, "mock", false, "answer from a local mock of the Messages API instead of Anthropic's")
+	flag.StringVar(&o.system, "system", "", "the pool's system prompt, given to warm processes ahead of requests (a request's own \"system\" is then served cold)")
 	flag.BoolVar(&o.verbose, "v", false, "log every acquire")
 	flag.Parse()
 	if err := run(o); err != nil {
@@ -42,7 +43,7 @@ func main() {
 }
 
 type options struct {
-	addr, cli               string
+	addr, cli, system       string
 	size                    int
 	startup, drain, timeout time.Duration
 	mock, verbose           bool
@@ -69,6 +70,9 @@ func run(o options) error {
 		Size:            o.size,
 		PartialMessages: true, // text deltas, streamed as they arrive
 		Logger:          log,
+	}
+	if o.system != "" {
+		cfg.Prompt = &claudepool.SystemPrompt{System: o.system}
 	}
 	if o.mock {
 		env, stopMock, err := startMock()
