@@ -308,6 +308,7 @@ func (p *Pool) claim(proc *Process, start time.Time) *Process {
 // to free its slot.
 func (p *Pool) acquireCold(ctx context.Context, start time.Time, warmOK bool) (*Process, error) {
 	ready := p.ready
+	var evicted <-chan struct{} // closed once the process retired for a slot is reaped
 	if p.slots != nil {
 		select {
 		case p.slots <- struct{}{}:
@@ -323,8 +324,12 @@ func (p *Pool) acquireCold(ctx context.Context, start time.Time, warmOK bool) (*
 							return proc, nil
 						}
 					} else if p.evict(proc) {
-						ready = nil // its slot is the one to wait for
+						// Its slot is the one to wait for, unless the
+						// refill takes it first: then evict again.
+						ready, evicted = nil, proc.done
 					}
+				case <-evicted:
+					ready, evicted = p.ready, nil
 				case <-ctx.Done():
 					p.counters.slotTimeouts.Add(1)
 					return nil, fmt.Errorf("claudepool: waiting for a process slot (MaxProcs %d): %w", p.cfg.MaxProcs, ctx.Err())
