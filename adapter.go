@@ -49,5 +49,8 @@ func (a *Adapter) StreamChat(ctx context.Context, req Request) (*Stream, error) 
 	if err != nil {
 		return nil, err
 	}
+	if !warmOK {
+		a.pool.counters.promptCold.Add(1)
+	}
 	return a.pool.startStream(ctx, proc, enc, prompt, start)
 }

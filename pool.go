@@ -230,7 +230,6 @@ func (p *Pool) promptFor(enc *encodedRequest) (prompt SystemPrompt, warmOK bool)
 	case !enc.ownPrompt || enc.prompt == *p.cfg.Prompt:
 		return *p.cfg.Prompt, true
 	default:
-		p.counters.promptCold.Add(1)
 		p.log.Debug("claudepool: request brings a system prompt other than the pool's; spawning cold")
 		return enc.prompt, false
 	}
