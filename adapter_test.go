@@ -573,6 +573,9 @@ func TestStreamCloseWithoutDraining(t *testing.T) {
 	require.NoError(t, s.Close(), "Close twice")
 	require.False(t, s.Next())
 	require.True(t, waitExited(pid, 0))
+	// The replacement holds the pipes the claimed process held before;
+	// wait until its spawn is over so that none of its fds are in flux.
+	require.NoError(t, fp.WaitReady(ctx))
 	require.LessOrEqual(t, openFDs(t), fds, "file descriptors left open")
 }
 
