@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 )
 
 // Pool keeps CLI processes started ahead of time. It is safe for
@@ -83,6 +84,12 @@ func NewPool(cfg Config) (*Pool, error) {
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
 			return nil, fmt.Errorf("claudepool: Env entry %q is not KEY=VALUE", kv)
 		}
+	}
+	if sp := cfg.Prompt; sp != nil {
+		if !utf8.ValidString(sp.System) || !utf8.ValidString(sp.AppendSystem) {
+			return nil, errors.New("claudepool: Prompt is not valid UTF-8")
+		}
+		cfg.Prompt = &SystemPrompt{System: sp.System, AppendSystem: sp.AppendSystem}
 	}
 	if cfg.Command == "" {
 		cfg.Command = DefaultCommand

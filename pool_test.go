@@ -26,6 +26,7 @@ func TestNewPoolValidates(t *testing.T) {
 		{"max procs below size", Config{Command: fakeCLI, Size: 3, MaxProcs: 2}, "MaxProcs (2) is less than Size (3)"},
 		{"negative duration", Config{Command: fakeCLI, MaxIdle: -time.Second}, "must not be negative"},
 		{"bad env entry", Config{Command: fakeCLI, Env: []string{"NOEQUALS"}}, `"NOEQUALS" is not KEY=VALUE`},
+		{"invalid UTF-8 prompt", Config{Command: fakeCLI, Prompt: &SystemPrompt{AppendSystem: "\xff"}}, "Prompt is not valid UTF-8"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -44,11 +45,12 @@ func TestNewPoolCLINotFound(t *testing.T) {
 }
 
 func TestNewPoolDoesNotKeepConfig(t *testing.T) {
-	cfg := Config{Command: fakeCLI, Args: []string{"--a"}, Env: []string{"A=1"}}
+	cfg := Config{Command: fakeCLI, Args: []string{"--a"}, Env: []string{"A=1"}, Prompt: &SystemPrompt{System: "s"}}
 	fp := newFakePool(t, cfg)
-	cfg.Args[0], cfg.Env[0] = "--changed", "A=2"
+	cfg.Args[0], cfg.Env[0], cfg.Prompt.System = "--changed", "A=2", "changed"
 	require.Equal(t, "--a", fp.cfg.Args[0])
 	require.NotEqual(t, "A=2", fp.cfg.Env[0])
+	require.Equal(t, "s", fp.cfg.Prompt.System)
 }
 
 func TestWarmAcquire(t *testing.T) {
