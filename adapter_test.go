@@ -29,6 +29,18 @@ func drain(t *testing.T, s *Stream) []Event {
 	return evs
 }
 
+// chatOK runs req on a to its end and requires success. It returns the
+// stream, closed at cleanup, and its events.
+func chatOK(t *testing.T, ctx context.Context, a *Adapter, req Request) (*Stream, []Event) {
+	t.Helper()
+	s, err := a.StreamChat(ctx, req)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Close() })
+	evs := drain(t, s)
+	require.NoError(t, s.Err())
+	return s, evs
+}
+
 func types(evs []Event) []EventType {
 	var out []EventType
 	for _, ev := range evs {
@@ -66,12 +78,7 @@ func TestStreamChatWarm(t *testing.T) {
 	ctx := testCtx(t)
 	fp := newFakePool(t, Config{Size: 1})
 	require.NoError(t, fp.WaitReady(ctx))
-	s, err := NewAdapter(fp.Pool).StreamChat(ctx, userMsg("hello"))
-	require.NoError(t, err)
-	defer s.Close()
-
-	evs := drain(t, s)
-	require.NoError(t, s.Err())
+	s, evs := chatOK(t, ctx, NewAdapter(fp.Pool), userMsg("hello"))
 	require.Equal(t, []EventType{EventInit, EventAssistant, EventResult}, types(evs))
 	require.Equal(t, "echo: hello", evs[1].Text())
 	res := s.Result()
@@ -110,11 +117,7 @@ func TestStreamChatWarm(t *testing.T) {
 func TestStreamChatCold(t *testing.T) {
 	ctx := testCtx(t)
 	fp := newFakePool(t, Config{}, fakecli.EnvStartupDelay+"=30ms")
-	s, err := NewAdapter(fp.Pool).StreamChat(ctx, userMsg("cold"))
-	require.NoError(t, err)
-	defer s.Close()
-	evs := drain(t, s)
-	require.NoError(t, s.Err())
+	s, evs := chatOK(t, ctx, NewAdapter(fp.Pool), userMsg("cold"))
 	require.False(t, s.Acquire().Warm)
 	require.Equal(t, "echo: cold", s.Result().Text)
 	require.Len(t, evs, 3)
@@ -175,11 +178,7 @@ func TestStreamChatSystemPromptAndModel(t *testing.T) {
 			require.NoError(t, fp.WaitReady(ctx))
 			req := tt.req
 			req.Messages = []Message{{Role: RoleUser, Content: "hi"}}
-			s, err := a.StreamChat(ctx, req)
-			require.NoError(t, err)
-			defer s.Close()
-			evs := drain(t, s)
-			require.NoError(t, s.Err())
+			s, evs := chatOK(t, ctx, a, req)
 			require.True(t, s.Acquire().Warm, "settings are applied on a warm process")
 
 			require.Equal(t, EventInit, evs[0].Type)
@@ -237,11 +236,7 @@ func TestStreamChatPoolPrompt(t *testing.T) {
 			require.NoError(t, fp.WaitReady(ctx))
 			req := tt.req
 			req.Messages = []Message{{Role: RoleUser, Content: "hi"}}
-			s, err := a.StreamChat(ctx, req)
-			require.NoError(t, err)
-			defer s.Close()
-			evs := drain(t, s)
-			require.NoError(t, s.Err())
+			s, evs := chatOK(t, ctx, a, req)
 			require.Equal(t, tt.warm, s.Acquire().Warm)
 
 			var init struct {
@@ -285,11 +280,7 @@ func TestPoolPromptAtMaxProcs(t *testing.T) {
 	idle := fp.pids()
 	require.Len(t, idle, 1)
 
-	s, err := NewAdapter(fp.Pool).StreamChat(ctx, Request{System: "other", Messages: []Message{{Role: RoleUser, Content: "hi"}}})
-	require.NoError(t, err)
-	defer s.Close()
-	evs := drain(t, s)
-	require.NoError(t, s.Err())
+	s, evs := chatOK(t, ctx, NewAdapter(fp.Pool), Request{System: "other", Messages: []Message{{Role: RoleUser, Content: "hi"}}})
 	require.False(t, s.Acquire().Warm)
 	require.Contains(t, string(evs[0].Raw), `"fake_system_prompt":["other"]`)
 	require.True(t, waitExited(idle[0], testWait), "the idle process was retired")
@@ -362,11 +353,7 @@ func TestStreamChatMultiTurn(t *testing.T) {
 		{Role: RoleAssistant, Content: "4"},
 		{Role: RoleUser, Content: "And times 3?"},
 	}}
-	s, err := NewAdapter(fp.Pool).StreamChat(ctx, req)
-	require.NoError(t, err)
-	defer s.Close()
-	drain(t, s)
-	require.NoError(t, s.Err())
+	s, _ := chatOK(t, ctx, NewAdapter(fp.Pool), req)
 
 	golden, err := os.ReadFile(filepath.Join("testdata", "multiturn.golden"))
 	require.NoError(t, err)
@@ -445,11 +432,7 @@ func TestStreamChatGarbageLineSkipped(t *testing.T) {
 	ctx := testCtx(t)
 	fp := newFakePool(t, Config{Size: 1})
 	require.NoError(t, fp.WaitReady(ctx))
-	s, err := NewAdapter(fp.Pool).StreamChat(ctx, userMsg("x "+fakecli.Marker(fakecli.ModeGarbage)))
-	require.NoError(t, err)
-	defer s.Close()
-	evs := drain(t, s)
-	require.NoError(t, s.Err())
+	_, evs := chatOK(t, ctx, NewAdapter(fp.Pool), userMsg("x "+fakecli.Marker(fakecli.ModeGarbage)))
 	require.Equal(t, []EventType{EventInit, EventAssistant, EventResult}, types(evs))
 	require.EqualValues(t, 1, fp.Stats().MalformedLines())
 }
@@ -458,11 +441,7 @@ func TestStreamChatUnknownLinesPassThrough(t *testing.T) {
 	ctx := testCtx(t)
 	fp := newFakePool(t, Config{Size: 1})
 	require.NoError(t, fp.WaitReady(ctx))
-	s, err := NewAdapter(fp.Pool).StreamChat(ctx, userMsg("x "+fakecli.Marker(fakecli.ModeUnknownLines)))
-	require.NoError(t, err)
-	defer s.Close()
-	evs := drain(t, s)
-	require.NoError(t, s.Err())
+	_, evs := chatOK(t, ctx, NewAdapter(fp.Pool), userMsg("x "+fakecli.Marker(fakecli.ModeUnknownLines)))
 	require.Equal(t, []EventType{EventInit, EventSystem, EventUnknown, EventAssistant, EventResult}, types(evs))
 	require.Equal(t, "ui_invalidate", evs[1].Subtype)
 	require.Equal(t, "brand_new_type", evs[2].Subtype)
@@ -492,11 +471,7 @@ func TestStreamChatLargeLine(t *testing.T) {
 	ctx := testCtx(t)
 	fp := newFakePool(t, Config{Size: 1})
 	require.NoError(t, fp.WaitReady(ctx))
-	s, err := NewAdapter(fp.Pool).StreamChat(ctx, userMsg("x "+fakecli.Marker(fakecli.ModeHuge)))
-	require.NoError(t, err)
-	defer s.Close()
-	evs := drain(t, s)
-	require.NoError(t, s.Err())
+	s, evs := chatOK(t, ctx, NewAdapter(fp.Pool), userMsg("x "+fakecli.Marker(fakecli.ModeHuge)))
 	require.Len(t, evs[1].Text(), 10_000_000)
 	require.Len(t, s.Result().Text, 10_000_000)
 }
@@ -599,11 +574,7 @@ func TestStreamChatGrandchildHoldingStdout(t *testing.T) {
 	ctx := testCtx(t)
 	fp := newFakePool(t, Config{Size: 1})
 	require.NoError(t, fp.WaitReady(ctx))
-	s, err := NewAdapter(fp.Pool).StreamChat(ctx, userMsg("x "+fakecli.Marker(fakecli.ModeGrandchild)))
-	require.NoError(t, err)
-	defer s.Close()
-	drain(t, s)
-	require.NoError(t, s.Err())
+	s, _ := chatOK(t, ctx, NewAdapter(fp.Pool), userMsg("x "+fakecli.Marker(fakecli.ModeGrandchild)))
 	require.Equal(t, "echo: x "+fakecli.Marker(fakecli.ModeGrandchild), s.Result().Text)
 	require.NoError(t, s.Close())
 	// Closing the pool does not touch the finished process's grandchild:

@@ -163,15 +163,11 @@ func TestE2ESystemPromptAndModelOnWarmProcess(t *testing.T) {
 	p, _ := e.pool(t, Config{Size: 1})
 	require.NoError(t, p.WaitReady(ctx))
 
-	s, err := NewAdapter(p).StreamChat(ctx, Request{
+	s, _ := chatOK(t, ctx, NewAdapter(p), Request{
 		System:   "You are a pirate. Answer in pirate speak.",
 		Model:    "sonnet",
 		Messages: []Message{{Role: RoleUser, Content: "Ahoy?"}},
 	})
-	require.NoError(t, err)
-	defer s.Close()
-	drain(t, s)
-	require.NoError(t, s.Err())
 	require.True(t, s.Acquire().Warm, "the settings were applied to a process started before the request")
 
 	reqs := e.mock.ChatRequests()
@@ -192,19 +188,10 @@ func TestE2EPoolPrompt(t *testing.T) {
 	require.NoError(t, p.WaitReady(ctx))
 	a := NewAdapter(p)
 
-	chat := func(req Request) *Stream {
-		t.Helper()
-		req.Messages = []Message{{Role: RoleUser, Content: "hi"}}
-		s, err := a.StreamChat(ctx, req)
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = s.Close() })
-		drain(t, s)
-		require.NoError(t, s.Err())
-		return s
-	}
-	s := chat(Request{Model: "sonnet"})
+	hi := []Message{{Role: RoleUser, Content: "hi"}}
+	s, _ := chatOK(t, ctx, a, Request{Model: "sonnet", Messages: hi})
 	require.True(t, s.Acquire().Warm)
-	s = chat(Request{System: "You are a request's own assistant."})
+	s, _ = chatOK(t, ctx, a, Request{System: "You are a request's own assistant.", Messages: hi})
 	require.False(t, s.Acquire().Warm)
 	require.EqualValues(t, 1, p.Stats().PromptCold())
 
@@ -220,11 +207,7 @@ func TestE2EEmptySystemPromptByDefault(t *testing.T) {
 	ctx := e2eCtx(t, 2*time.Minute)
 	e := newE2E(t, claudepooltest.Config{})
 	p, _ := e.pool(t, Config{})
-	s, err := NewAdapter(p).StreamChat(ctx, userMsg("hi"))
-	require.NoError(t, err)
-	defer s.Close()
-	drain(t, s)
-	require.NoError(t, s.Err())
+	s, _ := chatOK(t, ctx, NewAdapter(p), userMsg("hi"))
 	require.False(t, s.Acquire().Warm)
 	reqs := e.mock.ChatRequests()
 	require.Len(t, reqs, 1)
@@ -246,11 +229,7 @@ func TestE2EMultiTurn(t *testing.T) {
 		{Role: RoleAssistant, Content: "Hello Ada."},
 		{Role: RoleUser, Content: "What is my name?"},
 	}
-	s, err := NewAdapter(p).StreamChat(ctx, Request{Messages: msgs})
-	require.NoError(t, err)
-	defer s.Close()
-	drain(t, s)
-	require.NoError(t, s.Err())
+	s, _ := chatOK(t, ctx, NewAdapter(p), Request{Messages: msgs})
 	reqs := e.mock.ChatRequests()
 	require.Len(t, reqs, 1)
 	require.Equal(t, RenderTranscript(msgs), reqs[0].LastUserText())
