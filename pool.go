@@ -234,7 +234,7 @@ func (p *Pool) promptFor(enc *encodedRequest) (prompt SystemPrompt, warmOK bool)
 	switch {
 	case p.cfg.Prompt == nil:
 		return enc.prompt, true
-	case !enc.ownPrompt || enc.prompt == *p.cfg.Prompt:
+	case enc.prompt == SystemPrompt{} || enc.prompt == *p.cfg.Prompt:
 		return *p.cfg.Prompt, true
 	default:
 		p.log.Debug("claudepool: request brings a system prompt other than the pool's; spawning cold")
@@ -368,22 +368,12 @@ func (p *Pool) acquireCold(ctx context.Context, start time.Time, warmOK bool) (*
 // has been reaped, can go to a cold spawn. It returns false for a stale
 // entry of the ready channel.
 func (p *Pool) evict(proc *Process) bool {
-	if !proc.state.CompareAndSwap(stateIdle, stateRetired) {
+	if !p.retireIdle(proc, "slot for a cold spawn") {
 		return false
 	}
-	p.idle.Add(-1)
 	if proc.idleTimer != nil {
 		proc.idleTimer.Stop()
 	}
-	p.mu.Lock()
-	if p.closed {
-		// Close is past retiring idle processes and waits for this one.
-		proc.kill()
-	} else {
-		p.retireLocked(proc, "slot for a cold spawn")
-		p.notifyLocked()
-	}
-	p.mu.Unlock()
 	return true
 }
 

@@ -154,21 +154,31 @@ func (p *Pool) push(proc *Process) {
 
 // expire retires a process that stayed idle longer than MaxIdle.
 func (p *Pool) expire(proc *Process) {
-	if !proc.state.CompareAndSwap(stateIdle, stateRetired) {
+	if !p.retireIdle(proc, "max idle") {
 		return
 	}
-	p.idle.Add(-1)
 	p.counters.recycled.Add(1)
+	p.wakeFill()
+}
+
+// retireIdle retires a process that is idle, in the background, or kills
+// it when Close is already past retiring idle processes. It returns false
+// when the process is no longer idle: someone else owns it.
+func (p *Pool) retireIdle(proc *Process, reason string) bool {
+	if !proc.state.CompareAndSwap(stateIdle, stateRetired) {
+		return false
+	}
+	p.idle.Add(-1)
 	p.mu.Lock()
 	if p.closed {
 		// Close is past retiring idle processes and waits for this one.
 		proc.kill()
 	} else {
-		p.retireLocked(proc, "max idle")
+		p.retireLocked(proc, reason)
 		p.notifyLocked()
 	}
 	p.mu.Unlock()
-	p.wakeFill()
+	return true
 }
 
 // retire stops an idle process in the background.

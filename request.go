@@ -141,10 +141,9 @@ type textBlock struct {
 
 // encodedRequest is a validated request turned into what goes on stdin.
 type encodedRequest struct {
-	prompt    SystemPrompt   // the request's own system prompt setting
-	ownPrompt bool           // System or AppendSystem was set
-	setModel  map[string]any // nil when the model is left as is
-	user      []byte         // the user line
+	prompt   SystemPrompt   // the request's own setting; zero when it has none
+	setModel map[string]any // nil when the model is left as is
+	user     []byte         // the user line
 }
 
 // encode validates r and encodes it. It runs before any process is taken,
@@ -153,10 +152,7 @@ func (r *Request) encode() (*encodedRequest, error) {
 	if err := r.validate(); err != nil {
 		return nil, err
 	}
-	enc := &encodedRequest{
-		prompt:    SystemPrompt{System: r.System, AppendSystem: r.AppendSystem},
-		ownPrompt: r.System != "" || r.AppendSystem != "",
-	}
+	enc := &encodedRequest{prompt: SystemPrompt{System: r.System, AppendSystem: r.AppendSystem}}
 	if r.Model != "" {
 		enc.setModel = map[string]any{"subtype": "set_model", "model": r.Model}
 	}
