@@ -5,6 +5,14 @@
 // pool and adapter can be tested without the real CLI or a network. Its
 // behaviour is chosen with environment variables (the Env* constants) and,
 // per turn, with a Marker in the user text.
+//
+// Like the real CLI, the fake serves turns until stdin EOF, and a user line
+// whose text is exactly "/clear" resets the conversation in place: it prints
+// a conversation_reset line, a system/background_tasks_changed line, a
+// system/init line with a new session_id and a result with an empty result
+// and local_command "clear", then serves the next turn in the new session
+// with the same system prompt and model. The Reset* modes, set with
+// EnvResetMode or armed by a ResetMarker, make a reset fail.
 package fakecli
 
 import (
@@ -32,7 +40,9 @@ const (
 	// (lines are read and recorded meanwhile, then answered in order); default 0.
 	EnvStartupDelay = "FAKE_STARTUP_DELAY"
 	// EnvExitCode is the exit code after stdin EOF once a turn has run
-	// (default 0), in ModeExitEarly (default 1) and ModeErrorResult (default 1).
+	// (default 0, and 1 when the last result was one of ModeErrorResult),
+	// and in ModeExitEarly (default 1). A /clear is not a turn here, but its
+	// result counts as the last result.
 	EnvExitCode = "FAKE_EXIT_CODE"
 	// EnvTextTimeout is a Go duration that text mode (no --input-format
 	// stream-json) waits for the first stdin byte; default 3s.
@@ -53,6 +63,21 @@ const (
 	EnvAPIStatus = "FAKE_API_STATUS"
 	// EnvRetries is the number of system/api_retry lines in ModeRetry; default 2.
 	EnvRetries = "FAKE_RETRIES"
+	// EnvEchoHistory set to 1 makes the echo reply (EnvReply unset) "echo: "
+	// followed by the texts of every user turn of the conversation since the
+	// last reset, joined by " | ". A single-turn conversation still gets
+	// "echo: " and its text, and text that survived a reset shows up in the
+	// reply. Default off: the echo holds the current user text only.
+	EnvEchoHistory = "FAKE_ECHO_HISTORY"
+	// EnvResetMode selects the fault of every /clear of the process (one of
+	// the Reset* constants); default ResetNormal. A ResetMarker overrides it
+	// for one /clear.
+	EnvResetMode = "FAKE_RESET_MODE"
+	// EnvGrowBytes makes every user turn (not a /clear) allocate that many
+	// bytes, write to each page and keep them referenced until the process
+	// exits, so that its resident memory (VmRSS) grows by about that much a
+	// turn; default 0.
+	EnvGrowBytes = "FAKE_GROW_BYTES"
 )
 
 // Fault modes, set process-wide with EnvMode or for one turn with Marker.
@@ -81,8 +106,10 @@ const (
 	ModeHuge = "huge"
 	// ModeErrorResult replies like the real CLI on an API error: an assistant
 	// line with EnvErrorText, a result with is_error true, subtype "success",
-	// api_error_status EnvAPIStatus and terminal_reason "api_error", then exits
-	// (EnvExitCode, default 1).
+	// api_error_status EnvAPIStatus and terminal_reason "api_error". Like the
+	// real CLI, the process then keeps serving (a /clear and further turns
+	// work); at stdin EOF it exits with EnvExitCode, default 1, if that result
+	// is still the last one.
 	ModeErrorResult = "error-result"
 	// ModeRetry prints EnvRetries system/api_retry lines before a normal reply.
 	ModeRetry = "retry"
@@ -104,6 +131,35 @@ const (
 	ModeUnknownLines = "unknown-lines"
 )
 
+// Reset fault modes, applied to a /clear: to every one with EnvResetMode, or
+// to the next one after a user turn whose text holds ResetMarker.
+const (
+	// ResetNormal resets like the real CLI: conversation_reset (session_id
+	// the old session), system/background_tasks_changed (old session),
+	// system/init with a new session_id, then a result (new session, empty
+	// result, num_turns 0, local_command "clear"). The history is cleared.
+	ResetNormal = "normal"
+	// ResetExit writes "fatal: fake reset failure" to stderr and exits 1 at
+	// once, printing nothing for the /clear.
+	ResetExit = "exit"
+	// ResetHang prints nothing for the /clear and serves no further user
+	// line; control requests are still answered, stdin EOF exits as when
+	// idle, and signals act as usual (an interrupt ends the hung /clear with
+	// no output, and later user lines are served in the old conversation).
+	ResetHang = "hang"
+	// ResetNoReset resets (new session, history cleared) but prints no
+	// conversation_reset line: background_tasks_changed, init and the result
+	// only.
+	ResetNoReset = "no-reset"
+	// ResetSameSession prints conversation_reset, background_tasks_changed,
+	// then an init and a result that keep the old session_id, and does not
+	// clear the history.
+	ResetSameSession = "same-session"
+	// ResetGarbage prints GarbageLine before the conversation_reset line,
+	// then resets normally.
+	ResetGarbage = "garbage"
+)
+
 // Fixed texts and values of the fake.
 const (
 	// RejectInitError is the error of an initialize under ModeRejectInit.
@@ -112,7 +168,7 @@ const (
 	DefaultModel = "claude-opus-5-5"
 	// DefaultErrorText is the error text of ModeErrorResult.
 	DefaultErrorText = "Invalid API key · Fix external API key"
-	// GarbageLine is the non-JSON stdout line of ModeGarbage.
+	// GarbageLine is the non-JSON stdout line of ModeGarbage and ResetGarbage.
 	GarbageLine = "this is not json {"
 )
 
@@ -120,6 +176,14 @@ const (
 // turn to mode.
 func Marker(mode string) string {
 	return "[fake:" + mode + "]"
+}
+
+// ResetMarker returns the text that, anywhere in a user message, arms mode
+// (one of the Reset* constants) for the next /clear of the process only.
+// When several appear, the first in the text counts; a later marked turn
+// before the /clear replaces it.
+func ResetMarker(mode string) string {
+	return "[fake-reset:" + mode + "]"
 }
 
 // BuildTemp builds the fake CLI into a new temporary directory. It returns

@@ -718,6 +718,9 @@ func TestModeErrorResult(t *testing.T) {
 		require.Equal(t, "authentication_error", r["api_error_type"])
 		require.Equal(t, "api_error", r["terminal_reason"])
 		require.Equal(t, fakecli.DefaultErrorText, r["result"])
+		p.send(control("m", "mcp_status"))
+		require.Equal(t, success("m", `{"mcpServers":[]}`), p.next(), "the process keeps serving until stdin EOF")
+		p.closeStdin()
 		p.eof()
 		require.Equal(t, 1, p.exitCode())
 	})
@@ -729,8 +732,19 @@ func TestModeErrorResult(t *testing.T) {
 		line := p.next()
 		require.Contains(t, line, `"api_error_status":null`)
 		require.Contains(t, line, `"result":"Not logged in · Please run /login"`)
+		p.closeStdin()
 		p.eof()
 		require.Equal(t, 1, p.exitCode())
+	})
+	t.Run("exit code", func(t *testing.T) {
+		p := startStream(t, fakecli.EnvMode+"="+fakecli.ModeErrorResult, fakecli.EnvExitCode+"=4")
+		p.send(user("hi"))
+		p.closeStdin()
+		p.expect("system", "init")
+		p.expect("assistant", "")
+		require.Equal(t, true, p.expect("result", "success")["is_error"])
+		p.eof()
+		require.Equal(t, 4, p.exitCode())
 	})
 }
 
@@ -806,4 +820,365 @@ func BenchmarkStartup(b *testing.B) {
 		require.NoError(b, stdin.Close())
 		require.NoError(b, cmd.Wait())
 	}
+}
+
+// uuidRE matches the UUIDs of session ids and line uuids.
+const uuidRE = `^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`
+
+// turnOK sends a user line and reads a successful turn; it returns the
+// session id and the reply.
+func (p *proc) turnOK(text string) (sid, reply string) {
+	p.t.Helper()
+	p.send(user(text))
+	sid = p.expect("system", "init")["session_id"].(string)
+	reply = assistantText(p.t, p.expect("assistant", ""))
+	r := p.expect("result", "success")
+	require.Equal(p.t, false, r["is_error"])
+	require.Equal(p.t, reply, r["result"])
+	require.Equal(p.t, sid, r["session_id"])
+	return sid, reply
+}
+
+// resetLines reads the lines of a normal reset from the session old,
+// starting with conversation_reset, and returns the init line.
+func (p *proc) resetLines(old string) map[string]any {
+	p.t.Helper()
+	cr := p.expect("conversation_reset", "")
+	require.Regexp(p.t, uuidRE, cr["new_conversation_id"])
+	require.Equal(p.t, cr["new_conversation_id"], cr["uuid"])
+	require.Equal(p.t, "clear", cr["trigger"])
+	require.Regexp(p.t, uuidRE, cr["user_message_uuid"])
+	require.Regexp(p.t, `^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$`, cr["timestamp"])
+	require.Equal(p.t, old, cr["session_id"])
+	return p.afterReset(old, true)
+}
+
+// afterReset reads the lines of a reset after conversation_reset and
+// returns the init line; newSession says whether the init and result must
+// be in a new session.
+func (p *proc) afterReset(old string, newSession bool) map[string]any {
+	p.t.Helper()
+	bt := p.expect("system", "background_tasks_changed")
+	require.Equal(p.t, []any{}, bt["tasks"])
+	require.Regexp(p.t, uuidRE, bt["uuid"])
+	require.Equal(p.t, old, bt["session_id"])
+	init := p.expect("system", "init")
+	sid := init["session_id"].(string)
+	require.Regexp(p.t, uuidRE, sid)
+	if newSession {
+		require.NotEqual(p.t, old, sid)
+	} else {
+		require.Equal(p.t, old, sid)
+	}
+	line := p.next()
+	require.False(p.t, strings.HasPrefix(line, `{"type"`), "result must not start with type: %s", line)
+	var r map[string]any
+	require.NoError(p.t, json.Unmarshal([]byte(line), &r))
+	require.Equal(p.t, "result", r["type"])
+	require.Equal(p.t, "success", r["subtype"])
+	require.Equal(p.t, false, r["is_error"])
+	require.Equal(p.t, "", r["result"])
+	require.Equal(p.t, 0.0, r["num_turns"])
+	require.Equal(p.t, "clear", r["local_command"])
+	require.Equal(p.t, sid, r["session_id"])
+	require.Contains(p.t, r, "duration_ms")
+	require.Contains(p.t, r, "usage")
+	return init
+}
+
+func TestClear(t *testing.T) {
+	p := startStream(t)
+	p.send(control("i", "initialize", `"systemPrompt":["Be brief."]`), control("s", "set_model", `"model":"sonnet"`))
+	p.next()
+	p.next()
+	old, reply := p.turnOK("one")
+	require.Equal(t, "echo: one", reply)
+
+	p.send(user("/clear"))
+	init := p.resetLines(old)
+	sid := init["session_id"].(string)
+	require.Equal(t, "claude-sonnet-5-5", init["model"], "the model stays")
+	require.Equal(t, []any{"Be brief."}, init["fake_system_prompt"], "the system prompt stays")
+	require.Equal(t, []any{}, init["tools"])
+	require.Equal(t, p.cmd.Dir, init["cwd"])
+
+	p.send(user("two"))
+	init = p.expect("system", "init")
+	require.Equal(t, sid, init["session_id"], "the next turn runs in the new session")
+	require.Equal(t, "claude-sonnet-5-5", init["model"])
+	a := p.expect("assistant", "")
+	require.Equal(t, "echo: two", assistantText(t, a))
+	require.Equal(t, "claude-sonnet-5-5", a["message"].(map[string]any)["model"])
+	require.Equal(t, sid, p.expect("result", "success")["session_id"])
+
+	// A model set after the reset applies, and a second reset works too.
+	p.send(control("s2", "set_model", `"model":"default"`))
+	require.Equal(t, success("s2", `{"model":"claude-opus-5-5"}`), p.next())
+	p.send(user("/clear"))
+	init = p.resetLines(sid)
+	require.Equal(t, fakecli.DefaultModel, init["model"])
+	require.NotEqual(t, old, init["session_id"])
+	_, reply = p.turnOK("three")
+	require.Equal(t, "echo: three", reply)
+	p.closeStdin()
+	p.eof()
+	require.Equal(t, 0, p.exitCode())
+}
+
+func TestClearOnly(t *testing.T) {
+	p := startStream(t, fakecli.EnvExitCode+"=6")
+	p.send(user("/clear"))
+	cr := p.expect("conversation_reset", "")
+	p.afterReset(cr["session_id"].(string), true)
+	p.closeStdin()
+	p.eof()
+	require.Equal(t, 0, p.exitCode(), "a /clear alone is no turn")
+}
+
+func TestEchoHistory(t *testing.T) {
+	t.Run("without reset", func(t *testing.T) {
+		p := startStream(t, fakecli.EnvEchoHistory+"=1")
+		_, reply := p.turnOK("A")
+		require.Equal(t, "echo: A", reply)
+		_, reply = p.turnOK("B")
+		require.Equal(t, "echo: A | B", reply)
+	})
+	t.Run("after reset", func(t *testing.T) {
+		p := startStream(t, fakecli.EnvEchoHistory+"=1")
+		sid, _ := p.turnOK("A")
+		p.send(user("/clear"))
+		p.resetLines(sid)
+		_, reply := p.turnOK("B")
+		require.Equal(t, "echo: B", reply)
+		_, reply = p.turnOK("C")
+		require.Equal(t, "echo: B | C", reply)
+	})
+	t.Run("off", func(t *testing.T) {
+		p := startStream(t)
+		p.turnOK("A")
+		_, reply := p.turnOK("B")
+		require.Equal(t, "echo: B", reply)
+	})
+	t.Run("reply wins", func(t *testing.T) {
+		p := startStream(t, fakecli.EnvEchoHistory+"=1", fakecli.EnvReply+"=fixed")
+		p.turnOK("A")
+		_, reply := p.turnOK("B")
+		require.Equal(t, "fixed", reply)
+	})
+}
+
+func TestResetModes(t *testing.T) {
+	// Each mode is tested armed by a marker and set for the process.
+	for _, viaEnv := range []bool{false, true} {
+		name := "marker"
+		if viaEnv {
+			name = "env"
+		}
+		// begin starts a fake with the reset mode and runs turn "a"; it
+		// returns the fake, its session and the text of turn "a".
+		begin := func(t *testing.T, mode string) (*proc, string, string) {
+			t.Helper()
+			env := []string{fakecli.EnvEchoHistory + "=1"}
+			text := "a"
+			if viaEnv {
+				env = append(env, fakecli.EnvResetMode+"="+mode)
+			} else {
+				text += " " + fakecli.ResetMarker(mode)
+			}
+			p := startStream(t, env...)
+			sid, _ := p.turnOK(text)
+			return p, sid, text
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Run("exit", func(t *testing.T) {
+				p, _, _ := begin(t, fakecli.ResetExit)
+				p.send(user("/clear"), user("b"))
+				p.eof()
+				require.Equal(t, 1, p.exitCode())
+				require.Equal(t, "fatal: fake reset failure\n", p.stderrText())
+			})
+			t.Run("hang", func(t *testing.T) {
+				p, _, _ := begin(t, fakecli.ResetHang)
+				p.send(user("/clear"), user("b"), control("m", "mcp_status"))
+				require.Equal(t, success("m", `{"mcpServers":[]}`), p.next(),
+					"nothing for the /clear nor for the turn behind it")
+				p.closeStdin()
+				p.eof()
+				require.Equal(t, 0, p.exitCode(), "stdin EOF ends a hung reset")
+			})
+			t.Run("no-reset", func(t *testing.T) {
+				p, sid, _ := begin(t, fakecli.ResetNoReset)
+				p.send(user("/clear"))
+				newSID := p.afterReset(sid, true)["session_id"]
+				got, reply := p.turnOK("b")
+				require.Equal(t, newSID, got)
+				require.Equal(t, "echo: b", reply, "the history is cleared")
+			})
+			t.Run("same-session", func(t *testing.T) {
+				p, sid, text := begin(t, fakecli.ResetSameSession)
+				p.send(user("/clear"))
+				cr := p.expect("conversation_reset", "")
+				require.Equal(t, sid, cr["session_id"])
+				p.afterReset(sid, false)
+				got, reply := p.turnOK("b")
+				require.Equal(t, sid, got)
+				require.Equal(t, "echo: "+text+" | b", reply, "the history stays")
+			})
+			t.Run("garbage", func(t *testing.T) {
+				p, sid, _ := begin(t, fakecli.ResetGarbage)
+				p.send(user("/clear"))
+				require.Equal(t, fakecli.GarbageLine, p.next())
+				newSID := p.resetLines(sid)["session_id"]
+				got, reply := p.turnOK("b")
+				require.Equal(t, newSID, got)
+				require.Equal(t, "echo: b", reply)
+			})
+			t.Run("normal", func(t *testing.T) {
+				p, sid, _ := begin(t, fakecli.ResetNormal)
+				p.send(user("/clear"))
+				p.resetLines(sid)
+			})
+		})
+	}
+}
+
+func TestResetHangSignals(t *testing.T) {
+	for _, tc := range []struct {
+		sig  syscall.Signal
+		code int
+	}{{syscall.SIGINT, 0}, {syscall.SIGTERM, 143}} {
+		t.Run(tc.sig.String(), func(t *testing.T) {
+			p := startStream(t, fakecli.EnvResetMode+"="+fakecli.ResetHang)
+			p.turnOK("a")
+			// The answer comes after the /clear has been taken up.
+			p.send(user("/clear"), control("m", "mcp_status"))
+			require.Equal(t, success("m", `{"mcpServers":[]}`), p.next())
+			p.signal(tc.sig)
+			p.eof()
+			require.Equal(t, tc.code, p.exitCode())
+		})
+	}
+}
+
+func TestResetHangInterrupt(t *testing.T) {
+	p := startStream(t, fakecli.EnvEchoHistory+"=1")
+	sid, _ := p.turnOK("a " + fakecli.ResetMarker(fakecli.ResetHang))
+	p.send(user("/clear"), control("int", "interrupt"))
+	require.Equal(t, success("int", `{}`), p.next(), "the hung reset prints nothing")
+	got, reply := p.turnOK("b")
+	require.Equal(t, sid, got, "the conversation was not reset")
+	require.Equal(t, "echo: a "+fakecli.ResetMarker(fakecli.ResetHang)+" | b", reply)
+}
+
+func TestResetMarkerArmsNextClearOnly(t *testing.T) {
+	p := startStream(t)
+	// The first marker in the text counts; a later marked turn replaces it.
+	p.turnOK("x " + fakecli.ResetMarker(fakecli.ResetExit))
+	sid, _ := p.turnOK(fakecli.ResetMarker(fakecli.ResetSameSession) + " y " + fakecli.ResetMarker(fakecli.ResetExit))
+	p.send(user("/clear"))
+	p.expect("conversation_reset", "")
+	p.afterReset(sid, false)
+	p.send(user("/clear"))
+	p.resetLines(sid)
+}
+
+func TestResetModeEveryClear(t *testing.T) {
+	p := startStream(t, fakecli.EnvResetMode+"="+fakecli.ResetNoReset)
+	sid, _ := p.turnOK("a")
+	p.send(user("/clear"))
+	sid = p.afterReset(sid, true)["session_id"].(string)
+	p.send(user("/clear"))
+	sid = p.afterReset(sid, true)["session_id"].(string)
+	// A marker overrides the process's mode for one /clear.
+	p.turnOK("b " + fakecli.ResetMarker(fakecli.ResetNormal))
+	p.send(user("/clear"))
+	sid = p.resetLines(sid)["session_id"].(string)
+	p.send(user("/clear"))
+	p.afterReset(sid, true)
+}
+
+func TestUnknownResetModeRejected(t *testing.T) {
+	p := startStream(t, fakecli.EnvResetMode+"=no-such-mode")
+	p.eof()
+	require.Equal(t, 2, p.exitCode())
+	require.Contains(t, p.stderrText(), "unknown reset mode")
+}
+
+func TestErrorResultThenClear(t *testing.T) {
+	t.Run("marker", func(t *testing.T) {
+		p := startStream(t)
+		p.send(user("x " + fakecli.Marker(fakecli.ModeErrorResult)))
+		sid := p.expect("system", "init")["session_id"].(string)
+		p.expect("assistant", "")
+		require.Equal(t, true, p.expect("result", "success")["is_error"])
+		p.send(user("/clear"))
+		newSID := p.resetLines(sid)["session_id"]
+		got, reply := p.turnOK("y")
+		require.Equal(t, newSID, got)
+		require.Equal(t, "echo: y", reply)
+		p.closeStdin()
+		p.eof()
+		require.Equal(t, 0, p.exitCode(), "the last result succeeded")
+	})
+	t.Run("env", func(t *testing.T) {
+		p := startStream(t, fakecli.EnvMode+"="+fakecli.ModeErrorResult)
+		for range 2 {
+			p.send(user("x"))
+			sid := p.expect("system", "init")["session_id"].(string)
+			p.expect("assistant", "")
+			require.Equal(t, true, p.expect("result", "success")["is_error"])
+			p.send(user("/clear"))
+			p.resetLines(sid)
+		}
+		p.send(user("x"))
+		p.expect("system", "init")
+		p.expect("assistant", "")
+		require.Equal(t, true, p.expect("result", "success")["is_error"])
+		p.closeStdin()
+		p.eof()
+		require.Equal(t, 1, p.exitCode(), "the last result was an error")
+	})
+}
+
+// vmRSS returns the resident memory of process pid in bytes.
+func vmRSS(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if os.IsNotExist(err) {
+		t.Skip("no /proc")
+	}
+	require.NoError(t, err)
+	for _, l := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			var kb int64
+			_, err := fmt.Sscanf(strings.TrimSpace(rest), "%d kB", &kb)
+			require.NoError(t, err, "line: %s", l)
+			return kb << 10
+		}
+	}
+	require.FailNow(t, "no VmRSS", "status: %s", b)
+	return 0
+}
+
+func TestGrowBytes(t *testing.T) {
+	const grow, turns = 32 << 20, 3
+	p := startStream(t, fakecli.EnvGrowBytes+"="+fmt.Sprint(grow))
+	p.send(control("m", "mcp_status"))
+	p.next()
+	pid := p.cmd.Process.Pid
+	before := vmRSS(t, pid)
+	for range turns {
+		p.turnOK("a")
+	}
+	after := vmRSS(t, pid)
+	require.GreaterOrEqual(t, after-before, int64(turns*grow*9/10),
+		"VmRSS %d -> %d bytes", before, after)
+
+	// A /clear keeps the memory and allocates none.
+	p.send(user("/clear"))
+	p.expect("conversation_reset", "")
+	p.expect("system", "background_tasks_changed")
+	p.expect("system", "init")
+	p.expect("result", "success")
+	require.GreaterOrEqual(t, vmRSS(t, pid), int64(turns*grow*9/10))
 }

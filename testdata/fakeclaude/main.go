@@ -37,6 +37,9 @@ type config struct {
 	errorText    string
 	apiStatus    int
 	retries      int
+	echoHistory  bool   // echo every user text since the last reset
+	resetMode    string // the fault of every /clear
+	growBytes    int    // bytes kept per user turn
 }
 
 // defaultTools is the tool list of the real CLI when --tools is not given.
@@ -48,6 +51,11 @@ var modes = map[string]bool{
 	fakecli.ModeGarbage: true, fakecli.ModeHuge: true, fakecli.ModeErrorResult: true,
 	fakecli.ModeRetry: true, fakecli.ModeGrandchild: true, fakecli.ModeCloseStdout: true,
 	fakecli.ModeSleeper: true, fakecli.ModeUnknownLines: true, fakecli.ModeRejectInit: true,
+}
+
+var resetModes = map[string]bool{
+	fakecli.ResetNormal: true, fakecli.ResetExit: true, fakecli.ResetHang: true,
+	fakecli.ResetNoReset: true, fakecli.ResetSameSession: true, fakecli.ResetGarbage: true,
 }
 
 func main() {
@@ -107,7 +115,8 @@ func (c *config) exit(def int) int {
 func loadConfig(args []string) (*config, error) {
 	cfg := &config{tools: defaultTools, model: fakecli.DefaultModel, mode: fakecli.ModeNormal,
 		chunks: 3, textTimeout: 3 * time.Second, hugeBytes: 10_000_000,
-		errorText: fakecli.DefaultErrorText, apiStatus: 401, retries: 2}
+		errorText: fakecli.DefaultErrorText, apiStatus: 401, retries: 2,
+		resetMode: fakecli.ResetNormal}
 	for i := 0; i < len(args); i++ {
 		name, value, hasValue := strings.Cut(args[i], "=")
 		next := func() string {
@@ -174,6 +183,15 @@ func loadConfig(args []string) (*config, error) {
 	env(fakecli.EnvErrorText, func(v string) error { cfg.errorText = v; return nil })
 	env(fakecli.EnvAPIStatus, integer(&cfg.apiStatus))
 	env(fakecli.EnvRetries, integer(&cfg.retries))
+	env(fakecli.EnvEchoHistory, func(v string) error { cfg.echoHistory = v == "1"; return nil })
+	env(fakecli.EnvResetMode, func(v string) error {
+		if !resetModes[v] {
+			return fmt.Errorf("unknown reset mode")
+		}
+		cfg.resetMode = v
+		return nil
+	})
+	env(fakecli.EnvGrowBytes, integer(&cfg.growBytes))
 	if cfg.chunks < 1 {
 		cfg.chunks = 1
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -16,7 +17,8 @@ import (
 const maxLine = 100 << 20
 
 // session is one stream-json process: it answers control requests at once
-// and runs the turns asked for by user lines, one after another.
+// and runs the turns asked for by user lines, one after another. A /clear
+// line runs as a turn too: it resets the conversation in place.
 type session struct {
 	cfg       *config
 	out       *output
@@ -29,9 +31,14 @@ type session struct {
 	systemPrompt []string // from the first initialize
 	appendPrompt *string  // from the first initialize
 
-	queue  []string // texts of user lines waiting for the turn in flight
-	turns  int      // turns started
-	msgSeq int      // numbers message ids
+	queue      []string // texts of user lines waiting for the turn in flight
+	turns      int      // user turns started (a /clear is not one)
+	lastFailed bool     // the last result printed was an API error
+	msgSeq     int      // numbers message ids
+
+	history    []string // user texts of the conversation since the last reset
+	armedReset string   // reset mode armed by a ResetMarker for the next /clear
+	ballast    [][]byte // kept by FAKE_GROW_BYTES
 }
 
 // input is one stdin line, or the error that ended reading.
@@ -79,7 +86,7 @@ func (s *session) run() int {
 		case l, ok := <-in:
 			if !ok {
 				eof, in = true, nil
-				if cur == nil {
+				if cur == nil || cur.quitAtEOF {
 					return s.eofExit()
 				}
 				continue
@@ -93,8 +100,8 @@ func (s *session) run() int {
 			}
 			startNext()
 		case <-done:
-			if cur.exit != nil {
-				return *cur.exit
+			if cur.ended {
+				s.lastFailed = cur.failed
 			}
 			cur, done = nil, nil
 			startNext()
@@ -114,10 +121,15 @@ func (s *session) run() int {
 	}
 }
 
-// eofExit is the exit code once stdin is closed and no turn is left.
+// eofExit is the exit code once stdin is closed and no turn is left: 0
+// before any turn, else FAKE_EXIT_CODE, whose default is 1 when the last
+// result was an API error and 0 otherwise.
 func (s *session) eofExit() int {
-	if s.turns == 0 {
+	switch {
+	case s.turns == 0:
 		return 0
+	case s.lastFailed:
+		return s.cfg.exit(1)
 	}
 	return s.cfg.exit(0)
 }
@@ -252,26 +264,86 @@ func userText(content json.RawMessage) string {
 	return strings.Join(texts, "\n")
 }
 
-// newTurn prepares the turn for one user text with the session's current
-// settings.
-func (s *session) newTurn(text string) *turn {
-	s.turns++
-	s.msgSeq++
-	mode := s.cfg.mode
-	first := len(text)
-	for m := range modes {
-		if i := strings.Index(text, fakecli.Marker(m)); i >= 0 && i < first {
+// clearCommand is the user text that resets the conversation in place.
+const clearCommand = "/clear"
+
+// firstMarker returns the mode among set whose marker comes first in text,
+// or "" when text holds none.
+func firstMarker(text string, set map[string]bool, marker func(string) string) string {
+	mode, first := "", len(text)
+	for m := range set {
+		if i := strings.Index(text, marker(m)); i >= 0 && i < first {
 			mode, first = m, i
 		}
+	}
+	return mode
+}
+
+// newTurn prepares the turn for one user text with the session's current
+// settings. The session's state changes here, in the order of stdin lines,
+// rather than while the turn runs.
+func (s *session) newTurn(text string) *turn {
+	if text == clearCommand {
+		return s.newReset()
+	}
+	s.turns++
+	s.msgSeq++
+	s.history = append(s.history, text)
+	if m := firstMarker(text, resetModes, fakecli.ResetMarker); m != "" {
+		s.armedReset = m
+	}
+	s.grow()
+	mode := s.cfg.mode
+	if m := firstMarker(text, modes, fakecli.Marker); m != "" {
+		mode = m
 	}
 	switch mode {
 	case fakecli.ModeExitEarly, fakecli.ModeNoReady, fakecli.ModeSleeper:
 		mode = fakecli.ModeNormal
 	}
 	return &turn{
-		cfg: s.cfg, out: s.out, mode: mode, text: text,
+		cfg: s.cfg, out: s.out, mode: mode, text: text, history: slices.Clone(s.history),
 		model: s.model, sessionID: s.sessionID, init: s.initLine(),
 		msgID: fmt.Sprintf("msg_fake_%06d", s.msgSeq), start: time.Now(),
 		abortC: make(chan struct{}), done: make(chan struct{}),
 	}
+}
+
+// newReset prepares the turn that answers a /clear, and resets the session
+// as the reset mode asks: a new session and an empty history, except under
+// ResetSameSession, ResetExit and ResetHang. The system prompt and the model
+// stay.
+func (s *session) newReset() *turn {
+	mode := s.cfg.resetMode
+	if s.armedReset != "" {
+		mode, s.armedReset = s.armedReset, ""
+	}
+	t := &turn{cfg: s.cfg, out: s.out, reset: mode, model: s.model,
+		sessionID: s.sessionID, start: time.Now(), quitAtEOF: mode == fakecli.ResetHang,
+		abortC: make(chan struct{}), done: make(chan struct{})}
+	switch mode {
+	case fakecli.ResetExit, fakecli.ResetHang:
+		return t
+	case fakecli.ResetSameSession:
+	default:
+		s.sessionID = newUUID()
+		s.history = nil
+	}
+	t.newSessionID = s.sessionID
+	t.init = s.initLine()
+	return t
+}
+
+// grow allocates FAKE_GROW_BYTES bytes, writes to every page so that they
+// become resident, and keeps them.
+func (s *session) grow() {
+	n := s.cfg.growBytes
+	if n <= 0 {
+		return
+	}
+	b := make([]byte, n)
+	for i := 0; i < n; i += os.Getpagesize() {
+		b[i] = 1
+	}
+	s.ballast = append(s.ballast, b)
 }

@@ -11,22 +11,29 @@ import (
 )
 
 // turn answers one user line in its own goroutine, so that control requests
-// and signals are still handled while it streams.
+// and signals are still handled while it streams. A /clear line is a turn
+// with reset set.
 type turn struct {
 	cfg       *config
 	out       *output
 	mode      string
-	text      string // the user's text
+	text      string   // the user's text
+	history   []string // the user texts of the conversation, text last
 	model     string
 	sessionID string
 	msgID     string
 	init      object
 	start     time.Time
 
+	reset        string // for a /clear: its reset mode
+	newSessionID string // for a /clear: the session from then on
+	quitAtEOF    bool   // stdin EOF ends the process without waiting for the turn
+
 	abortC    chan struct{} // closed by abort
 	abortOnce sync.Once
 	done      chan struct{} // closed when run returns
-	exit      *int          // set before done closes: the process must exit with it
+	ended     bool          // set before done closes: a result was printed
+	failed    bool          // set before done closes: that result was an API error
 
 	produced strings.Builder // reply text so far; only the turn's goroutine uses it
 }
@@ -39,6 +46,12 @@ func (t *turn) abort() {
 
 func (t *turn) run() {
 	defer close(t.done)
+	if t.reset != "" {
+		// An interrupted hung reset prints nothing.
+		t.ended = t.playReset()
+		return
+	}
+	t.ended = true
 	if !t.play() {
 		if t.produced.Len() > 0 {
 			t.out.line(t.assistant(true))
@@ -87,8 +100,7 @@ func (t *turn) play() bool {
 	if t.mode == fakecli.ModeErrorResult {
 		t.out.line(t.apiErrorAssistant())
 		t.out.line(t.apiErrorResult())
-		code := t.cfg.exit(1)
-		t.exit = &code
+		t.failed = true
 		return true
 	}
 	if t.cfg.partials {
@@ -165,6 +177,8 @@ func (t *turn) reply() string {
 		return strings.Repeat(letters, t.cfg.hugeBytes/len(letters)+1)[:t.cfg.hugeBytes]
 	case t.cfg.reply != nil:
 		return *t.cfg.reply
+	case t.cfg.echoHistory:
+		return "echo: " + strings.Join(t.history, " | ")
 	}
 	return "echo: " + t.text
 }
