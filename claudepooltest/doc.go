@@ -17,16 +17,37 @@
 // [Failure]: an HTTP error with an Anthropic-shaped body, or a request that is
 // never answered.
 //
+// # Latency
+//
+// By default the mock answers as fast as it can. For latency benchmarks two
+// knobs make it answer at a real API's pace:
+//
+//   - [Config.FirstByteDelay] (per reply: [Reply.Delay]) pauses before the
+//     first byte of every Messages response, streamed or not, successful or
+//     an error; HEAD /api/hello and count_tokens are answered at once.
+//   - [Config.TokensPerSecond] (per reply: [Reply.TokensPerSecond]) paces a
+//     streamed reply: its estimated output tokens (1 + characters/4, as its
+//     usage reports) take tokens/rate from the first byte to its end, the
+//     text_deltas spread over that time by the characters before each, one
+//     delta per token unless a chunk count is set.
+//
+// Both pauses end when the client goes away or the server is closed.
+// [Request.Time] and [Request.FirstByte] record when each request arrived and
+// when its response began, so that a benchmark can subtract the mock's own
+// time to first byte from what its user saw.
+//
 // # Recording
 //
 // [Server.Requests] returns every request received; [Server.ChatRequests]
 // only those that carry the user's conversation, leaving out the side
-// requests the CLI makes on its own. [Server.WaitRequests] and
-// [Server.WaitChatRequests] block until a given number has arrived, so tests
-// wait on a signal instead of sleeping.
+// requests the CLI makes on its own. Each [Request] keeps the fields a test
+// usually checks (model, system texts, messages reduced to text, tools) and
+// the whole raw JSON body, [Request.Body], to search for anything else.
+// [Server.WaitRequests] and [Server.WaitChatRequests] block until a given
+// number has arrived, so tests wait on a signal instead of sleeping.
 //
 // # Shutdown
 //
-// [Server.Close] ends requests that are still streaming or never meant to be
-// answered, then waits for every handler to return.
+// [Server.Close] ends requests that are still streaming, paused or never
+// meant to be answered, then waits for every handler to return.
 package claudepooltest

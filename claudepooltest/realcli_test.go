@@ -269,6 +269,41 @@ func TestRealCLI(t *testing.T) {
 		require.Equal(t, "one two three", res["result"])
 	})
 
+	t.Run("paced", func(t *testing.T) {
+		const delay, rate = 200 * time.Millisecond, 100.0
+		text := "a reply paced like a real API, one token at a time"
+		srv := NewServer(Config{Reply: Text(text), FirstByteDelay: delay, TokensPerSecond: rate})
+		defer srv.Close()
+		p := startCLI(t, path, srv.Env(), "--include-partial-messages")
+		p.control("r1", map[string]any{"subtype": "mcp_status"})
+		p.send(userLine("hello"))
+		require.NoError(t, p.stdin.Close())
+		var got []string
+		for {
+			m := p.next("stream_event", 30*time.Second)
+			ev := m["event"].(map[string]any)
+			if ev["type"] == "content_block_delta" {
+				got = append(got, ev["delta"].(map[string]any)["text"].(string))
+			}
+			if ev["type"] == "message_stop" {
+				break
+			}
+		}
+		ended := time.Now()
+		require.Len(t, got, outputTokens(text), "one delta per token")
+		require.Equal(t, text, strings.Join(got, ""))
+		res := p.next("result", 30*time.Second)
+		require.Equal(t, false, res["is_error"])
+		chats := srv.ChatRequests()
+		require.Len(t, chats, 1)
+		r := chats[0]
+		require.GreaterOrEqual(t, r.FirstByte.Sub(r.Time), delay)
+		pace := time.Duration(float64(outputTokens(text)) / rate * float64(time.Second))
+		require.GreaterOrEqual(t, ended.Sub(r.FirstByte), pace)
+		t.Logf("arrival -> first byte %v; first byte -> message_stop seen %v (pace %v)",
+			r.FirstByte.Sub(r.Time).Round(time.Millisecond), ended.Sub(r.FirstByte).Round(time.Millisecond), pace)
+	})
+
 	t.Run("interrupt mid-stream", func(t *testing.T) {
 		hold := make(chan struct{})
 		defer close(hold)

@@ -74,13 +74,22 @@ type Reply struct {
 	Text string
 	// Chunks splits Text into this many text_delta events of about equal
 	// length (never more than Text has characters). 0 means the server's
-	// [Config.Chunks], and 1 when that is 0 too.
+	// [Config.Chunks]; when that is 0 too, one chunk per estimated output
+	// token (about 4 characters) if the reply is paced (see
+	// TokensPerSecond), else 1.
 	Chunks int
 	// ChunkDelay is the pause before each chunk after the first. 0 means
 	// the server's [Config.ChunkDelay].
 	ChunkDelay time.Duration
+	// TokensPerSecond paces a streamed reply as [Config.TokensPerSecond]
+	// describes. 0 means the server's Config.TokensPerSecond; a negative
+	// value means no pacing whatever the server's setting.
+	TokensPerSecond float64
 	// Delay is the pause before the server answers at all (status line
-	// included), e.g. to exceed a client's timeout.
+	// included), with Text or with a failure alike: the reply's time to
+	// first byte, or a way to exceed a client's timeout. 0 means the
+	// server's [Config.FirstByteDelay]; a negative value means no pause
+	// whatever the server's setting.
 	Delay time.Duration
 	// Hold, when not nil, pauses the stream after its first chunk (or
 	// before the end of the message when Text is empty) until Hold is

@@ -45,8 +45,20 @@ func (m Message) Text() string { return strings.Join(m.Texts, "\n") }
 type Request struct {
 	// Seq numbers the requests of a server from 1 in the order they arrived.
 	Seq int
-	// Time is when the request arrived.
+	// Time is when the request arrived: when the server began to handle it,
+	// its header read and its body not yet.
 	Time time.Time
+	// FirstByte is when the server began its response, taken just before
+	// the status line and first bytes are written and flushed (after any
+	// [Config.FirstByteDelay] or [Reply.Delay] pause), for every kind of
+	// request and for errors as for successful replies. It is zero in the
+	// copy passed to a [ReplyFunc], and stays zero for a request that is
+	// never answered (FailHang, or a client that leaves or a server that
+	// closes during a pause). It is recorded before the bytes are written,
+	// so a client that has read any of the response finds it set in
+	// [Server.Requests]. FirstByte minus Time is the mock API's own
+	// time to first byte.
+	FirstByte time.Time
 	// Kind says what the request was for.
 	Kind Kind
 	// Method and Path are those of the HTTP request; Query is its raw query
@@ -69,7 +81,10 @@ type Request struct {
 	MaxTokens int
 	// Tools holds the names of the tools the body offers.
 	Tools []string
-	// Body is the raw request body.
+	// Body is the raw request body, whole and unparsed: the place to look
+	// for what the fields above leave out (tool results, images, thinking,
+	// cache_control, metadata), or for text of earlier turns anywhere in
+	// the request.
 	Body []byte
 }
 

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // DefaultAPITimeout is the API_TIMEOUT_MS that [Server.Env] sets when
@@ -29,6 +30,26 @@ type Config struct {
 	// ChunkDelay is the pause between chunks when a reply's
 	// [Reply.ChunkDelay] is 0.
 	ChunkDelay time.Duration
+	// FirstByteDelay is the pause before the first byte of the response to
+	// each POST /v1/messages, streamed or not, successful or an error (a
+	// real API takes time to decide either), when the reply's [Reply.Delay]
+	// is 0. HEAD /api/hello and count_tokens, cheap on the real API, are
+	// answered at once. 0 means no pause.
+	FirstByteDelay time.Duration
+	// TokensPerSecond is the output pace of a streamed reply whose
+	// [Reply.TokensPerSecond] is 0: its N output tokens (the estimate its
+	// usage reports, 1 + characters/4) take N/TokensPerSecond, counted
+	// from the first byte to the end of the reply. The first text_delta
+	// goes out at once; each later one no earlier than the share of that
+	// time that the characters before it make up, and content_block_stop
+	// (with message_delta and message_stop right after it) no earlier than
+	// all of it. A delta's [Reply.ChunkDelay] pause comes first, so pacing
+	// only waits for what is left; after a [Reply.Hold] the rest of the
+	// reply takes the rest of the time, counted from the release. A paced
+	// reply with no chunk count from Reply.Chunks or Config.Chunks is split
+	// into one text_delta per estimated token. 0 means as fast as possible
+	// (no pacing); a non-streamed reply is never paced.
+	TokensPerSecond float64
 	// MaxRetries is the CLAUDE_CODE_MAX_RETRIES that [Server.Env] sets.
 	// 0 (the default) makes the CLI give up on the first failed request.
 	MaxRetries int
@@ -233,48 +254,55 @@ func (s *Server) nextMessageID() string {
 }
 
 func (s *Server) serveHTTP(w http.ResponseWriter, hr *http.Request) {
-	body, _ := io.ReadAll(hr.Body)
 	r := Request{
 		Time:   time.Now(),
 		Method: hr.Method,
 		Path:   hr.URL.Path,
 		Query:  hr.URL.RawQuery,
 		Header: hr.Header.Clone(),
-		Body:   body,
 	}
+	r.Body, _ = io.ReadAll(hr.Body)
+	fw := &firstByteWriter{ResponseWriter: w, s: s}
 	switch {
 	case hr.URL.Path == "/api/hello" && (hr.Method == http.MethodHead || hr.Method == http.MethodGet):
 		r.Kind = KindHello
-		s.record(r)
-		w.WriteHeader(http.StatusOK)
+		fw.seq = s.record(r).Seq
+		fw.WriteHeader(http.StatusOK)
 	case hr.URL.Path == "/v1/messages/count_tokens" && hr.Method == http.MethodPost:
 		r.Kind = KindCountTokens
 		_, err := parseMessagesBody(&r)
-		s.record(r)
+		fw.seq = s.record(r).Seq
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "invalid_request_error", "claudepooltest: bad JSON body: "+err.Error())
+			writeError(fw, http.StatusBadRequest, "invalid_request_error", "claudepooltest: bad JSON body: "+err.Error())
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]int{"input_tokens": estimateTokens(r)})
+		writeJSON(fw, http.StatusOK, map[string]int{"input_tokens": estimateTokens(r)})
 	case hr.URL.Path == "/v1/messages" && hr.Method == http.MethodPost:
 		hasTools, err := parseMessagesBody(&r)
 		r.Kind = classify(r, hasTools)
 		r = s.record(r)
+		fw.seq = r.Seq
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "invalid_request_error", "claudepooltest: bad JSON body: "+err.Error())
+			if d := s.cfg.FirstByteDelay; d > 0 && !s.pause(hr, d) {
+				abort()
+			}
+			writeError(fw, http.StatusBadRequest, "invalid_request_error", "claudepooltest: bad JSON body: "+err.Error())
 			return
 		}
-		s.answer(w, hr, r)
+		s.answer(fw, hr, r)
 	default:
 		r.Kind = KindOther
-		s.record(r)
-		writeError(w, http.StatusNotFound, "not_found_error", fmt.Sprintf("claudepooltest: no route for %s %s", hr.Method, hr.URL.Path))
+		fw.seq = s.record(r).Seq
+		writeError(fw, http.StatusNotFound, "not_found_error", fmt.Sprintf("claudepooltest: no route for %s %s", hr.Method, hr.URL.Path))
 	}
 }
 
 // answer replies to a Messages request as the ReplyFunc decides.
 func (s *Server) answer(w http.ResponseWriter, hr *http.Request, r Request) {
 	rep := s.replyFunc()(r)
+	if rep.Delay == 0 {
+		rep.Delay = s.cfg.FirstByteDelay
+	}
 	if rep.Delay > 0 && !s.pause(hr, rep.Delay) {
 		abort()
 	}
@@ -298,12 +326,6 @@ func (s *Server) answer(w http.ResponseWriter, hr *http.Request, r Request) {
 		writeError(w, shape.status, shape.errType, msg)
 		return
 	}
-	if rep.Chunks == 0 {
-		rep.Chunks = s.cfg.Chunks
-	}
-	if rep.ChunkDelay == 0 {
-		rep.ChunkDelay = s.cfg.ChunkDelay
-	}
 	if rep.StopReason == "" {
 		rep.StopReason = "end_turn"
 	}
@@ -311,14 +333,78 @@ func (s *Server) answer(w http.ResponseWriter, hr *http.Request, r Request) {
 		id:           s.nextMessageID(),
 		model:        r.Model,
 		inputTokens:  estimateTokens(r),
-		outputTokens: len([]rune(rep.Text))/4 + 1,
+		outputTokens: outputTokens(rep.Text),
 	}
 	if !r.Stream {
 		writeJSON(w, http.StatusOK, m.full(rep.Text, rep.StopReason))
 		return
 	}
+	if rep.TokensPerSecond == 0 {
+		rep.TokensPerSecond = s.cfg.TokensPerSecond
+	}
+	if rep.Chunks == 0 {
+		rep.Chunks = s.cfg.Chunks
+	}
+	if rep.Chunks == 0 && rep.TokensPerSecond > 0 {
+		rep.Chunks = m.outputTokens
+	}
+	if rep.ChunkDelay == 0 {
+		rep.ChunkDelay = s.cfg.ChunkDelay
+	}
 	if !s.stream(w, hr, m, rep) {
 		abort()
+	}
+}
+
+// firstByteWriter records in the server's record of request seq when the
+// handler begins its response.
+type firstByteWriter struct {
+	http.ResponseWriter
+	s       *Server
+	seq     int
+	started bool
+}
+
+func (w *firstByteWriter) begin() {
+	if !w.started {
+		w.started = true
+		w.s.setFirstByte(w.seq, time.Now())
+	}
+}
+
+func (w *firstByteWriter) WriteHeader(status int) {
+	w.begin()
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *firstByteWriter) Write(b []byte) (int, error) {
+	w.begin()
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *firstByteWriter) Flush() {
+	w.begin()
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets [http.ResponseController] reach the underlying writer.
+func (w *firstByteWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// setFirstByte sets the FirstByte of the recorded request seq, unless Reset
+// has forgotten it.
+func (s *Server) setFirstByte(seq int, t time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := len(s.requests) - 1; i >= 0; i-- {
+		switch r := &s.requests[i]; {
+		case r.Seq == seq:
+			r.FirstByte = t
+			return
+		case r.Seq < seq:
+			return
+		}
 	}
 }
 
@@ -340,6 +426,10 @@ func (s *Server) pause(hr *http.Request, d time.Duration) bool {
 // abort ends the handler and drops the connection without a (complete)
 // response; net/http does not log this panic.
 func abort() { panic(http.ErrAbortHandler) }
+
+// outputTokens returns the output token count the server reports for a
+// reply of text, and paces it by.
+func outputTokens(text string) int { return utf8.RuneCountInString(text)/4 + 1 }
 
 // estimateTokens returns a rough token count for the text of r.
 func estimateTokens(r Request) int {

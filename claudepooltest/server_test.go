@@ -438,16 +438,23 @@ func TestCloseEndsOpenRequests(t *testing.T) {
 	hold := make(chan struct{}) // never closed
 	tests := []struct {
 		name  string
+		cfg   Config
 		reply Reply
 	}{
-		{"hang", Reply{Fail: FailHang}},
-		{"delay", Reply{Text: "x", Delay: time.Hour}},
-		{"chunk delay", Reply{Text: "ab", Chunks: 2, ChunkDelay: time.Hour}},
-		{"hold", Reply{Text: "ab", Chunks: 2, Hold: hold}},
+		{"hang", Config{}, Reply{Fail: FailHang}},
+		{"delay", Config{}, Reply{Text: "x", Delay: time.Hour}},
+		{"first byte delay", Config{FirstByteDelay: time.Hour}, Reply{Text: "x"}},
+		{"first byte delay of an error", Config{FirstByteDelay: time.Hour}, Reply{Fail: FailServer}},
+		{"chunk delay", Config{}, Reply{Text: "ab", Chunks: 2, ChunkDelay: time.Hour}},
+		{"pace between deltas", Config{TokensPerSecond: 1e-9}, Reply{Text: "ab"}},
+		{"pace before the end", Config{}, Reply{Text: "", TokensPerSecond: 1e-9}},
+		{"hold", Config{}, Reply{Text: "ab", Chunks: 2, Hold: hold}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			s := NewServer(Config{Reply: func(Request) Reply { return tc.reply }})
+			cfg := tc.cfg
+			cfg.Reply = func(Request) Reply { return tc.reply }
+			s := NewServer(cfg)
 			defer s.Close()
 			errc := make(chan error, 1)
 			go func() {
@@ -524,6 +531,7 @@ func TestRecording(t *testing.T) {
 	require.Equal(t, "second", r.LastUserText())
 	require.Equal(t, "<system-reminder>ctx</system-reminder>\nsecond", r.Messages[2].Text())
 	require.False(t, r.Time.IsZero())
+	require.False(t, r.FirstByte.Before(r.Time), "first byte %v before arrival", r.Time.Sub(r.FirstByte))
 	require.JSONEq(t, string(mustJSON(t, body)), string(r.Body))
 
 	// Requests returns copies: changing one leaves the record alone.

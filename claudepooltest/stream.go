@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"time"
+	"unicode/utf8"
 )
 
 // message is the assistant message the server answers with.
@@ -46,6 +48,8 @@ func (s *Server) stream(w http.ResponseWriter, hr *http.Request, m message, rep 
 	h.Set("Cache-Control", "no-cache")
 	h.Set("Request-Id", "req_mock")
 	w.WriteHeader(http.StatusOK)
+	// The pace counts from here, no earlier than the recorded FirstByte.
+	pace := newPacer(time.Now(), m.outputTokens, utf8.RuneCountInString(rep.Text), rep.TokensPerSecond)
 
 	send := func(event string, data any) bool {
 		b, err := json.Marshal(data)
@@ -81,8 +85,19 @@ func (s *Server) stream(w http.ResponseWriter, hr *http.Request, m message, rep 
 		return false
 	}
 	chunks := splitChunks(rep.Text, rep.Chunks)
+	sent := 0 // characters sent so far
+	hold := func() bool {
+		if !s.hold(hr, rep.Hold) {
+			return false
+		}
+		pace.resume(sent, time.Now())
+		return true
+	}
 	for i, chunk := range chunks {
 		if i > 0 && rep.ChunkDelay > 0 && !s.pause(hr, rep.ChunkDelay) {
+			return false
+		}
+		if !s.until(hr, pace.due(sent)) {
 			return false
 		}
 		if !send("content_block_delta", map[string]any{
@@ -92,11 +107,15 @@ func (s *Server) stream(w http.ResponseWriter, hr *http.Request, m message, rep 
 		}) {
 			return false
 		}
-		if i == 0 && rep.Hold != nil && !s.hold(hr, rep.Hold) {
+		sent += utf8.RuneCountInString(chunk)
+		if i == 0 && rep.Hold != nil && !hold() {
 			return false
 		}
 	}
-	if len(chunks) == 0 && rep.Hold != nil && !s.hold(hr, rep.Hold) {
+	if len(chunks) == 0 && rep.Hold != nil && !hold() {
+		return false
+	}
+	if !s.until(hr, pace.end()) {
 		return false
 	}
 	return send("content_block_stop", map[string]any{"type": "content_block_stop", "index": 0}) &&
@@ -118,5 +137,73 @@ func (s *Server) hold(hr *http.Request, ch <-chan struct{}) bool {
 		return false
 	case <-s.closing:
 		return false
+	}
+}
+
+// until waits until t (at once when t is zero or past), and reports false if
+// the client went away or the server is closing first.
+func (s *Server) until(hr *http.Request, t time.Time) bool {
+	if t.IsZero() {
+		return true
+	}
+	d := time.Until(t)
+	return d <= 0 || s.pause(hr, d)
+}
+
+// pacer tells when the parts of a streamed reply are due so that its tokens
+// come at a given rate.
+type pacer struct {
+	start time.Time     // the first byte, moved on by a hold; zero: unpaced
+	total time.Duration // the time all tokens take
+	chars int           // characters of the reply text
+}
+
+// maxPace bounds the time a reply can be paced to, so that a tiny rate does
+// not overflow a Duration.
+const maxPace = 100 * 365 * 24 * time.Hour
+
+func newPacer(start time.Time, tokens, chars int, perSecond float64) pacer {
+	if !(perSecond > 0) {
+		return pacer{}
+	}
+	total := maxPace
+	if secs := float64(tokens) / perSecond; secs < maxPace.Seconds() {
+		total = time.Duration(secs * float64(time.Second))
+	}
+	return pacer{start: start, total: total, chars: chars}
+}
+
+// due returns when the text_delta that follows the first sent characters
+// of the reply is due, or zero when unpaced.
+func (p pacer) due(sent int) time.Time {
+	if p.start.IsZero() {
+		return p.start
+	}
+	return p.start.Add(p.share(sent))
+}
+
+// end returns when the reply may end, or zero when unpaced.
+func (p pacer) end() time.Time {
+	if p.start.IsZero() {
+		return p.start
+	}
+	return p.start.Add(p.total)
+}
+
+// share returns the part of the total time that the first sent characters
+// take.
+func (p pacer) share(sent int) time.Duration {
+	if p.chars == 0 {
+		return 0
+	}
+	return time.Duration(float64(p.total) * float64(sent) / float64(p.chars))
+}
+
+// resume restarts the pace at now after a hold, as if the first sent
+// characters had just been sent on time: the rest of the reply takes the
+// rest of the time, counted from now.
+func (p *pacer) resume(sent int, now time.Time) {
+	if !p.start.IsZero() {
+		p.start = now.Add(-p.share(sent))
 	}
 }
