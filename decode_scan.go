@@ -230,6 +230,8 @@ func internType(v []byte) string {
 		return "control_response"
 	case "control_request":
 		return "control_request"
+	case "conversation_reset":
+		return "conversation_reset"
 	}
 	return string(v)
 }

@@ -47,7 +47,7 @@ func FuzzParseLine(f *testing.F) {
 			return
 		}
 		switch ev.Type {
-		case EventInit, EventSystem, EventAssistant, EventUser, EventPartial, EventRetry, EventResult, EventUnknown:
+		case EventInit, EventSystem, EventAssistant, EventUser, EventPartial, EventRetry, EventResult, EventConversationReset, EventUnknown:
 		default:
 			t.Fatalf("unexpected event type %q", ev.Type)
 		}

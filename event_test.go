@@ -52,6 +52,7 @@ func requireEventShape(t testing.TB, ev Event) {
 	require.Equal(t, ev.Type == EventPartial, ev.Partial != nil, "Partial set iff EventPartial")
 	require.Equal(t, ev.Type == EventRetry, ev.Retry != nil, "Retry set iff EventRetry")
 	require.Equal(t, ev.Type == EventResult, ev.Result != nil, "Result set iff EventResult")
+	require.Equal(t, ev.Type == EventConversationReset, ev.Reset != nil, "Reset set iff EventConversationReset")
 }
 
 func TestParseTranscripts(t *testing.T) {
@@ -113,6 +114,11 @@ func TestParseTranscripts(t *testing.T) {
 		{file: "err_401.jsonl", steps: []step{{EventResult, ""}}, session: "8980a1a6-1cd2-4024-bfc5-293de56701c7", isError: true},
 		{file: "err_429.jsonl", steps: []step{{EventResult, ""}}, session: "2b4e10e8-69f7-420b-a763-4ec9f7f22ba3", isError: true},
 		{file: "err_timeout.jsonl", steps: []step{{EventResult, ""}}, session: "383386fc-7cbd-4bec-a0cb-3b8640331ac9", isError: true},
+		{
+			file:    "clear.jsonl",
+			steps:   []step{{EventConversationReset, ""}, {EventSystem, "background_tasks_changed"}, {EventInit, "init"}, {EventResult, ""}},
+			session: "6fed83bc-a34d-4ed1-957f-127b9974c4ea",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(strings.TrimSuffix(tt.file, ".jsonl"), func(t *testing.T) {
@@ -145,6 +151,7 @@ func TestParseSampleLines(t *testing.T) {
 	notLoggedIn := readEventTranscript(t, "err_notloggedin.jsonl")
 	enotfound := readEventTranscript(t, "err_enotfound.jsonl")
 	status401 := readEventTranscript(t, "err_401.jsonl")
+	clear := readEventTranscript(t, "clear.jsonl")
 
 	t.Run("init", func(t *testing.T) {
 		ev := mustParseEvent(t, ok[0])
@@ -262,6 +269,25 @@ func TestParseSampleLines(t *testing.T) {
 		require.Equal(t, "authentication_error", r.APIErrorType)
 		require.Equal(t, "api_error", r.TerminalReason)
 		require.Equal(t, "Invalid API key · Fix external API key", r.Text)
+	})
+	t.Run("conversation reset", func(t *testing.T) {
+		ev := mustParseEvent(t, clear[0])
+		require.Equal(t, EventConversationReset, ev.Type)
+		require.Equal(t, "54106215-7e4e-4796-8746-b143f2d0bc8a", ev.SessionID, "the old session")
+		require.Equal(t, &ConversationReset{NewConversationID: "8ce00a22-3db0-4d03-a2c2-ba52928299a7", Trigger: "clear"}, ev.Reset)
+		require.Empty(t, ev.Text())
+	})
+	t.Run("clear result", func(t *testing.T) {
+		r := mustParseEvent(t, clear[3]).Result
+		require.Equal(t, &Result{
+			Subtype:      "success",
+			SessionID:    "6fed83bc-a34d-4ed1-957f-127b9974c4ea",
+			Duration:     39 * time.Millisecond,
+			LocalCommand: "clear",
+		}, r)
+	})
+	t.Run("ordinary result has no local command", func(t *testing.T) {
+		require.Empty(t, mustParseEvent(t, ok[2]).Result.LocalCommand)
 	})
 }
 
@@ -399,6 +425,21 @@ func TestParseLineEvents(t *testing.T) {
 			line: `{"type":"stream_event","event":null}`,
 			want: Event{Type: EventPartial, Partial: &Partial{}},
 		},
+		{
+			name: "conversation reset type last",
+			line: `{"trigger":"clear","new_conversation_id":"c1","session_id":"s4","type":"conversation_reset"}`,
+			want: Event{Type: EventConversationReset, SessionID: "s4", Reset: &ConversationReset{NewConversationID: "c1", Trigger: "clear"}},
+		},
+		{
+			name: "bare conversation reset",
+			line: `{"type":"conversation_reset","new_conversation_id":null}`,
+			want: Event{Type: EventConversationReset, Reset: &ConversationReset{}},
+		},
+		{
+			name: "local command",
+			line: `{"type":"result","subtype":"success","result":"","local_command":"compact"}`,
+			want: Event{Type: EventResult, Result: &Result{Subtype: "success", LocalCommand: "compact"}},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -429,6 +470,9 @@ func TestParseLineWrongTypes(t *testing.T) {
 		{"tools a string", `{"type":"system","subtype":"init","tools":"Bash"}`, "system"},
 		{"subtype a number", `{"type":"system","subtype":5}`, "system"},
 		{"session_id an object", `{"type":"result","session_id":{}}`, "result"},
+		{"local_command a number", `{"type":"result","local_command":1}`, "result"},
+		{"trigger an object", `{"type":"conversation_reset","trigger":{}}`, "conversation_reset"},
+		{"new_conversation_id a number", `{"type":"conversation_reset","new_conversation_id":7}`, "conversation_reset"},
 		{"response a string", `{"type":"control_response","response":"ok"}`, "control_response"},
 		{"request_id a number", `{"type":"control_response","response":{"subtype":"success","request_id":7}}`, "control_response"},
 	}
@@ -529,6 +573,7 @@ func TestParseLineOwnsMemory(t *testing.T) {
 		`{"type":"stream_event","event":{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello"}}}`,
 		`{"type":"control_response","response":{"subtype":"success","request_id":"r","response":{"a":1}}}`,
 		`{"type":"result","result":"done","is_error":false}`,
+		`{"type":"conversation_reset","new_conversation_id":"c","trigger":"clear"}`,
 		`{"type":"something_new","x":1}`,
 		`{"type":"result","is_error":"wrong"}`,
 	}
@@ -576,6 +621,7 @@ func TestEventText(t *testing.T) {
 		{"thinking delta", Event{Type: EventPartial, Partial: &Partial{DeltaType: "thinking_delta", Text: "t"}}, ""},
 		{"partial without data", Event{Type: EventPartial}, ""},
 		{"result", Event{Type: EventResult, Result: &Result{Text: "r"}}, ""},
+		{"conversation reset", Event{Type: EventConversationReset, Reset: &ConversationReset{Trigger: "clear"}}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
