@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -17,21 +16,12 @@ import (
 
 	"github.com/claudepool/claudepool/internal/fakecli"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 )
 
 // fakeCLI is the path of the fake claude executable, built once.
 var fakeCLI string
 
-func TestMain(m *testing.M) {
-	path, cleanup, err := fakecli.BuildTemp()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	fakeCLI = path
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { cleanup() }))
-}
+func TestMain(m *testing.M) { fakecli.Main(m, &fakeCLI) }
 
 // testWait bounds every wait of a test on a signal.
 const testWait = 20 * time.Second

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -11,21 +9,12 @@ import (
 	"github.com/claudepool/claudepool"
 	"github.com/claudepool/claudepool/internal/fakecli"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 )
 
 // fakeCLI is the path of the fake claude executable, built once.
 var fakeCLI string
 
-func TestMain(m *testing.M) {
-	path, cleanup, err := fakecli.BuildTemp()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	fakeCLI = path
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { cleanup() }))
-}
+func TestMain(m *testing.M) { fakecli.Main(m, &fakeCLI) }
 
 func fakeAdapter(t *testing.T, size int) *claudepool.Adapter {
 	t.Helper()

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
 	"github.com/claudepool/claudepool/internal/fakecli"
 )
@@ -26,15 +25,7 @@ import (
 // claudePath is the fake CLI built by TestMain.
 var claudePath string
 
-func TestMain(m *testing.M) {
-	path, cleanup, err := fakecli.BuildTemp()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	claudePath = path
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { cleanup() }))
-}
+func TestMain(m *testing.M) { fakecli.Main(m, &claudePath) }
 
 // waitFor bounds every wait on the fake.
 const waitFor = 10 * time.Second
