@@ -7,6 +7,11 @@ import (
 
 // Adapter answers chat requests with processes from a Pool. It is safe for
 // concurrent use; its zero value is not usable, create it with NewAdapter.
+//
+// The Adapter is the chat layer: it decides which system prompt and model
+// a request runs with, leases a process that suits it from the pool,
+// applies the settings the process lacks, and streams the turn. What
+// happens to the process afterwards is the pool's business.
 type Adapter struct {
 	pool *Pool
 }
@@ -27,30 +32,48 @@ func (a *Adapter) Pool() *Pool { return a.pool }
 // delivers the CLI's events as they arrive.
 //
 // A malformed request returns an error wrapping ErrInvalidRequest before
-// any process is taken. Otherwise StreamChat acquires a process the pool's
-// way (a ready one without blocking, else a cold spawn) and then, in the
-// background, applies the request's settings on it — an initialize control
-// request carrying the system prompt unless the process already has it
-// (see Config.Prompt), set_model when Model is set, each awaited within
-// Config.ReadyTimeout — writes the user line and closes stdin.
+// any process is taken, and a ctx that has already ended returns its
+// error. Otherwise StreamChat leases a process without blocking: an idle
+// one that carries the request's system prompt (it served such a chat
+// before), else a fresh warm one, else a cold spawn (see Config.Prompt
+// and Config.MaxProcs). Then, in the background, it applies what the
+// process lacks — an initialize control request with the system prompt
+// if the process has none yet, set_model when Model differs from the
+// process's — each awaited within Config.ReadyTimeout, and writes the
+// user line. A process found dead before the user line was written is
+// replaced, since nothing was lost.
+//
+// The stream ends at the turn's result line. If the turn ended cleanly,
+// the pool then resets the process's conversation in the background and
+// keeps it for a later chat (Config.MaxUses); the next chat never sees
+// this one's messages.
 //
 // ctx covers the whole stream: when it ends, the turn is interrupted
 // (SIGINT, then SIGTERM and SIGKILL to the process group if the CLI does
-// not exit within Config.StopGrace), Next returns false and Err returns
-// ctx.Err(). The caller must Close the Stream.
+// not exit within Config.StopGrace), the process is retired, Next returns
+// false and Err returns ctx.Err(). The caller must Close the Stream.
 func (a *Adapter) StreamChat(ctx context.Context, req Request) (*Stream, error) {
 	start := time.Now()
 	enc, err := req.encode()
 	if err != nil {
 		return nil, err
 	}
-	prompt, warmOK := a.pool.promptFor(enc)
-	proc, err := a.pool.acquire(ctx, start, warmOK, true)
+	prompt := a.promptFor(enc)
+	proc, releaseRefill, err := a.pool.acquire(ctx, start, &prompt, true)
 	if err != nil {
 		return nil, err
 	}
-	if !warmOK {
+	if p := a.pool.cfg.Prompt; p != nil && prompt != *p && !proc.life.acquire.Warm {
 		a.pool.counters.promptCold.Add(1)
 	}
-	return a.pool.startStream(ctx, proc, enc, prompt, start)
+	return a.pool.startStream(ctx, proc, releaseRefill, enc, prompt, start)
+}
+
+// promptFor returns the system prompt a request runs with: its own, else
+// the pool's Config.Prompt, else the empty prompt.
+func (a *Adapter) promptFor(enc *encodedRequest) SystemPrompt {
+	if enc.prompt == (SystemPrompt{}) && a.pool.cfg.Prompt != nil {
+		return *a.pool.cfg.Prompt
+	}
+	return enc.prompt
 }

@@ -341,7 +341,7 @@ func TestStreamChatRefillHoldIsBounded(t *testing.T) {
 	require.NoError(t, fp.WaitReady(ctx))
 	require.Zero(t, s.Latency().FirstEvent, "the hung chat printed nothing")
 	require.NoError(t, s.Close())
-	requireErrorIs(t, s.Err(), errStreamClosed)
+	requireErrorIs(t, s.Err(), ErrStreamClosed)
 }
 
 func TestStreamChatMultiTurn(t *testing.T) {

@@ -78,7 +78,7 @@ func BenchmarkAcquire(b *testing.B) {
 					b.Fatalf("acquire was warm=%v", proc.AcquireInfo().Warm)
 				}
 				waits = append(waits, proc.AcquireInfo().Wait)
-				if _, err := proc.control(time.Now().Add(time.Minute), map[string]any{"subtype": "mcp_status"}); err != nil {
+				if _, err := proc.control(ctx, map[string]any{"subtype": "mcp_status"}); err != nil {
 					b.Fatal(err)
 				}
 				usable = append(usable, time.Since(start))

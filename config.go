@@ -1,8 +1,15 @@
 package claudepool
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Defaults for the zero values of Config fields.
@@ -12,6 +19,11 @@ const (
 	DefaultStopGrace    = 2 * time.Second
 	DefaultMaxLineBytes = 64 << 20
 	DefaultSpawnBackoff = 250 * time.Millisecond
+	// DefaultMaxUses is how many chats a process serves before it is
+	// retired. The real CLI's memory grows by about 1.2 MB a chat (190 MB
+	// idle, 311 MB after 100 chats); a fresh process costs about a
+	// CPU-second.
+	DefaultMaxUses = 100
 	// MaxSpawnBackoff caps the delay between spawn attempts while spawns
 	// keep failing.
 	MaxSpawnBackoff = 30 * time.Second
@@ -73,7 +85,9 @@ type Config struct {
 	// Dir is the working directory of every process. Default: a private,
 	// empty directory the pool creates and removes on Close. The CLI
 	// lists the files of its working directory on every prompt, so keep
-	// it small.
+	// it small. NewPool returns an error if Dir does not exist; a private
+	// directory that disappears while the pool runs (a temp cleaner) is
+	// made again.
 	Dir string
 
 	// Env holds extra KEY=VALUE entries for the processes, added on top of
@@ -89,6 +103,20 @@ type Config struct {
 	// 0 means no cap. It must be 0 or at least Size. When the cap is
 	// reached, Acquire waits for a slot until its context ends.
 	MaxProcs int
+
+	// MaxUses is the most chats one process serves; after each chat that
+	// ended cleanly the pool resets the process's conversation in the
+	// background (the CLI's /clear, confirmed by a new session id) and
+	// keeps it for the next chat with the same system prompt. Each process
+	// gets up to 10% fewer, so that processes started together are not
+	// recycled together. 1 turns reuse off: every chat gets a process of
+	// its own. Default DefaultMaxUses.
+	MaxUses int
+
+	// MaxRSS retires a process whose resident memory, read after each
+	// reset, exceeds this many bytes. 0 means no bound. It is read from
+	// /proc and has no effect on systems without it.
+	MaxRSS int64
 
 	// MaxIdle retires a warm process that has been idle this long (each
 	// process gets up to 10% less, so that processes started together do
@@ -117,12 +145,19 @@ type Config struct {
 	// soon as it is ready, so that a chat on it skips that round trip at
 	// claim time, about a third of a warm chat's time to its first event
 	// on the real CLI. A Request that leaves System and AppendSystem empty,
-	// or sets them to Prompt's, gets this prompt on a warm process. A
-	// Request with another prompt is served by a cold process, because
-	// only the first initialize of a process sets its prompt.
+	// or sets them to Prompt's, gets this prompt.
 	//
-	// Nil, the default, leaves warm processes unspecialized: each request
-	// applies its own prompt at claim time and may differ from the last.
+	// Only the first initialize of a process sets its prompt, so a process
+	// keeps its prompt for life. A request takes, in this order, an idle
+	// process that carries its prompt (one that served such a chat
+	// before), a fresh warm process (only when Prompt is nil), or a cold
+	// spawn. At the MaxProcs cap the least recently used idle process of
+	// another prompt is retired to make room. Without MaxProcs the pool
+	// keeps at most max(Size, 1) idle processes of prompts other than
+	// Prompt.
+	//
+	// Nil, the default, leaves warm processes unspecialized: the first
+	// chat on each applies its own prompt at claim time.
 	Prompt *SystemPrompt
 
 	// PartialMessages makes the CLI stream partial messages (text deltas)
@@ -137,4 +172,92 @@ type Config struct {
 	// Logger receives the pool's logs: every acquire at Debug, spawn
 	// failures at Warn. Nil means silent.
 	Logger *slog.Logger
+}
+
+// normalize validates a Config, fills in the defaults and copies what the
+// caller could change later. It returns the CLI's absolute path.
+func (cfg Config) normalize() (Config, string, error) {
+	if cfg.Size < 0 || cfg.MaxProcs < 0 || cfg.MaxUses < 0 || cfg.MaxRSS < 0 {
+		return cfg, "", errors.New("claudepool: Size, MaxProcs, MaxUses and MaxRSS must not be negative")
+	}
+	if cfg.MaxProcs > 0 && cfg.MaxProcs < cfg.Size {
+		return cfg, "", fmt.Errorf("claudepool: MaxProcs (%d) is less than Size (%d)", cfg.MaxProcs, cfg.Size)
+	}
+	if cfg.MaxIdle < 0 || cfg.ReadyTimeout < 0 || cfg.StopGrace < 0 || cfg.SpawnBackoff < 0 || cfg.MaxLineBytes < 0 {
+		return cfg, "", errors.New("claudepool: durations and MaxLineBytes must not be negative")
+	}
+	for _, kv := range cfg.Env {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return cfg, "", fmt.Errorf("claudepool: Env entry %q is not KEY=VALUE", kv)
+		}
+		if strings.ContainsRune(kv, 0) {
+			return cfg, "", fmt.Errorf("claudepool: Env entry %q contains a NUL byte", kv)
+		}
+	}
+	for _, a := range cfg.Args {
+		if strings.ContainsRune(a, 0) {
+			return cfg, "", fmt.Errorf("claudepool: Args entry %q contains a NUL byte", a)
+		}
+	}
+	if sp := cfg.Prompt; sp != nil {
+		if !utf8.ValidString(sp.System) || !utf8.ValidString(sp.AppendSystem) {
+			return cfg, "", errors.New("claudepool: Prompt is not valid UTF-8")
+		}
+		cfg.Prompt = &SystemPrompt{System: sp.System, AppendSystem: sp.AppendSystem}
+	}
+	if cfg.Dir != "" {
+		fi, err := os.Stat(cfg.Dir)
+		if err != nil {
+			return cfg, "", fmt.Errorf("claudepool: working directory: %w", err)
+		}
+		if !fi.IsDir() {
+			return cfg, "", fmt.Errorf("claudepool: working directory %s is not a directory", cfg.Dir)
+		}
+		abs, err := filepath.Abs(cfg.Dir)
+		if err != nil {
+			return cfg, "", fmt.Errorf("claudepool: working directory: %w", err)
+		}
+		cfg.Dir = abs
+	}
+	if cfg.Command == "" {
+		cfg.Command = DefaultCommand
+	}
+	if cfg.ReadyTimeout == 0 {
+		cfg.ReadyTimeout = DefaultReadyTimeout
+	}
+	if cfg.StopGrace == 0 {
+		cfg.StopGrace = DefaultStopGrace
+	}
+	if cfg.MaxLineBytes == 0 {
+		cfg.MaxLineBytes = DefaultMaxLineBytes
+	}
+	if cfg.SpawnBackoff == 0 {
+		cfg.SpawnBackoff = DefaultSpawnBackoff
+	}
+	if cfg.MaxUses == 0 {
+		cfg.MaxUses = DefaultMaxUses
+	}
+	cfg.Args = append([]string(nil), cfg.Args...)
+	cfg.Env = append([]string(nil), cfg.Env...)
+	cfg.Tools = append([]string(nil), cfg.Tools...)
+
+	path, err := exec.LookPath(cfg.Command)
+	if err != nil {
+		return cfg, "", fmt.Errorf("%w: %q: %w", ErrCLINotFound, cfg.Command, err)
+	}
+	// exec resolves a relative path against the child's working
+	// directory, which is not the caller's.
+	if path, err = filepath.Abs(path); err != nil {
+		return cfg, "", fmt.Errorf("%w: %q: %w", ErrCLINotFound, cfg.Command, err)
+	}
+	return cfg, path, nil
+}
+
+// argv returns the CLI's arguments.
+func (cfg *Config) argv() []string {
+	argv := append(append([]string(nil), baseArgs...), "--tools", strings.Join(cfg.Tools, ","))
+	if cfg.PartialMessages {
+		argv = append(argv, "--include-partial-messages")
+	}
+	return append(argv, cfg.Args...)
 }

@@ -1,6 +1,7 @@
 package claudepool
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,10 @@ import (
 	"time"
 )
 
+// The control protocol: requests on the CLI's stdin, each answered by a
+// control_response line on stdout, and the /clear exchange that resets a
+// conversation.
+
 // controlRequest is a control line on the CLI's stdin:
 // {"type":"control_request","request_id":"<id>","request":{"subtype":...}}.
 type controlRequest struct {
@@ -18,14 +23,58 @@ type controlRequest struct {
 	Request   map[string]any `json:"request"`
 }
 
-// control sends a control request and waits for its control_response
-// until deadline. Lines that arrive before the response are skipped:
-// nothing else is expected before the user line. It returns the
-// response's payload, or an error that wraps ErrNotReady on a timeout and
-// describes the exit when the process ends first.
-func (p *Process) control(deadline time.Time, request map[string]any) (json.RawMessage, error) {
+// clearLine is the user line that makes the CLI reset its conversation.
+var clearLine = mustMarshal(userLine{
+	Type:    "user",
+	Message: userMessage{Role: "user", Content: []textBlock{{Type: "text", Text: "/clear"}}},
+})
+
+func mustMarshal(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic("claudepool: " + err.Error())
+	}
+	return b
+}
+
+// exchange bounds the reads of one request-and-answer exchange with the
+// process by ReadyTimeout, and cuts them short when ctx ends. The
+// returned func ends the bound.
+func (p *Process) exchange(ctx context.Context) (end func()) {
+	p.setReadDeadline(time.Now().Add(p.set.readyTimeout))
+	stop := context.AfterFunc(ctx, func() { p.setReadDeadline(time.Now()) })
+	return func() {
+		if stop() {
+			p.setReadDeadline(time.Time{})
+		}
+	}
+}
+
+// readErr describes a failed read during an exchange named what.
+func (p *Process) readErr(ctx context.Context, what string, err error) error {
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil:
+		return fmt.Errorf("claudepool: %s of process %d: %w", what, p.pid, ctx.Err())
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return fmt.Errorf("%w: process %d did not answer %s within %v", ErrNotReady, p.pid, what, p.set.readyTimeout)
+	case errors.Is(err, io.EOF):
+		return p.exitedBefore(what, nil)
+	}
+	return fmt.Errorf("claudepool: read answer to %s: %w", what, err)
+}
+
+// control sends a control request and waits for its control_response,
+// within ReadyTimeout and until ctx ends. Lines that arrive before the
+// response are skipped: nothing else is expected between turns. It
+// returns the response's payload, or an error that wraps ErrNotReady on a
+// timeout, ctx.Err() when ctx ended, and describes the exit when the
+// process ends first.
+func (p *Process) control(ctx context.Context, request map[string]any) (json.RawMessage, error) {
 	subtype, _ := request["subtype"].(string)
-	id := "cp_" + strconv.FormatUint(p.pool.seq.Add(1), 36)
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("claudepool: %s: %w", subtype, err)
+	}
+	id := "cp_" + strconv.FormatUint(p.set.ids.Add(1), 36)
 	line, err := json.Marshal(controlRequest{Type: "control_request", RequestID: id, Request: request})
 	if err != nil {
 		return nil, fmt.Errorf("claudepool: encode %s request: %w", subtype, err)
@@ -33,31 +82,15 @@ func (p *Process) control(deadline time.Time, request map[string]any) (json.RawM
 	if err := p.WriteLine(line); err != nil {
 		return nil, p.exitedBefore(subtype, err)
 	}
-	// Close moves the deadline of a starting process to now, under the
-	// same lock, to abort its probe.
-	p.pool.mu.Lock()
-	if p.pool.closed && p.state.Load() == stateStarting {
-		p.pool.mu.Unlock()
-		return nil, ErrClosed
-	}
-	p.setReadDeadline(deadline)
-	p.pool.mu.Unlock()
-	defer p.setReadDeadline(time.Time{})
+	defer p.exchange(ctx)()
 	for {
 		out, err := p.ReadLine()
 		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				return nil, fmt.Errorf("%w: process %d did not answer %s within %v",
-					ErrNotReady, p.pid, subtype, p.pool.cfg.ReadyTimeout)
-			}
-			if errors.Is(err, io.EOF) {
-				return nil, p.exitedBefore(subtype, nil)
-			}
-			return nil, fmt.Errorf("claudepool: read answer to %s: %w", subtype, err)
+			return nil, p.readErr(ctx, subtype, err)
 		}
 		_, ctrl, perr := parseLine(out)
 		if perr != nil {
-			p.pool.counters.malformedLines.Add(1)
+			p.set.malformed.Add(1)
 			continue
 		}
 		if ctrl == nil || ctrl.RequestID != id {
@@ -70,38 +103,86 @@ func (p *Process) control(deadline time.Time, request map[string]any) (json.RawM
 	}
 }
 
-// exitedBefore describes a process that ended before answering a control
-// request. It waits (bounded by StopGrace) for the exit status so that the
-// error can carry the exit code and stderr.
-func (p *Process) exitedBefore(subtype string, cause error) error {
-	t := time.NewTimer(p.pool.cfg.StopGrace)
+// exitedBefore describes a process that ended before answering what. It
+// waits (bounded by StopGrace) for the exit status so that the error can
+// carry the exit code and stderr.
+func (p *Process) exitedBefore(what string, cause error) error {
+	t := time.NewTimer(p.set.stopGrace)
 	defer t.Stop()
 	select {
 	case <-p.done:
-		return fmt.Errorf("claudepool: process %d exited before answering %s: %w", p.pid, subtype, p.exitWithoutResult())
+		return fmt.Errorf("claudepool: process %d exited before answering %s: %w", p.pid, what, p.exitWithoutResult())
 	case <-t.C:
 		if cause != nil {
-			return fmt.Errorf("claudepool: process %d closed its output before answering %s: %w", p.pid, subtype, cause)
+			return fmt.Errorf("claudepool: process %d closed its output before answering %s: %w", p.pid, what, cause)
 		}
-		return fmt.Errorf("claudepool: process %d closed its output before answering %s", p.pid, subtype)
+		return fmt.Errorf("claudepool: process %d closed its output before answering %s", p.pid, what)
 	}
 }
 
 // probe is the readiness check of a warm process: a harmless mcp_status
 // request. It is not initialize, because only the first initialize of a
-// process sets its system prompt, and that belongs to the request that
-// later claims the process, unless the pool fixes it (see specialize).
-func (p *Process) probe() error {
-	_, err := p.control(time.Now().Add(p.pool.cfg.ReadyTimeout), map[string]any{"subtype": "mcp_status"})
+// process sets its system prompt, and that belongs to the first chat
+// unless the pool has a prompt of its own.
+func (p *Process) probe(ctx context.Context) error {
+	_, err := p.control(ctx, map[string]any{"subtype": "mcp_status"})
 	return err
 }
 
-// specialize gives a ready process the pool's Config.Prompt, so that a
-// chat on it starts with the user line.
-func (p *Process) specialize(sp SystemPrompt) error {
-	if _, err := p.control(time.Now().Add(p.pool.cfg.ReadyTimeout), sp.initialize()); err != nil {
+// initialize gives the process its system prompt; only the first
+// initialize of a process does.
+func (p *Process) initialize(ctx context.Context, sp SystemPrompt) error {
+	if _, err := p.control(ctx, sp.initialize()); err != nil {
 		return err
 	}
-	p.initialized = true
+	p.life.prompt = &sp
 	return nil
+}
+
+// setModel switches the model for the next turns.
+func (p *Process) setModel(ctx context.Context, model string) error {
+	_, err := p.control(ctx, map[string]any{"subtype": "set_model", "model": model})
+	return err
+}
+
+// clearConversation resets the process's conversation with the CLI's
+// /clear and confirms it: a conversation_reset line, then a system/init
+// line with a session id other than the old conversation's, then the
+// reset's result. A line that is not JSON fails the reset too: a process
+// that prints garbage is not trusted with the next chat.
+func (p *Process) clearConversation(ctx context.Context) error {
+	if err := p.WriteLine(clearLine); err != nil {
+		return p.exitedBefore("/clear", err)
+	}
+	defer p.exchange(ctx)()
+	sawReset := false
+	newSession := ""
+	for {
+		line, err := p.ReadLine()
+		if err != nil {
+			return p.readErr(ctx, "/clear", err)
+		}
+		ev, _, perr := parseLine(line)
+		if perr != nil {
+			p.set.malformed.Add(1)
+			return fmt.Errorf("%w: process %d printed a malformed line: %w", errResetUnconfirmed, p.pid, perr)
+		}
+		switch {
+		case ev.Type == EventConversationReset:
+			sawReset = true
+		case ev.Type == EventInit && sawReset:
+			newSession = ev.SessionID
+		case ev.Type == EventResult || (ev.Type == EventUnknown && ev.Subtype == "result"):
+			switch {
+			case !sawReset:
+				return fmt.Errorf("%w: process %d answered /clear without conversation_reset", errResetUnconfirmed, p.pid)
+			case newSession == "" || newSession == p.life.session:
+				return fmt.Errorf("%w: process %d kept its session %q", errResetUnconfirmed, p.pid, p.life.session)
+			case ev.Result == nil || ev.Result.IsError:
+				return fmt.Errorf("%w: process %d reported an error for /clear", errResetUnconfirmed, p.pid)
+			}
+			p.life.session = newSession
+			return nil
+		}
+	}
 }

@@ -30,6 +30,10 @@ var (
 	// returns before it takes a process.
 	ErrInvalidRequest = errors.New("claudepool: invalid request")
 
+	// ErrStreamClosed is what Stream.Err returns when Close ended the
+	// stream before its result.
+	ErrStreamClosed = errors.New("claudepool: stream closed")
+
 	// ErrNotReady is wrapped when a spawned process does not answer its
 	// readiness probe or a control request within Config.ReadyTimeout.
 	ErrNotReady = errors.New("claudepool: process not ready")

@@ -128,3 +128,20 @@ func (s LatencySummary) MarshalJSON() ([]byte, error) {
 		Max   float64 `json:"max_ms"`
 	}{s.Count, ms(s.P50), ms(s.P90), ms(s.P99), ms(s.Max)})
 }
+
+// CountSummary summarizes recorded counts, from the same histogram as
+// LatencySummary: percentiles within 12.5%, Max exact.
+type CountSummary struct {
+	Count int64 `json:"count"` // values recorded
+	P50   int64 `json:"p50"`
+	P90   int64 `json:"p90"`
+	P99   int64 `json:"p99"`
+	Max   int64 `json:"max"`
+}
+
+// counts summarizes a histogram whose values are counts rather than
+// durations.
+func (h *histogram) counts() CountSummary {
+	s := h.summary()
+	return CountSummary{Count: s.Count, P50: int64(s.P50), P90: int64(s.P90), P99: int64(s.P99), Max: int64(s.Max)}
+}

@@ -178,13 +178,13 @@ func TestMaxIdleRecycles(t *testing.T) {
 
 	// Expiry is the behaviour under test: wait for it through the log.
 	recs := fp.logs.waitFor(t, "claudepool: retiring process", 1)
-	require.Equal(t, "max idle", attr(recs[0], "reason").String())
+	require.Equal(t, string(RetireIdle), attr(recs[0], "reason").String())
 	require.EqualValues(t, first, attr(recs[0], "pid").Int64())
 	require.True(t, waitExited(first, testWait))
 
 	fp.logs.waitFor(t, "claudepool: process ready", 2)
 	require.NoError(t, fp.WaitReady(ctx))
-	require.GreaterOrEqual(t, fp.Stats().Recycled(), int64(1))
+	require.GreaterOrEqual(t, fp.Stats().Retired(RetireIdle), int64(1))
 	proc, err := fp.Acquire(ctx)
 	require.NoError(t, err)
 	require.NotEqual(t, first, proc.PID())

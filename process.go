@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
+	"log/slog"
 	"os"
 	"os/exec"
 	"sync"
@@ -15,32 +15,36 @@ import (
 	"time"
 )
 
-// Process states. A process moves forward only: starting → idle → busy →
-// retired, or starting/idle → retired. The CAS from idle is the single
-// point where Acquire, MaxIdle expiry, an exit while idle and Close race
-// for a warm process; whoever wins owns it.
-const (
-	stateStarting int32 = iota
-	stateIdle
-	stateBusy
-	stateRetired
-)
-
 // stderrTailBytes bounds how much of a process's stderr is kept.
 const stderrTailBytes = 16 << 10
 
-// Process is one running CLI process, owned by the caller between Acquire
-// and its exit. It has been spawned with the pool's command, arguments,
-// environment and working directory, and (if it was warm) has answered a
-// readiness probe. A Process serves one request: write the request lines,
-// close stdin, read stdout to the end. It never goes back to the pool.
+// procSettings are what every process of a pool shares. A Process gets
+// them at spawn instead of a reference to its pool.
+type procSettings struct {
+	stopGrace    time.Duration
+	readyTimeout time.Duration
+	maxLine      int
+	log          *slog.Logger
+	ids          atomic.Uint64 // numbers control requests
+	malformed    atomic.Int64  // stdout lines that were not JSON
+	// exited is called by a process's reaper once it has exited, before
+	// Done is closed.
+	exited func(*Process)
+}
+
+// Process is one running CLI process. It has been spawned with the pool's
+// command, arguments, environment and working directory, and (if it was
+// warm) has answered a readiness probe. A process from Acquire serves one
+// request: write the request lines, close stdin, read stdout to the end.
+// It never goes back to the pool. (Processes that StreamChat takes are
+// reused; see Config.MaxUses.)
 //
 // ReadLine must not be called concurrently with itself; the other methods
 // are safe for concurrent use.
 type Process struct {
-	pool *Pool
-	cmd  *exec.Cmd
-	pid  int
+	set *procSettings
+	cmd *exec.Cmd
+	pid int
 
 	stdinMu sync.Mutex // serializes writes and the close of stdin
 	stdin   io.WriteCloser
@@ -48,20 +52,18 @@ type Process struct {
 	stdout  *os.File // read end of the stdout pipe
 	reader  *bufio.Reader
 	pending []byte // part of a line read before a deadline or an over-long line
-	maxLine int
 
 	stderr     tailBuffer
 	stderrR    *os.File
 	stderrDone chan struct{} // closed when stderr reached EOF
 
-	state       atomic.Int32
-	warm        bool
-	initialized bool        // has the pool's Config.Prompt; set before it is published as idle
-	refillHeld  atomic.Bool // its replacement waits for its chat to start
-	spawnedAt   time.Time
-	readyAt     time.Time   // set before the process is published as idle
-	idleTimer   *time.Timer // MaxIdle expiry; set before the process is published as idle
-	acquire     AcquireInfo // set by Acquire before it returns the process
+	spawnedAt time.Time
+
+	// The process's place in its pool's lifecycle (see lifecycle.go).
+	// state changes only under the pool's mutex; it is atomic so that a
+	// lock-free read sees a recent value.
+	state atomic.Int32
+	life  life
 
 	done    chan struct{} // closed once the process has been reaped
 	waitErr error         // cmd.Wait's result, valid after done
@@ -76,6 +78,12 @@ type AcquireInfo struct {
 	// Warm is true when the process came ready from the pool, false when
 	// it was spawned cold for this acquire.
 	Warm bool
+	// Reused is true when the process served earlier chats and was reset
+	// for this one.
+	Reused bool
+	// Uses is the number of chats the process has served, this one
+	// included.
+	Uses int
 	// Wait is the time Acquire took, measured with time.Since.
 	Wait time.Duration
 	// IdleAge is how long a warm process had been ready before it was
@@ -89,10 +97,10 @@ type AcquireInfo struct {
 func (p *Process) PID() int { return p.pid }
 
 // Warm reports whether the process came ready from the pool.
-func (p *Process) Warm() bool { return p.warm }
+func (p *Process) Warm() bool { return p.life.acquire.Warm }
 
 // AcquireInfo reports how the process was acquired.
-func (p *Process) AcquireInfo() AcquireInfo { return p.acquire }
+func (p *Process) AcquireInfo() AcquireInfo { return p.life.acquire }
 
 // WriteLine writes line and a newline to the process's stdin. line must
 // not contain a newline.
@@ -134,9 +142,9 @@ func (p *Process) CloseStdin() error {
 func (p *Process) ReadLine() ([]byte, error) {
 	for {
 		frag, err := p.reader.ReadSlice('\n')
-		if len(p.pending)+len(frag) > p.maxLine+1 {
+		if len(p.pending)+len(frag) > p.set.maxLine+1 {
 			p.pending = p.pending[:0]
-			return nil, fmt.Errorf("%w (limit %d bytes, process %d)", ErrLineTooLong, p.maxLine, p.pid)
+			return nil, fmt.Errorf("%w (limit %d bytes, process %d)", ErrLineTooLong, p.set.maxLine, p.pid)
 		}
 		switch {
 		case err == nil:
@@ -193,6 +201,16 @@ func (p *Process) StderrTail() string { return p.stderr.String() }
 // been reaped.
 func (p *Process) Done() <-chan struct{} { return p.done }
 
+// exitedNow reports whether the process has been reaped.
+func (p *Process) exitedNow() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // Wait waits until the process has exited, or ctx is done. It returns nil
 // for exit code 0, an *ExitError otherwise, and ctx.Err() if ctx ended
 // first.
@@ -236,10 +254,8 @@ func (p *Process) exitWithoutResult() error {
 // Interrupt sends SIGINT to the CLI, which aborts the turn in flight,
 // prints an aborted result and exits 0.
 func (p *Process) Interrupt() error {
-	select {
-	case <-p.done:
+	if p.exitedNow() {
 		return nil
-	default:
 	}
 	err := p.cmd.Process.Signal(sigInterrupt)
 	if errors.Is(err, os.ErrProcessDone) {
@@ -273,7 +289,7 @@ func (p *Process) stop(ctx context.Context, polite func()) error {
 }
 
 func (p *Process) escalate(ctx context.Context, polite func()) error {
-	grace := p.pool.cfg.StopGrace
+	grace := p.set.stopGrace
 	wait := func(d time.Duration) (exited bool, ctxDone bool) {
 		t := time.NewTimer(d)
 		defer t.Stop()
@@ -292,14 +308,14 @@ func (p *Process) escalate(ctx context.Context, polite func()) error {
 		return nil
 	}
 	if !ctxDone {
-		p.pool.log.Debug("claudepool: process did not exit, sending SIGTERM", "pid", p.pid)
+		p.set.log.Debug("claudepool: process did not exit, sending SIGTERM", "pid", p.pid)
 		_ = signalGroup(p.pid, sigTerm)
 		exited, ctxDone = wait(grace)
 		if exited {
 			return nil
 		}
 	}
-	p.pool.log.Warn("claudepool: process did not stop, sending SIGKILL", "pid", p.pid)
+	p.set.log.Warn("claudepool: process did not stop, sending SIGKILL", "pid", p.pid)
 	p.kill()
 	<-p.done
 	if ctxDone {
@@ -310,9 +326,7 @@ func (p *Process) escalate(ctx context.Context, polite func()) error {
 
 // kill sends SIGKILL to the process group at once.
 func (p *Process) kill() {
-	select {
-	case <-p.done:
-	default:
+	if !p.exitedNow() {
 		if signalGroup(p.pid, sigKill) != nil {
 			_ = p.cmd.Process.Kill()
 		}
@@ -326,7 +340,7 @@ func (p *Process) reap() {
 	// Tools the CLI started share its process group; any still alive now
 	// are orphans that could hold the output pipes open.
 	_ = signalGroup(p.pid, sigKill)
-	t := time.NewTimer(p.pool.cfg.StopGrace)
+	t := time.NewTimer(p.set.stopGrace)
 	select {
 	case <-p.stderrDone:
 	case <-t.C:
@@ -338,7 +352,7 @@ func (p *Process) reap() {
 	p.waitErr = err
 	// The pool's counts are updated before done is closed, so that a
 	// caller woken by done sees them final.
-	p.pool.reaped(p)
+	p.set.exited(p)
 	close(p.done)
 }
 
@@ -354,75 +368,6 @@ func (p *Process) drainStderr() {
 	defer close(p.stderrDone)
 	_, _ = io.Copy(&p.stderr, p.stderrR)
 	_ = p.stderrR.Close()
-}
-
-// startProcess spawns one CLI process. The pool must have reserved a
-// process slot; on error the caller releases it.
-func (pl *Pool) startProcess(warm bool) (*Process, error) {
-	cmd := exec.Command(pl.path, pl.argv...)
-	cmd.Dir = pl.dir
-	cmd.Env = pl.env
-	cmd.SysProcAttr = sysProcAttr()
-
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, fmt.Errorf("claudepool: stdin pipe: %w", err)
-	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		_ = stdin.Close()
-		return nil, fmt.Errorf("claudepool: stdout pipe: %w", err)
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		_ = stdin.Close()
-		_ = outR.Close()
-		_ = outW.Close()
-		return nil, fmt.Errorf("claudepool: stderr pipe: %w", err)
-	}
-	// Both output pipes are *os.File, so os/exec starts no copying
-	// goroutine of its own and Wait never blocks on them.
-	cmd.Stdout = outW
-	cmd.Stderr = errW
-
-	spawned := time.Now()
-	err = cmd.Start()
-	_ = outW.Close()
-	_ = errW.Close()
-	if err != nil {
-		_ = outR.Close()
-		_ = errR.Close()
-		// ENOEXEC: the file is there and executable but not a program
-		// (a truncated download, another architecture).
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.ENOEXEC) {
-			return nil, fmt.Errorf("%w: %s: %w", ErrCLINotFound, pl.path, err)
-		}
-		return nil, fmt.Errorf("claudepool: start %s: %w", pl.path, err)
-	}
-	p := &Process{
-		pool:       pl,
-		cmd:        cmd,
-		pid:        cmd.Process.Pid,
-		stdin:      stdin,
-		stdout:     outR,
-		reader:     bufio.NewReaderSize(outR, 64<<10),
-		maxLine:    pl.cfg.MaxLineBytes,
-		stderrR:    errR,
-		stderrDone: make(chan struct{}),
-		warm:       warm,
-		spawnedAt:  spawned,
-		done:       make(chan struct{}),
-		stopDone:   make(chan struct{}),
-	}
-	p.stderr.max = stderrTailBytes
-	if warm {
-		p.state.Store(stateStarting)
-	} else {
-		p.state.Store(stateBusy)
-		pl.busy.Add(1)
-	}
-	pl.track(p)
-	return p, nil
 }
 
 // tailBuffer keeps the last max bytes written to it.

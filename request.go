@@ -141,9 +141,9 @@ type textBlock struct {
 
 // encodedRequest is a validated request turned into what goes on stdin.
 type encodedRequest struct {
-	prompt   SystemPrompt   // the request's own setting; zero when it has none
-	setModel map[string]any // nil when the model is left as is
-	user     []byte         // the user line
+	prompt SystemPrompt // the request's own setting; zero when it has none
+	model  string       // "" keeps the pool's model
+	user   []byte       // the user line
 }
 
 // encode validates r and encodes it. It runs before any process is taken,
@@ -153,9 +153,7 @@ func (r *Request) encode() (*encodedRequest, error) {
 		return nil, err
 	}
 	enc := &encodedRequest{prompt: SystemPrompt{System: r.System, AppendSystem: r.AppendSystem}}
-	if r.Model != "" {
-		enc.setModel = map[string]any{"subtype": "set_model", "model": r.Model}
-	}
+	enc.model = r.Model
 	line, err := json.Marshal(userLine{
 		Type: "user",
 		Message: userMessage{

@@ -156,11 +156,8 @@ func FuzzEncodeRequest(f *testing.F) {
 			(appendSystem != "" && *init.Request.AppendSystemPrompt != appendSystem) {
 			t.Fatalf("appendSystemPrompt %v, want %q", init.Request.AppendSystemPrompt, appendSystem)
 		}
-		if (enc.setModel != nil) != (model != "") {
-			t.Fatalf("set_model %v for model %q", enc.setModel, model)
-		}
-		if model != "" && enc.setModel["model"] != model {
-			t.Fatalf("set_model %v, want %q", enc.setModel, model)
+		if enc.model != model {
+			t.Fatalf("model %q, want %q", enc.model, model)
 		}
 	})
 }

@@ -8,15 +8,21 @@ import (
 // counters are the pool's event counts, updated with atomics outside the
 // pool's lock.
 type counters struct {
-	warm           atomic.Int64
-	cold           atomic.Int64
-	spawnFailures  atomic.Int64
-	recycled       atomic.Int64
-	deadIdle       atomic.Int64
-	slotTimeouts   atomic.Int64
-	promptCold     atomic.Int64
-	malformedLines atomic.Int64
+	warm          atomic.Int64
+	cold          atomic.Int64
+	spawnFailures atomic.Int64
+	recycled      atomic.Int64
+	deadIdle      atomic.Int64
+	slotTimeouts  atomic.Int64
+	promptCold    atomic.Int64
+	reuses        atomic.Int64
+	deadAtClaim   atomic.Int64
+	retired       [len(retireReasonsArray)]atomic.Int64
 }
+
+// retireReasonsArray fixes the number of retire reasons at compile time.
+var retireReasonsArray = [...]RetireReason{RetireMaxUses, RetireMemory, RetireResetFailed,
+	RetireUnclean, RetireIdle, RetireEvicted, RetireSurplus, RetireClosed}
 
 // latencies are the pool's histograms.
 type latencies struct {
@@ -29,16 +35,23 @@ type latencies struct {
 	coldFirstText  histogram
 	warmResult     histogram
 	coldResult     histogram
+	reset          histogram // how long confirmed resets took
+	uses           histogram // chats served by each retired process, as a count in ns units
 }
 
 // Stats is a snapshot of a pool's state and counters. Counters are
 // cumulative since NewPool. The zero value reports an empty pool.
 type Stats struct {
-	idle, busy, starting, live int
+	idle, busy, starting, resetting, live int
+	idleRSS                               int64
 
 	warmAcquires, coldAcquires, spawnFailures int64
-	recycled, deadIdle, slotTimeouts          int64
+	deadIdle, slotTimeouts                    int64
 	promptCold, malformedLines                int64
+	reuses, deadAtClaim                       int64
+	retired                                   map[RetireReason]int64
+	resets                                    LatencySummary
+	uses                                      CountSummary
 
 	warmAcquireWait, coldAcquireWait, spawnToReady LatencySummary
 	warmFirstEvent, coldFirstEvent                 LatencySummary
@@ -47,47 +60,86 @@ type Stats struct {
 }
 
 // Stats returns a snapshot of the pool's state, counters and latencies.
+// The process counts are taken together, under the pool's lock, so they
+// add up; counters and latencies are read right after.
 func (p *Pool) Stats() Stats {
 	p.mu.Lock()
-	starting, live := p.starting, len(p.live)
+	st := Stats{
+		idle:      p.idle.len(),
+		busy:      p.count[stateLeased],
+		starting:  p.spawning,
+		resetting: p.count[stateResetting],
+		live:      len(p.live),
+	}
+	for _, proc := range p.idle.procs {
+		st.idleRSS += proc.life.rss
+	}
 	p.mu.Unlock()
 	c, l := &p.counters, &p.lat
-	return Stats{
-		idle:            int(p.idle.Load()),
-		busy:            int(p.busy.Load()),
-		starting:        starting,
-		live:            live,
-		warmAcquires:    c.warm.Load(),
-		coldAcquires:    c.cold.Load(),
-		spawnFailures:   c.spawnFailures.Load(),
-		recycled:        c.recycled.Load(),
-		deadIdle:        c.deadIdle.Load(),
-		slotTimeouts:    c.slotTimeouts.Load(),
-		promptCold:      c.promptCold.Load(),
-		malformedLines:  c.malformedLines.Load(),
-		warmAcquireWait: l.warmAcquire.summary(),
-		coldAcquireWait: l.coldAcquire.summary(),
-		spawnToReady:    l.spawnToReady.summary(),
-		warmFirstEvent:  l.warmFirstEvent.summary(),
-		coldFirstEvent:  l.coldFirstEvent.summary(),
-		warmFirstText:   l.warmFirstText.summary(),
-		coldFirstText:   l.coldFirstText.summary(),
-		warmResult:      l.warmResult.summary(),
-		coldResult:      l.coldResult.summary(),
+	st.warmAcquires = c.warm.Load()
+	st.coldAcquires = c.cold.Load()
+	st.spawnFailures = c.spawnFailures.Load()
+	st.deadIdle = c.deadIdle.Load()
+	st.slotTimeouts = c.slotTimeouts.Load()
+	st.promptCold = c.promptCold.Load()
+	st.malformedLines = p.set.malformed.Load()
+	st.reuses = c.reuses.Load()
+	st.deadAtClaim = c.deadAtClaim.Load()
+	st.retired = make(map[RetireReason]int64, len(retireReasonsArray))
+	for i, r := range retireReasonsArray {
+		st.retired[r] = c.retired[i].Load()
 	}
+	st.warmAcquireWait = l.warmAcquire.summary()
+	st.coldAcquireWait = l.coldAcquire.summary()
+	st.spawnToReady = l.spawnToReady.summary()
+	st.warmFirstEvent = l.warmFirstEvent.summary()
+	st.coldFirstEvent = l.coldFirstEvent.summary()
+	st.warmFirstText = l.warmFirstText.summary()
+	st.coldFirstText = l.coldFirstText.summary()
+	st.warmResult = l.warmResult.summary()
+	st.coldResult = l.coldResult.summary()
+	st.resets = l.reset.summary()
+	st.uses = l.uses.counts()
+	return st
 }
 
 // Idle is the number of warm processes ready to be acquired.
 func (s Stats) Idle() int { return s.idle }
 
-// Busy is the number of acquired processes that have not exited yet.
+// Busy is the number of processes serving a caller.
 func (s Stats) Busy() int { return s.busy }
+
+// Resetting is the number of processes whose conversation is being
+// cleared for the next chat.
+func (s Stats) Resetting() int { return s.resetting }
+
+// IdleRSS is the resident memory of the idle processes in bytes, as read
+// after their last reset; processes not read yet (fresh ones, or on
+// systems without /proc) count 0.
+func (s Stats) IdleRSS() int64 { return s.idleRSS }
+
+// Reuses counts chats served by a process that had served one before.
+func (s Stats) Reuses() int64 { return s.reuses }
+
+// Resets summarizes how long confirmed resets between chats took.
+func (s Stats) Resets() LatencySummary { return s.resets }
+
+// Retired counts the processes the pool retired for reason. Processes
+// that exited on their own are counted by DeadIdle or not at all.
+func (s Stats) Retired(reason RetireReason) int64 { return s.retired[reason] }
+
+// UsesPerProcess summarizes how many chats each retired process served.
+func (s Stats) UsesPerProcess() CountSummary { return s.uses }
+
+// DeadAtClaim counts processes found dead when a chat began with them,
+// before its request reached them; the chat took another.
+func (s Stats) DeadAtClaim() int64 { return s.deadAtClaim }
 
 // Starting is the number of warm processes being spawned or probed.
 func (s Stats) Starting() int { return s.starting }
 
-// Live is the number of processes not yet reaped: idle, busy, starting
-// and retiring.
+// Live is the number of processes not yet reaped: idle, busy, starting,
+// resetting and retiring.
 func (s Stats) Live() int { return s.live }
 
 // WarmAcquires counts acquires served by a ready process.
@@ -98,9 +150,6 @@ func (s Stats) ColdAcquires() int64 { return s.coldAcquires }
 
 // SpawnFailures counts spawns that failed to start or to become ready.
 func (s Stats) SpawnFailures() int64 { return s.spawnFailures }
-
-// Recycled counts warm processes retired after MaxIdle.
-func (s Stats) Recycled() int64 { return s.recycled }
 
 // DeadIdle counts warm processes that exited while waiting in the pool.
 func (s Stats) DeadIdle() int64 { return s.deadIdle }
@@ -162,25 +211,32 @@ func (s Stats) MarshalJSON() ([]byte, error) {
 		Result     LatencySummary `json:"result"`
 	}
 	return json.Marshal(struct {
-		Idle           int            `json:"idle"`
-		Busy           int            `json:"busy"`
-		Starting       int            `json:"starting"`
-		Live           int            `json:"live"`
-		WarmAcquires   int64          `json:"warm_acquires"`
-		ColdAcquires   int64          `json:"cold_acquires"`
-		SpawnFailures  int64          `json:"spawn_failures"`
-		Recycled       int64          `json:"recycled"`
-		DeadIdle       int64          `json:"dead_idle"`
-		SlotTimeouts   int64          `json:"slot_timeouts"`
-		PromptCold     int64          `json:"prompt_cold"`
-		MalformedLines int64          `json:"malformed_lines"`
-		SpawnToReady   LatencySummary `json:"spawn_to_ready"`
-		Warm           phase          `json:"warm"`
-		Cold           phase          `json:"cold"`
+		Idle           int                    `json:"idle"`
+		Busy           int                    `json:"busy"`
+		Starting       int                    `json:"starting"`
+		Resetting      int                    `json:"resetting"`
+		Live           int                    `json:"live"`
+		IdleRSS        int64                  `json:"idle_rss_bytes"`
+		WarmAcquires   int64                  `json:"warm_acquires"`
+		ColdAcquires   int64                  `json:"cold_acquires"`
+		SpawnFailures  int64                  `json:"spawn_failures"`
+		Reuses         int64                  `json:"reuses"`
+		Retired        map[RetireReason]int64 `json:"retired"`
+		Resets         LatencySummary         `json:"resets"`
+		UsesPerProcess CountSummary           `json:"uses_per_process"`
+		DeadAtClaim    int64                  `json:"dead_at_claim"`
+		DeadIdle       int64                  `json:"dead_idle"`
+		SlotTimeouts   int64                  `json:"slot_timeouts"`
+		PromptCold     int64                  `json:"prompt_cold"`
+		MalformedLines int64                  `json:"malformed_lines"`
+		SpawnToReady   LatencySummary         `json:"spawn_to_ready"`
+		Warm           phase                  `json:"warm"`
+		Cold           phase                  `json:"cold"`
 	}{
-		s.idle, s.busy, s.starting, s.live,
+		s.idle, s.busy, s.starting, s.resetting, s.live, s.idleRSS,
 		s.warmAcquires, s.coldAcquires, s.spawnFailures,
-		s.recycled, s.deadIdle, s.slotTimeouts, s.promptCold, s.malformedLines,
+		s.reuses, s.retired, s.resets, s.uses, s.deadAtClaim,
+		s.deadIdle, s.slotTimeouts, s.promptCold, s.malformedLines,
 		s.spawnToReady,
 		phase{s.warmAcquireWait, s.warmFirstEvent, s.warmFirstText, s.warmResult},
 		phase{s.coldAcquireWait, s.coldFirstEvent, s.coldFirstText, s.coldResult},

@@ -11,10 +11,6 @@ import (
 	"time"
 )
 
-// errStreamClosed is the abort reason when the caller closes a Stream
-// before its end.
-var errStreamClosed = errors.New("claudepool: stream closed")
-
 // Stream delivers the events of one chat turn. Use it like bufio.Scanner:
 //
 //	for s.Next() {
@@ -23,32 +19,38 @@ var errStreamClosed = errors.New("claudepool: stream closed")
 //	if err := s.Err(); err != nil { ... }
 //
 // or range over Events. Close it when done, also after an error: Close
-// interrupts a turn still running and returns once its process has been
-// reaped. Next, Event, Err and Close are meant for one goroutine; Result,
-// Acquire and Latency may be called from any.
+// interrupts a turn still running. Next, Event, Err and Close are meant
+// for one goroutine; Result, Acquire and Latency may be called from any.
 type Stream struct {
 	pool   *Pool
-	proc   *Process
 	ctx    context.Context
 	enc    *encodedRequest
-	prompt SystemPrompt // applied unless the process already has it
+	prompt SystemPrompt // the system prompt the turn runs with
 	start  time.Time
+	// releaseRefill lets the pool replace the stream's warm process; the
+	// chat calls it at its first event or its end.
+	releaseRefill func()
 
-	events  chan Event
-	runDone chan struct{}
+	leaseMu sync.Mutex // guards proc, leased and interrupted
+	proc    *Process
+	// leased is true while the stream holds its process; the first of
+	// endLease and an abort decides what becomes of it.
+	leased      bool
+	interrupted bool
 
+	runDone   chan struct{}
 	abortOnce sync.Once
 	abortCh   chan struct{} // closed when the stream is aborted
 	abortErr  error         // why; set before abortCh is closed
 	stopCtx   func() bool   // unregisters the ctx watcher
-	refill    *time.Timer   // releases the pool's refill hold at the latest
 
-	// Set by the run goroutine before it closes events.
+	mu       sync.Mutex // guards the fields below
+	queue    []Event    // read from the CLI, not yet delivered
+	ended    bool       // the reader is done: queue is final
+	notify   chan struct{}
 	finalErr error
-
-	mu      sync.Mutex // guards result and latency
-	result  *Result
-	latency StreamLatency
+	result   *Result
+	latency  StreamLatency
 
 	// Consumer state.
 	cur  Event
@@ -70,32 +72,31 @@ type StreamLatency struct {
 }
 
 // startStream hands proc to a new Stream and starts its reader.
-func (p *Pool) startStream(ctx context.Context, proc *Process, enc *encodedRequest, prompt SystemPrompt, start time.Time) (*Stream, error) {
+func (p *Pool) startStream(ctx context.Context, proc *Process, releaseRefill func(), enc *encodedRequest, prompt SystemPrompt, start time.Time) (*Stream, error) {
 	s := &Stream{
-		pool:    p,
-		proc:    proc,
-		ctx:     ctx,
-		enc:     enc,
-		prompt:  prompt,
-		start:   start,
-		events:  make(chan Event, 16),
-		runDone: make(chan struct{}),
-		abortCh: make(chan struct{}),
+		pool:          p,
+		proc:          proc,
+		leased:        true,
+		ctx:           ctx,
+		enc:           enc,
+		prompt:        prompt,
+		start:         start,
+		releaseRefill: releaseRefill,
+		runDone:       make(chan struct{}),
+		abortCh:       make(chan struct{}),
+		notify:        make(chan struct{}),
 	}
-	s.latency.Acquire = proc.acquire.Wait
+	s.latency.Acquire = proc.life.acquire.Wait
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		p.releaseRefill(proc)
+		releaseRefill()
 		_ = proc.Stop(context.Background())
-		proc.abandonOutput()
+		p.release(proc, false)
 		return nil, ErrClosed
 	}
 	p.wg.Add(2)
 	p.mu.Unlock()
-	if proc.refillHeld.Load() {
-		s.refill = time.AfterFunc(maxRefillDelay, func() { p.releaseRefill(proc) })
-	}
 	s.stopCtx = context.AfterFunc(ctx, func() { s.abort(ctx.Err()) })
 	go func() {
 		defer p.wg.Done()
@@ -115,45 +116,45 @@ func (s *Stream) Next() bool {
 	if s.done {
 		return false
 	}
-	// Events already read are delivered before a context that ended.
-	select {
-	case ev, ok := <-s.events:
-		return s.deliver(ev, ok)
-	default:
-	}
-	select {
-	case ev, ok := <-s.events:
-		return s.deliver(ev, ok)
-	case <-s.ctx.Done():
-		s.abort(s.ctx.Err())
-		if s.Result() == nil {
-			s.done, s.err = true, s.ctx.Err()
+	for {
+		s.mu.Lock()
+		if len(s.queue) > 0 {
+			s.cur = s.queue[0]
+			s.queue[0] = Event{}
+			s.queue = s.queue[1:]
+			s.mu.Unlock()
+			return true
+		}
+		ended, notify := s.ended, s.notify
+		s.mu.Unlock()
+		if ended {
+			s.finish()
 			return false
 		}
-		// The result arrived before the context ended: the process is
-		// exiting on its own, and the result decides the outcome.
-		for range s.events {
+		select {
+		case <-notify:
+		case <-s.ctx.Done():
+			s.abort(s.ctx.Err())
+			if s.Result() == nil {
+				s.done, s.err = true, s.ctx.Err()
+				return false
+			}
+			// The result arrived before the context ended, and decides
+			// the outcome.
+			<-s.runDone
+			s.finish()
+			return false
 		}
-		s.finish()
 	}
-	return false
-}
-
-// deliver moves to ev, or records the outcome when the reader has ended
-// (ok false).
-func (s *Stream) deliver(ev Event, ok bool) bool {
-	if !ok {
-		s.finish()
-		return false
-	}
-	s.cur = ev
-	return true
 }
 
 // finish records the outcome once the reader has ended.
 func (s *Stream) finish() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.done = true
 	s.err = s.finalErr
+	s.queue = nil
 }
 
 // Event returns the event Next moved to.
@@ -163,7 +164,9 @@ func (s *Stream) Event() Event { return s.cur }
 // result. Before Next has returned false it returns nil. Errors:
 // *ResultError when the result has is_error set; *ExitError when the CLI
 // exited without a result; an error wrapping ErrLineTooLong or
-// ErrNotReady; ctx.Err() when the context ended first.
+// ErrNotReady; ctx.Err() when the context ended first; ErrStreamClosed
+// when Close ended the stream before its result; an error wrapping
+// ErrClosed when the pool's Close ended it.
 func (s *Stream) Err() error { return s.err }
 
 // Result returns the result line's content, or nil until it has arrived.
@@ -174,7 +177,11 @@ func (s *Stream) Result() *Result {
 }
 
 // Acquire reports how the stream's process was obtained.
-func (s *Stream) Acquire() AcquireInfo { return s.proc.acquire }
+func (s *Stream) Acquire() AcquireInfo {
+	s.leaseMu.Lock()
+	defer s.leaseMu.Unlock()
+	return s.proc.life.acquire
+}
 
 // Latency returns the stream's timings so far.
 func (s *Stream) Latency() StreamLatency {
@@ -201,15 +208,13 @@ func (s *Stream) Events() iter.Seq2[Event, error] {
 
 // Close ends the stream. A turn still running is interrupted and its
 // process stopped (SIGINT, then SIGTERM and SIGKILL after
-// Config.StopGrace each); Close returns once the process was reaped and
-// the stream's goroutine has ended. Closing twice is not an error.
+// Config.StopGrace each); Close returns once that process was reaped and
+// the stream's goroutines have ended. After the result, Close returns at
+// once. Closing twice is not an error.
 func (s *Stream) Close() error {
-	s.abort(errStreamClosed)
+	s.abort(ErrStreamClosed)
 	<-s.runDone
 	if !s.done {
-		// Drain what the reader buffered so that the outcome is final.
-		for range s.events {
-		}
 		s.finish()
 	}
 	return nil
@@ -224,20 +229,6 @@ func (s *Stream) abort(reason error) {
 	})
 }
 
-// watch interrupts the turn when the stream is aborted before its reader
-// ended: SIGINT to the CLI (it ends the turn with an aborted result and
-// exits), then SIGTERM and SIGKILL to its process group.
-func (s *Stream) watch() {
-	select {
-	case <-s.abortCh:
-		_ = s.proc.stop(context.Background(), func() { _ = s.proc.Interrupt() })
-		// A stray process may still hold stdout: the reader must not wait
-		// for it.
-		s.proc.abandonOutput()
-	case <-s.runDone:
-	}
-}
-
 func (s *Stream) aborted() bool {
 	select {
 	case <-s.abortCh:
@@ -247,32 +238,112 @@ func (s *Stream) aborted() bool {
 	}
 }
 
-// run is the stream's reader. It owns the process's stdin and stdout.
-func (s *Stream) run() {
-	defer close(s.runDone)
-	defer close(s.events)
-	defer s.stopCtx()
-	defer s.releaseRefill()
-	s.finalErr = s.serve()
-	// The output is no longer read; release the pipe.
-	s.proc.abandonOutput()
-	s.record()
+// current returns the stream's process.
+func (s *Stream) current() *Process {
+	s.leaseMu.Lock()
+	defer s.leaseMu.Unlock()
+	return s.proc
 }
 
-// serve sends the request and forwards events until the output ends. It
-// returns the stream's error.
+// endLease gives the process back to the pool, once: to be reset for the
+// next chat if the turn ended cleanly and no abort interrupted it, to be
+// retired otherwise.
+func (s *Stream) endLease(clean bool) {
+	s.leaseMu.Lock()
+	if !s.leased {
+		s.leaseMu.Unlock()
+		return
+	}
+	s.leased = false
+	clean = clean && !s.interrupted
+	proc := s.proc
+	s.leaseMu.Unlock()
+	s.pool.release(proc, clean)
+}
+
+// watch interrupts the turn when the stream is aborted while it holds its
+// process: SIGINT to the CLI (it ends the turn with an aborted result and
+// exits), then SIGTERM and SIGKILL to its process group. It also bounds
+// the wait for the output of a process that has exited: an escaped
+// descendant may hold the pipe open for as long as it likes.
+func (s *Stream) watch() {
+	var exited <-chan struct{}
+	for {
+		proc := s.current()
+		if exited == nil {
+			exited = proc.done
+		}
+		select {
+		case <-s.abortCh:
+			s.leaseMu.Lock()
+			interrupt := s.leased && s.proc == proc
+			s.interrupted = s.interrupted || interrupt
+			s.leaseMu.Unlock()
+			if interrupt {
+				_ = proc.stop(context.Background(), func() { _ = proc.Interrupt() })
+				// A stray process may still hold stdout: the reader must
+				// not wait for it.
+				proc.abandonOutput()
+			}
+			return
+		case <-s.runDone:
+			return
+		case <-exited:
+			if s.current() != proc {
+				exited = nil // a dead process was replaced; watch the new one
+				continue
+			}
+			t := time.NewTimer(s.pool.cfg.StopGrace)
+			select {
+			case <-s.runDone:
+			case <-t.C:
+				proc.abandonOutput()
+			}
+			t.Stop()
+			exited = make(chan struct{}) // never again for this process
+		}
+	}
+}
+
+// run is the stream's reader.
+func (s *Stream) run() {
+	defer close(s.runDone)
+	defer s.stopCtx()
+	defer s.releaseRefill()
+	err := s.serve()
+	s.record()
+	s.mu.Lock()
+	s.finalErr = err
+	s.ended = true
+	close(s.notify)
+	s.mu.Unlock()
+}
+
+// push queues an event for the caller.
+func (s *Stream) push(ev Event) {
+	s.mu.Lock()
+	s.queue = append(s.queue, ev)
+	close(s.notify)
+	s.notify = make(chan struct{})
+	s.mu.Unlock()
+}
+
+// serve sends the request and forwards events until the turn's result,
+// or until the output ends. It returns the stream's error. Every path
+// ends the lease.
 func (s *Stream) serve() error {
-	p := s.proc
 	if err := s.handshake(); err != nil {
 		s.stopProcess()
+		s.endLease(false)
 		return err
 	}
+	p := s.current()
 	var result *Result
 	// resultFirst is true when the result line arrived before any abort:
 	// then the result decides the outcome, even if the context ended
-	// while the process was exiting.
+	// right after.
 	resultFirst := false
-	for {
+	for result == nil {
 		line, err := p.ReadLine()
 		if errors.Is(err, io.EOF) {
 			break
@@ -282,6 +353,7 @@ func (s *Stream) serve() error {
 			if s.aborted() || errors.Is(err, os.ErrClosed) {
 				break // the output was abandoned; the outcome is decided below
 			}
+			s.endLease(false)
 			if errors.Is(err, ErrLineTooLong) {
 				return err
 			}
@@ -289,7 +361,7 @@ func (s *Stream) serve() error {
 		}
 		ev, ctrl, perr := parseLine(line)
 		if perr != nil {
-			s.pool.counters.malformedLines.Add(1)
+			s.pool.set.malformed.Add(1)
 			s.pool.log.Debug("claudepool: skipped a malformed output line", "pid", p.pid, "err", perr, "bytes", len(line))
 			continue
 		}
@@ -299,26 +371,32 @@ func (s *Stream) serve() error {
 		s.observe(ev)
 		s.releaseRefill()
 		switch {
-		case ev.Type == EventResult && result == nil:
+		case ev.Type == EventInit:
+			p.life.session = ev.SessionID
+		case ev.Type == EventResult:
 			result = ev.Result
 			resultFirst = !s.aborted()
-		case ev.Type == EventUnknown && ev.Subtype == "result" && result == nil:
+			// The turn is over: the process goes back to the pool before
+			// the caller sees the result, so that its reset overlaps with
+			// whatever the caller does next.
+			s.endLease(resultFirst)
+		case ev.Type == EventUnknown && ev.Subtype == "result":
 			// A result line whose fields could not be decoded: never
-			// mistake it for a success.
+			// mistake it for a success, and never trust the process again.
 			result = &Result{IsError: true, Subtype: "malformed", Text: "claudepool: the result line could not be decoded"}
+			resultFirst = !s.aborted()
+			s.stopProcess()
+			s.endLease(false)
 		}
-		if s.aborted() {
-			continue // keep draining so the CLI can finish and exit
-		}
-		select {
-		case s.events <- ev:
-		case <-s.abortCh:
-		case <-s.pool.abandon:
-			s.abort(fmt.Errorf("%w: the stream was not read before Close's ctx ended", ErrClosed))
+		if !s.aborted() || resultFirst {
+			s.push(ev)
 		}
 	}
-	// The output ended: the process is exiting. Give it StopGrace to do so.
-	s.waitExit()
+	if result == nil {
+		// The output ended without a result: the process is exiting.
+		s.waitExit(p)
+		s.endLease(false)
+	}
 	switch {
 	case result != nil && resultFirst:
 		if result.IsError {
@@ -327,6 +405,8 @@ func (s *Stream) serve() error {
 		return nil
 	case s.aborted():
 		return s.abortErr
+	case s.pool.killedByClose():
+		return fmt.Errorf("%w: Close ended the chat: %w", ErrClosed, p.exitWithoutResult())
 	case result == nil:
 		return p.exitWithoutResult()
 	case result.IsError:
@@ -336,41 +416,68 @@ func (s *Stream) serve() error {
 	}
 }
 
-// handshake applies the request's settings and sends the user line. A
-// warm process of a pool with Config.Prompt has its prompt already.
+// handshake applies what the process lacks of the request's settings and
+// sends the user line. A process that turns out to be dead before the
+// user line was written is replaced: the request has not reached it.
 func (s *Stream) handshake() error {
-	p := s.proc
-	deadline := time.Now().Add(s.pool.cfg.ReadyTimeout)
-	if !p.initialized {
-		if _, err := p.control(deadline, s.prompt.initialize()); err != nil {
-			return s.handshakeErr(err)
+	for attempt := 1; ; attempt++ {
+		p := s.current()
+		sent, err := s.send(p)
+		if err == nil {
+			return nil
 		}
-	}
-	if s.enc.setModel != nil {
-		if _, err := p.control(deadline, s.enc.setModel); err != nil {
-			return s.handshakeErr(err)
+		if s.aborted() {
+			return s.abortErr
 		}
+		if sent || attempt == maxHandshakeAttempts || !p.exitedNow() {
+			return err
+		}
+		s.pool.counters.deadAtClaim.Add(1)
+		s.pool.log.Warn("claudepool: process was dead at claim; taking another", "pid", p.pid, "err", err)
+		s.endLease(false)
+		next, _, aerr := s.pool.acquire(s.ctx, s.start, &s.prompt, false)
+		if aerr != nil {
+			return aerr
+		}
+		s.leaseMu.Lock()
+		s.proc, s.leased = next, true
+		s.leaseMu.Unlock()
+		s.mu.Lock()
+		s.latency.Acquire = next.life.acquire.Wait
+		s.mu.Unlock()
 	}
-	if err := p.WriteLine(s.enc.user); err != nil {
-		return s.handshakeErr(p.exitedBefore("the user message", err))
-	}
-	return s.handshakeErr(p.CloseStdin())
 }
 
-func (s *Stream) handshakeErr(err error) error {
-	if err != nil && s.aborted() {
-		return s.abortErr
+// maxHandshakeAttempts bounds the processes one chat tries.
+const maxHandshakeAttempts = 3
+
+// send sets up p for the request and writes the user line; sent reports
+// whether the line was written.
+func (s *Stream) send(p *Process) (sent bool, err error) {
+	if p.life.prompt == nil {
+		if err := p.initialize(s.ctx, s.prompt); err != nil {
+			return false, err
+		}
 	}
-	return err
+	if m := s.enc.model; m != "" && m != p.life.model {
+		if err := p.setModel(s.ctx, m); err != nil {
+			return false, err
+		}
+		p.life.model = m
+	}
+	if err := p.WriteLine(s.enc.user); err != nil {
+		return false, p.exitedBefore("the user message", err)
+	}
+	return true, nil
 }
 
 // waitExit waits up to StopGrace for the process to exit after its output
 // ended, then stops it.
-func (s *Stream) waitExit() {
+func (s *Stream) waitExit(p *Process) {
 	t := time.NewTimer(s.pool.cfg.StopGrace)
 	defer t.Stop()
 	select {
-	case <-s.proc.done:
+	case <-p.done:
 	case <-t.C:
 		s.stopProcess()
 	}
@@ -378,16 +485,9 @@ func (s *Stream) waitExit() {
 
 // stopProcess ends the process (if it still runs) and waits for the reap.
 func (s *Stream) stopProcess() {
-	_ = s.proc.stop(context.Background(), func() { _ = s.proc.Interrupt() })
-}
-
-// releaseRefill lets the pool replace the stream's process, if its
-// acquire held the refill back: the chat has started or ended.
-func (s *Stream) releaseRefill() {
-	if s.proc.refillHeld.Load() {
-		s.refill.Stop()
-		s.pool.releaseRefill(s.proc)
-	}
+	p := s.current()
+	_ = p.stop(context.Background(), func() { _ = p.Interrupt() })
+	p.abandonOutput()
 }
 
 // observe records the stream's timings for an event.
@@ -414,7 +514,7 @@ func (s *Stream) record() {
 	s.mu.Unlock()
 	h := &s.pool.lat
 	first, text, result := &h.coldFirstEvent, &h.coldFirstText, &h.coldResult
-	if s.proc.warm {
+	if s.Acquire().Warm {
 		first, text, result = &h.warmFirstEvent, &h.warmFirstText, &h.warmResult
 	}
 	if l.FirstEvent > 0 {

@@ -25,6 +25,7 @@ func (s *server) metrics(w http.ResponseWriter, _ *http.Request) {
 	gauge("claudepool_idle_processes", "Warm processes ready to be acquired.", st.Idle())
 	gauge("claudepool_busy_processes", "Acquired processes that have not exited yet.", st.Busy())
 	gauge("claudepool_starting_processes", "Warm processes being spawned or probed.", st.Starting())
+	gauge("claudepool_resetting_processes", "Processes whose conversation is being cleared.", st.Resetting())
 	gauge("claudepool_live_processes", "Processes not yet reaped.", st.Live())
 
 	fmt.Fprintf(m, "# HELP claudepool_acquires_total Acquires, by whether a ready process served them.\n"+
@@ -35,7 +36,13 @@ func (s *server) metrics(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintf(m, "# HELP %s %s\n# TYPE %s counter\n%s %d\n", name, help, name, name, v)
 	}
 	counter("claudepool_spawn_failures_total", "Spawns that failed to start or to become ready.", st.SpawnFailures())
-	counter("claudepool_recycled_total", "Warm processes retired after MaxIdle.", st.Recycled())
+	counter("claudepool_reuses_total", "Chats served by a process that had served one before.", st.Reuses())
+	fmt.Fprintf(m, "# HELP claudepool_retired_total Processes the pool retired, by reason.\n# TYPE claudepool_retired_total counter\n")
+	for _, r := range []claudepool.RetireReason{claudepool.RetireMaxUses, claudepool.RetireMemory,
+		claudepool.RetireResetFailed, claudepool.RetireUnclean, claudepool.RetireIdle,
+		claudepool.RetireEvicted, claudepool.RetireSurplus, claudepool.RetireClosed} {
+		fmt.Fprintf(m, "claudepool_retired_total{reason=%q} %d\n", r, st.Retired(r))
+	}
 	counter("claudepool_dead_idle_total", "Warm processes that exited while idle.", st.DeadIdle())
 	counter("claudepool_slot_timeouts_total", "Acquires that gave up waiting for a MaxProcs slot.", st.SlotTimeouts())
 	counter("claudepool_prompt_cold_total", "Requests served cold because their system prompt was not the pool's.", st.PromptCold())

@@ -1,0 +1,169 @@
+package claudepool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Acquire returns a process for one request. It takes a warm process if
+// one is ready, without waiting for one; otherwise it spawns a cold
+// process at once (which answers after the CLI's start-up time). With
+// MaxProcs reached, it waits for a slot or a warm process until ctx ends
+// and then returns an error wrapping ctx.Err(). Every acquire asks the
+// pool to refill.
+//
+// A warm process from Acquire has no conversation. Without Config.Prompt
+// it has received no initialize; with it, it has that prompt already.
+// AcquireInfo.Warm tells a warm process from a cold one, which has
+// received nothing.
+//
+// The caller owns the process: it must read its output to the end or
+// call Stop. It never goes back to the pool. ctx bounds only the acquire;
+// it does not stop the process.
+func (p *Pool) Acquire(ctx context.Context) (*Process, error) {
+	proc, _, err := p.acquire(ctx, time.Now(), p.cfg.Prompt, false)
+	return proc, err
+}
+
+// TryAcquire returns a warm process if one is ready and ErrNotAvailable
+// otherwise. It never spawns and never blocks.
+func (p *Pool) TryAcquire() (*Process, error) {
+	start := time.Now()
+	if p.isClosed() {
+		return nil, ErrClosed
+	}
+	p.mu.Lock()
+	proc := p.idle.best(p.cfg.Prompt)
+	if proc != nil {
+		p.claimLocked(proc, start)
+	}
+	p.mu.Unlock()
+	p.wakeFill()
+	if proc == nil {
+		return nil, ErrNotAvailable
+	}
+	p.logAcquire(proc)
+	return proc, nil
+}
+
+// acquire takes the idle process that suits a request with system prompt
+// want (one that carries it, else a fresh one; see idleSet.best), or
+// spawns a cold one. With hold, the replacement of a warm process it
+// takes waits until the returned release is called (see holdRefill);
+// release is never nil.
+func (p *Pool) acquire(ctx context.Context, start time.Time, want *SystemPrompt, hold bool) (*Process, func(), error) {
+	if p.isClosed() {
+		return nil, nil, ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		// A caller that is gone must not use up a warm process.
+		return nil, nil, fmt.Errorf("claudepool: acquire: %w", err)
+	}
+	p.mu.Lock()
+	proc := p.idle.best(want)
+	if proc != nil {
+		p.claimLocked(proc, start)
+	}
+	p.mu.Unlock()
+	release := func() {}
+	if proc != nil && hold {
+		release = p.holdRefill()
+	}
+	p.wakeFill()
+	if proc != nil {
+		p.logAcquire(proc)
+		return proc, release, nil
+	}
+	proc, err := p.acquireCold(ctx, start, want)
+	return proc, release, err
+}
+
+// acquireCold spawns a process for an acquire that found none idle. At
+// the MaxProcs cap it waits for a slot, and takes an idle process that
+// suits it if one comes back meanwhile; it retires the least recently
+// used idle process of another prompt to free a slot.
+func (p *Pool) acquireCold(ctx context.Context, start time.Time, want *SystemPrompt) (*Process, error) {
+	if p.slots != nil {
+		select {
+		case p.slots <- struct{}{}:
+		default:
+			p.log.Debug("claudepool: MaxProcs reached, waiting for a slot", "max_procs", p.cfg.MaxProcs)
+			if proc, err := p.waitSlot(ctx, start, want); proc != nil || err != nil {
+				return proc, err
+			}
+		}
+	}
+	proc, err := p.spawner.spawn()
+	if err != nil {
+		p.releaseSlot()
+		if !errors.Is(err, ErrClosed) {
+			p.counters.spawnFailures.Add(1)
+		}
+		return nil, err
+	}
+	proc.life = p.newLife(false)
+	proc.life.uses = 1
+	wait := time.Since(start)
+	proc.life.acquire = AcquireInfo{Warm: false, Uses: 1, Wait: wait, PID: proc.pid}
+	p.track(proc, stateLeased)
+	p.counters.cold.Add(1)
+	p.lat.coldAcquire.record(wait)
+	p.logAcquire(proc)
+	return proc, nil
+}
+
+// waitSlot waits at the MaxProcs cap. It returns with a slot reserved
+// (nil, nil), with an idle process that came back (proc, nil), or with an
+// error.
+func (p *Pool) waitSlot(ctx context.Context, start time.Time, want *SystemPrompt) (*Process, error) {
+	var evicted <-chan struct{} // closed once the process retired for a slot is reaped
+	for {
+		p.mu.Lock()
+		changed := p.changed
+		if proc := p.idle.best(want); proc != nil {
+			p.claimLocked(proc, start)
+			p.mu.Unlock()
+			p.wakeFill()
+			p.logAcquire(proc)
+			return proc, nil
+		}
+		if evicted == nil {
+			if old := p.idle.oldestExcept(want); old != nil {
+				// Its slot is the one to wait for, unless the refill
+				// takes it first: then evict again.
+				p.retireLocked(old, RetireEvicted)
+				evicted = old.done
+			}
+		}
+		p.mu.Unlock()
+		select {
+		case p.slots <- struct{}{}:
+			return nil, nil
+		case <-changed:
+		case <-evicted:
+			evicted = nil
+		case <-ctx.Done():
+			p.counters.slotTimeouts.Add(1)
+			return nil, fmt.Errorf("claudepool: waiting for a process slot (MaxProcs %d): %w", p.cfg.MaxProcs, ctx.Err())
+		case <-p.ctx.Done():
+			return nil, ErrClosed
+		}
+	}
+}
+
+func (p *Pool) logAcquire(proc *Process) {
+	if p.log.Enabled(context.Background(), slog.LevelDebug) {
+		a := proc.life.acquire
+		p.log.Debug("claudepool: acquired process", "warm", a.Warm, "reused", a.Reused, "uses", a.Uses,
+			"wait", a.Wait, "idle_age", a.IdleAge, "pid", proc.pid)
+	}
+}
+
+func (p *Pool) releaseSlot() {
+	if p.slots != nil {
+		<-p.slots
+	}
+}

@@ -1,0 +1,350 @@
+package claudepool
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+// A process's life in the pool:
+//
+//	spawn → probe → specialize → idle → leased → reset → idle → ...
+//	                               ↘       ↘        ↘
+//	                                         retired
+//
+// A warm process is spawned and probed (an mcp_status answer proves it
+// ready), given Config.Prompt when the pool has one, and put in the idle
+// set. A chat leases it; when the chat ends cleanly the pool clears its
+// conversation in the background (the CLI's /clear), puts its model back,
+// and returns it to the idle set for the next chat with the same prompt.
+// Anything else retires it: a chat that did not end cleanly, a reset that
+// was not confirmed, Config.MaxUses, Config.MaxRSS, Config.MaxIdle, an
+// eviction for a slot, Close. A cold process starts leased.
+//
+// Every state change happens under the pool's mutex, in this file, and
+// moves the process between the pool's counts; an exit (the reaper) can
+// come at any time and wins over whatever else was about to happen.
+const (
+	stateStarting  int32 = iota // spawned, being probed or specialized
+	stateIdle                   // ready, in the idle set
+	stateLeased                 // serving a caller
+	stateResetting              // its conversation is being cleared
+	stateRetired                // being stopped, or gone
+	numStates
+)
+
+// life is the pool's record of one process. The fields are guarded by the
+// pool's mutex while the process is idle; its leaseholder owns them while
+// it is leased or resetting.
+type life struct {
+	warm      bool          // started ahead of time
+	prompt    *SystemPrompt // set by its first initialize; nil while fresh
+	model     string        // last model set with set_model; "" is the spawn's
+	session   string        // session id of its current conversation
+	uses      int           // chats served
+	maxUses   int           // its share of Config.MaxUses, with jitter
+	rss       int64         // resident bytes after its last reset; 0 unknown
+	readyAt   time.Time     // when it last became idle
+	idleTimer *time.Timer   // MaxIdle expiry of the current idle period
+	acquire   AcquireInfo   // how its current leaseholder got it
+}
+
+// RetireReason says why the pool stopped a process.
+type RetireReason string
+
+// The reasons the pool retires a process.
+const (
+	RetireMaxUses     RetireReason = "max_uses"     // served Config.MaxUses chats
+	RetireMemory      RetireReason = "memory"       // grew past Config.MaxRSS
+	RetireResetFailed RetireReason = "reset_failed" // its reset was not confirmed
+	RetireUnclean     RetireReason = "unclean"      // its chat ended in a cancel, a crash or a protocol error
+	RetireIdle        RetireReason = "idle"         // idle longer than Config.MaxIdle
+	RetireEvicted     RetireReason = "evicted"      // gave its place to a request with another prompt
+	RetireSurplus     RetireReason = "surplus"      // more idle processes of other prompts than the pool keeps
+	RetireClosed      RetireReason = "closed"       // the pool was closed
+)
+
+// setStateLocked moves proc to state s and keeps the counts. p.mu must be
+// held.
+func (p *Pool) setStateLocked(proc *Process, s int32) {
+	p.count[proc.state.Swap(s)]--
+	p.count[s]++
+}
+
+// track registers a started process and starts its reaper and stderr
+// drainer.
+func (p *Pool) track(proc *Process, state int32) {
+	p.mu.Lock()
+	p.live[proc] = struct{}{}
+	proc.state.Store(state)
+	p.count[state]++
+	p.mu.Unlock()
+	p.wg.Add(2)
+	go func() {
+		defer p.wg.Done()
+		proc.drainStderr()
+	}()
+	go func() {
+		defer p.wg.Done()
+		proc.reap()
+	}()
+}
+
+// newLife is the record of a process the pool just spawned.
+func (p *Pool) newLife(warm bool) life {
+	l := life{warm: warm, maxUses: p.cfg.MaxUses}
+	if l.maxUses > 1 {
+		// Up to 10% fewer, so that processes started together are not
+		// all recycled together.
+		l.maxUses -= rand.IntN(l.maxUses/10 + 1)
+	}
+	return l
+}
+
+// spawnWarm starts one process, probes it, specializes it, and makes it
+// idle. The refill has counted it in p.spawning and reserved its slot.
+func (p *Pool) spawnWarm() {
+	defer p.wg.Done()
+	defer p.wakeFill()
+	proc, err := p.spawner.spawn()
+	if err == nil {
+		proc.life = p.newLife(true)
+		p.track(proc, stateStarting)
+		p.log.Debug("claudepool: process started", "pid", proc.pid, "warm", true)
+		err = proc.probe(p.ctx)
+		if err == nil && p.cfg.Prompt != nil {
+			err = proc.initialize(p.ctx, *p.cfg.Prompt)
+		}
+	}
+
+	p.mu.Lock()
+	p.spawning--
+	if err != nil {
+		p.spawnFailedLocked(err)
+		failures, backoff, closed := p.consecutiveFailures, time.Until(p.nextAttempt), p.closed
+		if proc != nil && proc.state.Load() == stateStarting {
+			p.setStateLocked(proc, stateRetired)
+		}
+		p.mu.Unlock()
+		if proc == nil {
+			p.releaseSlot()
+		} else {
+			proc.kill()
+			proc.abandonOutput()
+		}
+		if !closed {
+			p.log.Warn("claudepool: spawn failed", "err", err, "consecutive_failures", failures, "retry_in", backoff)
+		}
+		return
+	}
+	p.consecutiveFailures = 0
+	p.lastSpawnErr = nil
+	p.nextAttempt = time.Time{}
+	if proc.state.Load() != stateStarting {
+		// It exited after answering; the reaper has accounted for it.
+		p.mu.Unlock()
+		return
+	}
+	ready := time.Since(proc.spawnedAt)
+	p.lat.spawnToReady.record(ready)
+	p.toIdleLocked(proc)
+	p.mu.Unlock()
+	p.log.Debug("claudepool: process ready", "pid", proc.pid, "spawn_to_ready", ready)
+}
+
+// spawnFailedLocked records a failed spawn and schedules the next attempt.
+func (p *Pool) spawnFailedLocked(err error) {
+	p.consecutiveFailures++
+	backoff := p.cfg.SpawnBackoff << min(p.consecutiveFailures-1, 20)
+	backoff = min(backoff, MaxSpawnBackoff)
+	if p.closed {
+		backoff = 0
+	} else {
+		p.counters.spawnFailures.Add(1)
+	}
+	p.nextAttempt = time.Now().Add(backoff)
+	p.lastSpawnErr = err
+	p.notifyLocked()
+}
+
+// toIdleLocked puts a process in the idle set, or retires it when the pool
+// is closed or keeps enough idle processes of other prompts. p.mu must be
+// held.
+func (p *Pool) toIdleLocked(proc *Process) {
+	if p.closed {
+		p.retireLocked(proc, RetireClosed)
+		return
+	}
+	proc.life.readyAt = time.Now()
+	if p.cfg.MaxIdle > 0 {
+		ttl := p.cfg.MaxIdle - time.Duration(rand.Int64N(int64(p.cfg.MaxIdle)/10+1))
+		proc.life.idleTimer = time.AfterFunc(ttl, func() { p.expire(proc) })
+	}
+	p.setStateLocked(proc, stateIdle)
+	p.idle.add(proc)
+	if p.slots == nil && p.isForeign(proc) {
+		// Without MaxProcs nothing else bounds the processes kept for
+		// prompts that may never come back.
+		if n := p.idle.count(p.isForeign); n > max(p.cfg.Size, 1) {
+			p.retireLocked(p.idle.oldestExcept(p.cfg.Prompt), RetireSurplus)
+		}
+	}
+	p.notifyLocked()
+}
+
+// isForeign reports whether an idle process carries a prompt other than
+// the one the refill gives (none, or Config.Prompt): such a process serves
+// only requests with its own prompt. p.mu must be held.
+func (p *Pool) isForeign(proc *Process) bool {
+	return proc.life.prompt != nil && (p.cfg.Prompt == nil || *proc.life.prompt != *p.cfg.Prompt)
+}
+
+// isSpare reports whether an idle process counts toward Config.Size.
+func (p *Pool) isSpare(proc *Process) bool { return !p.isForeign(proc) }
+
+// claimLocked leases an idle process to a caller. p.mu must be held.
+func (p *Pool) claimLocked(proc *Process, start time.Time) {
+	p.idle.remove(proc)
+	if proc.life.idleTimer != nil {
+		proc.life.idleTimer.Stop()
+		proc.life.idleTimer = nil
+	}
+	p.setStateLocked(proc, stateLeased)
+	proc.life.uses++
+	wait := time.Since(start)
+	proc.life.acquire = AcquireInfo{Warm: true, Reused: proc.life.uses > 1, Uses: proc.life.uses,
+		Wait: wait, IdleAge: start.Sub(proc.life.readyAt), PID: proc.pid}
+	p.counters.warm.Add(1)
+	if proc.life.uses > 1 {
+		p.counters.reuses.Add(1)
+	}
+	p.lat.warmAcquire.record(wait)
+}
+
+// retireLocked takes proc out of service and stops it in the background.
+// p.mu must be held.
+func (p *Pool) retireLocked(proc *Process, reason RetireReason) {
+	prev := proc.state.Load()
+	if prev == stateRetired {
+		return
+	}
+	if prev == stateIdle {
+		p.idle.remove(proc)
+		if proc.life.idleTimer != nil {
+			proc.life.idleTimer.Stop()
+		}
+	}
+	p.setStateLocked(proc, stateRetired)
+	p.counters.retired[reasonIndex(reason)].Add(1)
+	p.lat.uses.record(time.Duration(proc.life.uses))
+	p.log.Debug("claudepool: retiring process", "pid", proc.pid, "reason", string(reason), "uses", proc.life.uses)
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		_ = proc.Stop(context.Background())
+	}()
+}
+
+func reasonIndex(r RetireReason) int {
+	for i, x := range retireReasonsArray {
+		if x == r {
+			return i
+		}
+	}
+	panic("claudepool: unknown retire reason " + string(r))
+}
+
+// release ends a chat's lease. A process whose chat ended cleanly is
+// reset for the next chat in the background, unless it has served its
+// share of Config.MaxUses; any other end retires it.
+func (p *Pool) release(proc *Process, clean bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if proc.state.Load() != stateLeased {
+		return // it exited; the reaper has accounted for it
+	}
+	switch {
+	case !clean:
+		p.retireLocked(proc, RetireUnclean)
+	case p.closed:
+		p.retireLocked(proc, RetireClosed)
+	case proc.life.uses >= proc.life.maxUses:
+		p.retireLocked(proc, RetireMaxUses)
+	default:
+		p.setStateLocked(proc, stateResetting)
+		p.wg.Add(1)
+		go p.reset(proc)
+	}
+}
+
+// reset clears a process's conversation, puts its model back, and checks
+// its memory; then it goes back to the idle set, or is retired.
+func (p *Pool) reset(proc *Process) {
+	defer p.wg.Done()
+	defer p.wakeFill()
+	start := time.Now()
+	err := proc.clearConversation(p.ctx)
+	if err == nil && proc.life.model != "" {
+		err = proc.setModel(p.ctx, "default")
+		if err == nil {
+			proc.life.model = ""
+		}
+	}
+	var rss int64
+	if err == nil {
+		rss = processRSS(proc.pid)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if proc.state.Load() != stateResetting {
+		return // it exited; the reaper has accounted for it
+	}
+	switch {
+	case err != nil:
+		p.log.Warn("claudepool: reset failed", "pid", proc.pid, "err", err)
+		p.retireLocked(proc, RetireResetFailed)
+	case p.cfg.MaxRSS > 0 && rss > p.cfg.MaxRSS:
+		p.log.Debug("claudepool: process outgrew MaxRSS", "pid", proc.pid, "rss", rss, "max_rss", p.cfg.MaxRSS)
+		p.retireLocked(proc, RetireMemory)
+	default:
+		p.lat.reset.record(time.Since(start))
+		proc.life.rss = rss
+		p.toIdleLocked(proc)
+	}
+}
+
+// expire retires a process that stayed idle longer than MaxIdle.
+func (p *Pool) expire(proc *Process) {
+	p.mu.Lock()
+	if proc.state.Load() == stateIdle {
+		p.retireLocked(proc, RetireIdle)
+		p.notifyLocked()
+	}
+	p.mu.Unlock()
+	p.wakeFill()
+}
+
+// exited is called by a process's reaper once it has exited.
+func (p *Pool) exited(proc *Process) {
+	p.mu.Lock()
+	if proc.state.Load() == stateIdle {
+		p.idle.remove(proc)
+		if proc.life.idleTimer != nil {
+			proc.life.idleTimer.Stop()
+		}
+		p.counters.deadIdle.Add(1)
+		// Nobody will ever read its output.
+		proc.abandonOutput()
+		p.log.Warn("claudepool: idle process exited", "pid", proc.pid, "err", proc.exitError())
+	}
+	p.setStateLocked(proc, stateRetired)
+	delete(p.live, proc)
+	p.notifyLocked()
+	p.mu.Unlock()
+	p.releaseSlot()
+	p.wakeFill()
+}
+
+// errResetUnconfirmed is wrapped when a reset's answer lacks its proof.
+var errResetUnconfirmed = fmt.Errorf("claudepool: reset not confirmed")
