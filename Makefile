@@ -9,7 +9,7 @@ STATICCHECK := $(BIN)/staticcheck
 # The e2e suite finds the pinned CLI through this variable.
 export CLAUDEPOOL_CLI ?= $(CLI)
 
-.PHONY: all test unit e2e bench bench-e2e cli demo lint fmt vet staticcheck cover tidy soak fuzz clean
+.PHONY: all test unit e2e bench bench-e2e bench-load cli demo lint fmt vet staticcheck cover tidy soak fuzz clean
 
 all: lint test
 
@@ -33,9 +33,14 @@ cli:
 bench:
 	CLAUDEPOOL_SKIP_E2E=1 $(GO) test -run '^$$' -bench . -benchmem -benchtime 2s -count 1 ./...
 
-## bench-e2e: cold vs warm against the real CLI
+## bench-e2e: cold, warm, reused and warm-with-model chats against the real CLI
 bench-e2e: cli
-	$(GO) test -run '^$$' -bench 'E2E' -benchtime 20x -count 1 .
+	$(GO) test -run '^$$' -bench '^BenchmarkE2E$$' -benchtime 20x -count 1 .
+
+## bench-load: 1, 4 and 8 callers chatting back to back against the real CLI
+## for CLAUDEPOOL_LOAD_SECONDS (default 20) each
+bench-load: cli
+	$(GO) test -run '^$$' -bench 'E2ELoad' -benchtime 1x -count 1 -timeout 30m .
 
 ## demo: stream a reply from the real CLI against an in-process mock API, with a latency table
 demo: cli

@@ -8,7 +8,6 @@ package claudepool
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -330,28 +329,4 @@ func TestE2ECloseWithBusyProcesses(t *testing.T) {
 	}
 	require.Error(t, s.Err())
 	require.Empty(t, e.cliProcesses(t))
-}
-
-// BenchmarkE2E compares cold and warm chats on the real CLI against the
-// mock API, with the system prompt applied per request at claim time
-// (prompt=request) and with warm processes that got the pool's prompt
-// before the claim (prompt=pool, see Config.Prompt).
-func BenchmarkE2E(b *testing.B) {
-	for _, bc := range []struct {
-		name   string
-		prompt *SystemPrompt
-	}{
-		{"prompt=request", nil},
-		{"prompt=pool", &SystemPrompt{}},
-	} {
-		b.Run(bc.name, func(b *testing.B) {
-			e := newE2E(b, claudepooltest.Config{})
-			warmPool, _ := e.pool(b, Config{Size: 1, Prompt: bc.prompt})
-			coldPool, _ := e.pool(b, Config{Prompt: bc.prompt})
-			warm, cold := compareChats(b, warmPool, coldPool)
-			fmt.Fprintf(os.Stderr, "real CLI, %s, %d ops: first event warm %v cold %v; result warm %v cold %v\n", bc.name, b.N,
-				warm.FirstEvent.Round(time.Millisecond), cold.FirstEvent.Round(time.Millisecond),
-				warm.Result.Round(time.Millisecond), cold.Result.Round(time.Millisecond))
-		})
-	}
 }
