@@ -171,7 +171,8 @@ func TestStreamChatSystemPromptAndModel(t *testing.T) {
 		{"neither means empty", Request{}, []any{""}, nil, fakecli.DefaultModel},
 	}
 	ctx := testCtx(t)
-	fp := newFakePool(t, Config{Size: 1})
+	// One chat a process: the lines a process received are its chat's.
+	fp := newFakePool(t, Config{Size: 1, MaxUses: 1})
 	a := NewAdapter(fp.Pool)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -206,7 +207,8 @@ func TestStreamChatSystemPromptAndModel(t *testing.T) {
 func TestStreamChatPoolPrompt(t *testing.T) {
 	ctx := testCtx(t)
 	poolPrompt := SystemPrompt{System: "Pool prompt.", AppendSystem: "Be brief."}
-	fp := newFakePool(t, Config{Size: 1, Prompt: &poolPrompt})
+	// One chat a process: the lines a process received are its chat's.
+	fp := newFakePool(t, Config{Size: 1, MaxUses: 1, Prompt: &poolPrompt})
 	a := NewAdapter(fp.Pool)
 
 	require.NoError(t, fp.WaitReady(ctx))
@@ -311,7 +313,9 @@ func TestStreamChatRefillAfterFirstEvent(t *testing.T) {
 	fp := newFakePool(t, Config{Size: 1})
 	require.NoError(t, fp.WaitReady(ctx))
 	before := time.Now()
-	s, err := NewAdapter(fp.Pool).StreamChat(ctx, userMsg("hi"))
+	// The chat stays busy after its first event, so that its process is
+	// not back in the pool before the replacement starts.
+	s, err := NewAdapter(fp.Pool).StreamChat(ctx, userMsg("hi "+fakecli.Marker(fakecli.ModeHangMid)))
 	require.NoError(t, err)
 	defer s.Close()
 	require.True(t, s.Next())
@@ -320,8 +324,7 @@ func TestStreamChatRefillAfterFirstEvent(t *testing.T) {
 	started := fp.logs.waitFor(t, "claudepool: process started", 2)
 	require.False(t, started[1].Time.Before(firstEvent),
 		"replacement started %v before the first event", firstEvent.Sub(started[1].Time))
-	drain(t, s)
-	require.NoError(t, s.Err())
+	require.NoError(t, s.Close())
 	require.NoError(t, fp.WaitReady(ctx))
 }
 
@@ -346,7 +349,7 @@ func TestStreamChatRefillHoldIsBounded(t *testing.T) {
 
 func TestStreamChatMultiTurn(t *testing.T) {
 	ctx := testCtx(t)
-	fp := newFakePool(t, Config{Size: 1})
+	fp := newFakePool(t, Config{Size: 1, MaxUses: 1})
 	require.NoError(t, fp.WaitReady(ctx))
 	req := Request{Messages: []Message{
 		{Role: RoleUser, Content: "What is 2+2?"},
@@ -572,7 +575,7 @@ func TestStreamChatOutputClosedEarly(t *testing.T) {
 
 func TestStreamChatGrandchildHoldingStdout(t *testing.T) {
 	ctx := testCtx(t)
-	fp := newFakePool(t, Config{Size: 1})
+	fp := newFakePool(t, Config{Size: 1, MaxUses: 1})
 	require.NoError(t, fp.WaitReady(ctx))
 	s, _ := chatOK(t, ctx, NewAdapter(fp.Pool), userMsg("x "+fakecli.Marker(fakecli.ModeGrandchild)))
 	require.Equal(t, "echo: x "+fakecli.Marker(fakecli.ModeGrandchild), s.Result().Text)

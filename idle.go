@@ -53,6 +53,17 @@ func (s *idleSet) oldestExcept(want *SystemPrompt) *Process {
 	return nil
 }
 
+// oldestForeign returns the least recently used idle process for which
+// foreign is true, or nil.
+func (s *idleSet) oldestForeign(foreign func(*Process) bool) *Process {
+	for _, p := range s.procs {
+		if foreign(p) {
+			return p
+		}
+	}
+	return nil
+}
+
 // count returns how many idle processes satisfy keep.
 func (s *idleSet) count(keep func(*Process) bool) int {
 	n := 0

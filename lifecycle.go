@@ -48,6 +48,12 @@ type life struct {
 	readyAt   time.Time     // when it last became idle
 	idleTimer *time.Timer   // MaxIdle expiry of the current idle period
 	acquire   AcquireInfo   // how its current leaseholder got it
+	// retired is set when the pool retires it; a process can also end
+	// on its own.
+	retired bool
+	// evictedForSpare is set when the refill retired it to free a slot
+	// for a spare.
+	evictedForSpare bool
 }
 
 // RetireReason says why the pool stopped a process.
@@ -121,8 +127,8 @@ func (p *Pool) spawnWarm() {
 	p.mu.Lock()
 	p.spawning--
 	if err != nil {
-		p.spawnFailedLocked(err)
-		failures, backoff, closed := p.consecutiveFailures, time.Until(p.nextAttempt), p.closed
+		backoff := p.spawnFailedLocked(err)
+		failures, closed := p.consecutiveFailures, p.closed
 		if proc != nil && proc.state.Load() == stateStarting {
 			p.setStateLocked(proc, stateRetired)
 		}
@@ -154,9 +160,9 @@ func (p *Pool) spawnWarm() {
 }
 
 // spawnFailedLocked records a failed spawn and schedules the next attempt.
-func (p *Pool) spawnFailedLocked(err error) {
+func (p *Pool) spawnFailedLocked(err error) (backoff time.Duration) {
 	p.consecutiveFailures++
-	backoff := p.cfg.SpawnBackoff << min(p.consecutiveFailures-1, 20)
+	backoff = p.cfg.SpawnBackoff << min(p.consecutiveFailures-1, 20)
 	backoff = min(backoff, MaxSpawnBackoff)
 	if p.closed {
 		backoff = 0
@@ -166,6 +172,7 @@ func (p *Pool) spawnFailedLocked(err error) {
 	p.nextAttempt = time.Now().Add(backoff)
 	p.lastSpawnErr = err
 	p.notifyLocked()
+	return backoff
 }
 
 // toIdleLocked puts a process in the idle set, or retires it when the pool
@@ -187,17 +194,26 @@ func (p *Pool) toIdleLocked(proc *Process) {
 		// Without MaxProcs nothing else bounds the processes kept for
 		// prompts that may never come back.
 		if n := p.idle.count(p.isForeign); n > max(p.cfg.Size, 1) {
-			p.retireLocked(p.idle.oldestExcept(p.cfg.Prompt), RetireSurplus)
+			p.retireLocked(p.idle.oldestForeign(p.isForeign), RetireSurplus)
 		}
 	}
 	p.notifyLocked()
 }
 
 // isForeign reports whether an idle process carries a prompt other than
-// the one the refill gives (none, or Config.Prompt): such a process serves
-// only requests with its own prompt. p.mu must be held.
+// the pool's default (Config.Prompt, or the empty prompt a request without
+// one gets): such a process serves only requests with its own prompt.
+// p.mu must be held.
 func (p *Pool) isForeign(proc *Process) bool {
-	return proc.life.prompt != nil && (p.cfg.Prompt == nil || *proc.life.prompt != *p.cfg.Prompt)
+	return proc.life.prompt != nil && *proc.life.prompt != p.defaultPrompt()
+}
+
+// defaultPrompt is the system prompt of a request that brings none.
+func (p *Pool) defaultPrompt() SystemPrompt {
+	if p.cfg.Prompt != nil {
+		return *p.cfg.Prompt
+	}
+	return SystemPrompt{}
 }
 
 // isSpare reports whether an idle process counts toward Config.Size.
@@ -225,9 +241,15 @@ func (p *Pool) claimLocked(proc *Process, start time.Time) {
 // retireLocked takes proc out of service and stops it in the background.
 // p.mu must be held.
 func (p *Pool) retireLocked(proc *Process, reason RetireReason) {
+	if proc.life.retired {
+		return
+	}
+	proc.life.retired = true
+	p.counters.retired[reasonIndex(reason)].Add(1)
+	p.lat.uses.record(time.Duration(proc.life.uses))
 	prev := proc.state.Load()
 	if prev == stateRetired {
-		return
+		return // it exited on its own: nothing to stop
 	}
 	if prev == stateIdle {
 		p.idle.remove(proc)
@@ -236,8 +258,6 @@ func (p *Pool) retireLocked(proc *Process, reason RetireReason) {
 		}
 	}
 	p.setStateLocked(proc, stateRetired)
-	p.counters.retired[reasonIndex(reason)].Add(1)
-	p.lat.uses.record(time.Duration(proc.life.uses))
 	p.log.Debug("claudepool: retiring process", "pid", proc.pid, "reason", string(reason), "uses", proc.life.uses)
 	p.wg.Add(1)
 	go func() {
@@ -261,10 +281,10 @@ func reasonIndex(r RetireReason) int {
 func (p *Pool) release(proc *Process, clean bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if proc.state.Load() != stateLeased {
-		return // it exited; the reaper has accounted for it
-	}
 	switch {
+	case proc.state.Load() != stateLeased:
+		// It exited during its chat.
+		p.retireLocked(proc, RetireUnclean)
 	case !clean:
 		p.retireLocked(proc, RetireUnclean)
 	case p.closed:
@@ -295,22 +315,23 @@ func (p *Pool) reset(proc *Process) {
 	if err == nil {
 		rss = processRSS(proc.pid)
 	}
+	if err != nil {
+		p.log.Warn("claudepool: reset failed", "pid", proc.pid, "err", err)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if proc.state.Load() != stateResetting {
-		return // it exited; the reaper has accounted for it
-	}
 	switch {
-	case err != nil:
-		p.log.Warn("claudepool: reset failed", "pid", proc.pid, "err", err)
+	case err != nil || proc.state.Load() != stateResetting:
 		p.retireLocked(proc, RetireResetFailed)
 	case p.cfg.MaxRSS > 0 && rss > p.cfg.MaxRSS:
 		p.log.Debug("claudepool: process outgrew MaxRSS", "pid", proc.pid, "rss", rss, "max_rss", p.cfg.MaxRSS)
 		p.retireLocked(proc, RetireMemory)
 	default:
-		p.lat.reset.record(time.Since(start))
+		took := time.Since(start)
+		p.lat.reset.record(took)
 		proc.life.rss = rss
 		p.toIdleLocked(proc)
+		p.log.Debug("claudepool: process reset", "pid", proc.pid, "uses", proc.life.uses, "took", took, "rss", rss)
 	}
 }
 
@@ -337,6 +358,9 @@ func (p *Pool) exited(proc *Process) {
 		// Nobody will ever read its output.
 		proc.abandonOutput()
 		p.log.Warn("claudepool: idle process exited", "pid", proc.pid, "err", proc.exitError())
+	}
+	if proc.life.evictedForSpare {
+		p.evicting--
 	}
 	p.setStateLocked(proc, stateRetired)
 	delete(p.live, proc)

@@ -49,6 +49,9 @@ type Pool struct {
 	// held counts replacements postponed until the chat that took a
 	// warm process has started (see holdRefill).
 	held int
+	// evicting counts processes retired to free a slot for a spare and
+	// not reaped yet.
+	evicting int
 	// changed is closed and replaced whenever a process changes state.
 	changed chan struct{}
 	// consecutiveFailures counts spawn failures since the last success.

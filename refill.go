@@ -40,9 +40,11 @@ func (p *Pool) fill() {
 // fail it starts one at a time, and no earlier than the backoff allows; it
 // then returns how long to wait before trying again.
 //
-// Size counts idle processes as the refill makes them (fresh, or with
-// Config.Prompt), spawns in flight, processes being reset (most come back
-// idle within tens of milliseconds) and held replacements.
+// Size counts the idle processes that can serve a request without a
+// prompt of its own (fresh ones, and those with the pool's default
+// prompt), spawns in flight, processes being reset (most come back idle
+// within tens of milliseconds), held replacements and processes retired
+// to free a slot.
 func (p *Pool) launchSpawns() time.Duration {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -52,7 +54,7 @@ func (p *Pool) launchSpawns() time.Duration {
 	if wait := time.Until(p.nextAttempt); wait > 0 {
 		return wait
 	}
-	deficit := p.cfg.Size - p.idle.count(p.isSpare) - p.spawning - int(p.count[stateResetting]) - p.held
+	deficit := p.cfg.Size - p.idle.count(p.isSpare) - p.spawning - p.count[stateResetting] - p.held - p.evicting
 	if p.consecutiveFailures > 0 {
 		deficit = min(deficit, 1-p.spawning)
 	}
@@ -61,7 +63,16 @@ func (p *Pool) launchSpawns() time.Duration {
 			select {
 			case p.slots <- struct{}{}:
 			default:
-				return 0 // a reaped process wakes the filler
+				// At the cap, a process kept for another prompt gives
+				// its place to a spare; a reaped process wakes the
+				// filler.
+				if old := p.idle.oldestForeign(p.isForeign); old != nil {
+					old.life.evictedForSpare = true
+					p.evicting++
+					p.retireLocked(old, RetireEvicted)
+					continue
+				}
+				return 0
 			}
 		}
 		p.spawning++

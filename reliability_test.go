@@ -313,6 +313,9 @@ type fault struct {
 	crashIdle bool
 	// skipMid explains why the fault has no mid-stream case.
 	skipMid string
+	// reset is the fake's reset mode that brings the fault into the reset
+	// of a process between two chats; "" when it has no counterpart there.
+	reset string
 }
 
 func wantExit(code int, stderr string) func(t *testing.T, o outcome) {
@@ -346,6 +349,7 @@ func faults() []fault {
 		},
 		{
 			name:      "exits 1 with stderr",
+			reset:     fakecli.ResetExit,
 			spawnEnv:  []string{mode(fakecli.ModeExitEarly)},
 			spawnLog:  "fatal: fake start-up failure",
 			wantSpawn: wantExit(1, "fatal: fake start-up failure"),
@@ -365,6 +369,7 @@ func faults() []fault {
 		},
 		{
 			name:       "crashes mid-stream",
+			reset:      fakecli.ResetExit,
 			crashIdle:  true,
 			turnEnv:    []string{mode(fakecli.ModeCrash)},
 			marker:     fakecli.ModeCrash,
@@ -393,6 +398,7 @@ func faults() []fault {
 		},
 		{
 			name:       "hangs mid-stream",
+			reset:      fakecli.ResetHang,
 			turnEnv:    []string{mode(fakecli.ModeHangMid)},
 			marker:     fakecli.ModeHangMid,
 			hangs:      true,
@@ -404,6 +410,7 @@ func faults() []fault {
 		},
 		{
 			name:       "emits garbage lines",
+			reset:      fakecli.ResetGarbage,
 			turnEnv:    []string{mode(fakecli.ModeGarbage)},
 			marker:     fakecli.ModeGarbage,
 			firstEvent: true,
@@ -444,7 +451,8 @@ func faults() []fault {
 			},
 		},
 		{
-			name: "ignores SIGTERM",
+			name:  "ignores SIGTERM",
+			reset: fakecli.ResetHang,
 			// Every process ignores SIGINT and SIGTERM; the faulty turn
 			// also hangs, so only SIGKILL ends it.
 			base:       []string{fakecli.EnvIgnoreSIGTERM + "=1"},
@@ -489,7 +497,10 @@ func faults() []fault {
 // newMatrixPool starts a pool of size processes running c.
 func (f fault) newPool(t *testing.T, c *swapCLI, size int, edit func(*Config)) *fakePool {
 	t.Helper()
-	cfg := Config{Command: c.path, Size: size, StopGrace: matrixGrace, ReadyTimeout: faultBound}
+	// One chat a process: a fault set in a CLI's environment stays with
+	// it, and must not follow the pool into the next chat. Reuse has a
+	// moment of its own (faultDuringReset).
+	cfg := Config{Command: c.path, Size: size, StopGrace: matrixGrace, ReadyTimeout: faultBound, MaxUses: 1}
 	if f.cfg != nil {
 		f.cfg(&cfg)
 	}
@@ -562,6 +573,7 @@ func TestFaultMatrix(t *testing.T) {
 		{"acquire", faultAtAcquire},
 		{"mid-stream", faultMidStream},
 		{"close", faultDuringClose},
+		{"reset", faultDuringReset},
 	}
 	for _, f := range faults() {
 		t.Run(f.name, func(t *testing.T) {
@@ -797,9 +809,10 @@ func faultDuringClose(t *testing.T, f fault, fds fdSet) {
 		requireDocumented(t, o.err)
 		if f.hangs {
 			// Close waited for the busy process until its ctx ended, then
-			// killed it; the caller's stream ends with the exit.
+			// killed it; the caller's stream says so, with the exit.
 			requireErrorIs(t, closeErr, context.DeadlineExceeded)
 			require.ErrorContains(t, closeErr, "killed 1 busy processes")
+			requireErrorIs(t, o.err, ErrClosed)
 			var ee *ExitError
 			require.ErrorAs(t, o.err, &ee)
 			require.Equal(t, "killed", ee.Signal)
@@ -809,6 +822,44 @@ func faultDuringClose(t *testing.T, f fault, fds fdSet) {
 		}
 		requireClean(t, fp, fds)
 	}
+}
+
+// faultDuringReset: the fault strikes while the pool resets a process
+// between two chats. The first chat has its answer already; the process
+// is retired, and the next chat runs on another one and sees nothing of
+// the first.
+func faultDuringReset(t *testing.T, f fault, fds fdSet) {
+	if f.reset == "" {
+		t.Skip("no counterpart in a reset")
+	}
+	c := newSwapCLI(t)
+	fp := f.newPool(t, c, 1, func(c *Config) {
+		c.MaxUses = 0
+		c.ReadyTimeout = hangDeadline // bounds a reset that hangs
+		c.Env = append(c.Env, fakecli.EnvEchoHistory+"=1")
+	})
+	a := NewAdapter(fp.Pool)
+	require.NoError(t, fp.WaitReady(testCtx(t)))
+	first := "first " + fakecli.ResetMarker(f.reset)
+	o1 := chat(t, a, first, faultBound)
+	requireOK(t, o1, first)
+	requireResetFailed(t, fp, o1.pid)
+	require.NoError(t, fp.WaitReady(testCtx(t)))
+	o2 := chat(t, a, "second", faultBound)
+	requireOK(t, o2, "second") // the fake echoes the whole conversation
+	require.NotEqual(t, o1.pid, o2.pid)
+	requireClean(t, fp, fds)
+}
+
+// requireResetFailed waits until the reset of process pid has failed and
+// the process is gone, counted as a failed reset.
+func requireResetFailed(t *testing.T, fp *fakePool, pid int) {
+	t.Helper()
+	recs := fp.logs.waitFor(t, "claudepool: reset failed", 1)
+	require.EqualValues(t, pid, attr(recs[0], "pid").Int64())
+	require.True(t, waitExited(pid, testWait), "process %d retired", pid)
+	require.EqualValues(t, 1, fp.Stats().Retired(RetireResetFailed))
+	require.Zero(t, fp.Stats().Reuses())
 }
 
 // requireSpawnLog checks a "spawn failed" record: it carries the error
@@ -937,34 +988,36 @@ func TestSpawnExecFormatErrorIsCLINotFound(t *testing.T) {
 
 func TestCloseWithUnreadStream(t *testing.T) {
 	// A caller that stopped reading its stream (and has not closed it)
-	// must not hold Close past its ctx, even once the CLI has finished.
+	// must not hold Close, even with a ctx that never ends: once the CLI
+	// has answered, the stream needs nothing more from the pool.
 	fp := newFakePool(t, Config{Size: 1, PartialMessages: true},
 		fakecli.EnvChunks+"=100", fakecli.EnvReply+"="+strings.Repeat("word ", 100))
 	require.NoError(t, fp.WaitReady(testCtx(t)))
 	s, err := NewAdapter(fp.Pool).StreamChat(testCtx(t), userMsg("x"))
 	require.NoError(t, err)
 	require.True(t, s.Next())
-	// The CLI prints far more events than the stream buffers, then exits.
-	require.True(t, waitExited(s.Acquire().PID, testWait))
+	// The CLI prints every event and its result; the pool resets the
+	// process.
+	fp.logs.waitFor(t, "claudepool: process reset", 1)
 
-	ctx, cancel := context.WithTimeout(testCtx(t), 300*time.Millisecond)
-	defer cancel()
 	closed := make(chan error, 1)
-	go func() { closed <- fp.Close(ctx) }()
+	go func() { closed <- fp.Close(context.Background()) }()
 	select {
 	case err := <-closed:
-		// The process ended by itself: nothing was killed.
 		require.NoError(t, err)
-	case <-time.After(5 * time.Second):
-		t.Error("Close outlived its ctx while a stream was not read")
+	case <-time.After(testWait):
+		t.Error("Close waited for a stream nobody reads")
 		require.NoError(t, s.Close()) // unblock it
 		<-closed
 	}
-	// The caller who comes back finds the events that were buffered,
-	// then ErrClosed.
+	// The caller who comes back finds every event, then the result.
+	n := 1
 	for s.Next() {
+		n++
 	}
-	requireErrorIs(t, s.Err(), ErrClosed)
+	require.NoError(t, s.Err())
+	require.NotNil(t, s.Result())
+	require.Greater(t, n, 100, "events delivered")
 	require.NoError(t, s.Close())
 }
 

@@ -333,8 +333,7 @@ func (s *Stream) push(ev Event) {
 // ends the lease.
 func (s *Stream) serve() error {
 	if err := s.handshake(); err != nil {
-		s.stopProcess()
-		s.endLease(false)
+		s.retire()
 		return err
 	}
 	p := s.current()
@@ -349,11 +348,10 @@ func (s *Stream) serve() error {
 			break
 		}
 		if err != nil {
-			s.stopProcess()
+			s.retire()
 			if s.aborted() || errors.Is(err, os.ErrClosed) {
 				break // the output was abandoned; the outcome is decided below
 			}
-			s.endLease(false)
 			if errors.Is(err, ErrLineTooLong) {
 				return err
 			}
@@ -376,17 +374,20 @@ func (s *Stream) serve() error {
 		case ev.Type == EventResult:
 			result = ev.Result
 			resultFirst = !s.aborted()
-			// The turn is over: the process goes back to the pool before
-			// the caller sees the result, so that its reset overlaps with
-			// whatever the caller does next.
-			s.endLease(resultFirst)
+			if resultFirst {
+				// The turn is over: the process goes back to the pool
+				// before the caller sees the result, so that its reset
+				// overlaps with whatever the caller does next.
+				s.endLease(true)
+			} else {
+				s.retire()
+			}
 		case ev.Type == EventUnknown && ev.Subtype == "result":
 			// A result line whose fields could not be decoded: never
 			// mistake it for a success, and never trust the process again.
 			result = &Result{IsError: true, Subtype: "malformed", Text: "claudepool: the result line could not be decoded"}
 			resultFirst = !s.aborted()
-			s.stopProcess()
-			s.endLease(false)
+			s.retire()
 		}
 		if !s.aborted() || resultFirst {
 			s.push(ev)
@@ -481,6 +482,13 @@ func (s *Stream) waitExit(p *Process) {
 	case <-t.C:
 		s.stopProcess()
 	}
+}
+
+// retire stops the stream's process and gives it back to the pool as
+// unusable.
+func (s *Stream) retire() {
+	s.stopProcess()
+	s.endLease(false)
 }
 
 // stopProcess ends the process (if it still runs) and waits for the reap.
