@@ -182,8 +182,12 @@ func (p *Pool) close(ctx context.Context) error {
 			proc.abandonOutput()
 		}
 		p.mu.Unlock()
-		p.log.Warn("claudepool: close deadline reached, killed busy processes", "count", busy)
-		err = fmt.Errorf("claudepool: close: killed %d busy processes: %w", busy, ctx.Err())
+		if busy > 0 {
+			// Idle and retiring processes are killed too, but only a
+			// chat that lost its process is worth an error.
+			p.log.Warn("claudepool: close deadline reached, killed busy processes", "count", busy)
+			err = fmt.Errorf("claudepool: close: killed %d busy processes: %w", busy, ctx.Err())
+		}
 		p.waitLive(nil)
 	}
 	p.wg.Wait()
