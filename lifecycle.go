@@ -315,12 +315,16 @@ func (p *Pool) reset(proc *Process) {
 	if err == nil {
 		rss = processRSS(proc.pid)
 	}
-	if err != nil {
+	// A reset that Close cut short says nothing about the process.
+	closing := err != nil && p.isClosed()
+	if err != nil && !closing {
 		p.log.Warn("claudepool: reset failed", "pid", proc.pid, "err", err)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	switch {
+	case closing:
+		p.retireLocked(proc, RetireClosed)
 	case err != nil || proc.state.Load() != stateResetting:
 		p.retireLocked(proc, RetireResetFailed)
 	case p.cfg.MaxRSS > 0 && rss > p.cfg.MaxRSS:
