@@ -31,8 +31,11 @@ type Stream struct {
 	// chat calls it at its first event or its end.
 	releaseRefill func()
 
-	leaseMu sync.Mutex // guards proc, leased and interrupted
+	leaseMu sync.Mutex // guards proc, acquire, leased and interrupted
 	proc    *Process
+	// acquire is how proc was obtained, copied at the lease: the pool may
+	// lease proc to another chat once this one is done with it.
+	acquire AcquireInfo
 	// leased is true while the stream holds its process; the first of
 	// endLease and an abort decides what becomes of it.
 	leased      bool
@@ -76,6 +79,7 @@ func (p *Pool) startStream(ctx context.Context, proc *Process, releaseRefill fun
 	s := &Stream{
 		pool:          p,
 		proc:          proc,
+		acquire:       proc.life.acquire,
 		leased:        true,
 		ctx:           ctx,
 		enc:           enc,
@@ -180,7 +184,7 @@ func (s *Stream) Result() *Result {
 func (s *Stream) Acquire() AcquireInfo {
 	s.leaseMu.Lock()
 	defer s.leaseMu.Unlock()
-	return s.proc.life.acquire
+	return s.acquire
 }
 
 // Latency returns the stream's timings so far.
@@ -441,7 +445,7 @@ func (s *Stream) handshake() error {
 			return aerr
 		}
 		s.leaseMu.Lock()
-		s.proc, s.leased = next, true
+		s.proc, s.acquire, s.leased = next, next.life.acquire, true
 		s.leaseMu.Unlock()
 		s.mu.Lock()
 		s.latency.Acquire = next.life.acquire.Wait
