@@ -68,7 +68,7 @@ func loadDuration(b *testing.B) time.Duration {
 
 // BenchmarkE2ELoad runs K callers that chat back to back for
 // CLAUDEPOOL_LOAD_SECONDS (default 20) through one pool (loadConfig)
-// against a mock API with benchFirstByteDelay. One iteration is one whole
+// against a mock API. One iteration is one whole
 // run: use -benchtime 1x. Metrics: chats/s; warm-% and reused-%, the
 // shares of chats on a warm process and on one that served an earlier
 // chat; first-event p50 and p99 and first-text p50, from the start of
@@ -78,18 +78,27 @@ func loadDuration(b *testing.B) time.Duration {
 // included, warm spares and replacements too) divided by the chats,
 // measured with getrusage(RUSAGE_CHILDREN) once Close has reaped them all.
 // Any failed chat fails the benchmark.
+//
+// It runs against two APIs: one that answers at once (API=instant), which
+// shows what the pool and the CLI cost, and one with a realistic first
+// byte (API=500ms), which shows what a user feels.
 func BenchmarkE2ELoad(b *testing.B) {
 	d := loadDuration(b)
-	for _, callers := range []int{1, 4, 8} {
-		b.Run(fmt.Sprintf("K=%d", callers), func(b *testing.B) {
-			var total loadResult
-			b.ResetTimer()
-			for range b.N {
-				total.add(runLoad(b, callers, d))
-			}
-			b.StopTimer()
-			total.report(b, callers, d)
-		})
+	for _, api := range []struct {
+		name      string
+		firstByte time.Duration
+	}{{"instant", 0}, {"500ms", benchFirstByteDelay}} {
+		for _, callers := range []int{1, 4, 8} {
+			b.Run(fmt.Sprintf("API=%s/K=%d", api.name, callers), func(b *testing.B) {
+				var total loadResult
+				b.ResetTimer()
+				for range b.N {
+					total.add(runLoad(b, callers, d, api.firstByte))
+				}
+				b.StopTimer()
+				total.report(b, callers, d, api.firstByte)
+			})
+		}
 	}
 }
 
@@ -116,9 +125,9 @@ func (r *loadResult) add(o loadResult) {
 // back to back until d has passed (chats in flight then finish), closes
 // the pool and returns what it measured. The benchmark timer runs during
 // the chats only; the CPU count covers the pool's whole life.
-func runLoad(b *testing.B, callers int, d time.Duration) loadResult {
+func runLoad(b *testing.B, callers int, d, firstByte time.Duration) loadResult {
 	b.StopTimer()
-	e := newE2E(b, claudepooltest.Config{FirstByteDelay: benchFirstByteDelay})
+	e := newE2E(b, claudepooltest.Config{FirstByteDelay: firstByte})
 	ctx, cancel := context.WithTimeout(context.Background(), d+5*time.Minute)
 	defer cancel()
 	cpuBefore := childCPU(b)
@@ -174,7 +183,7 @@ func runLoad(b *testing.B, callers int, d time.Duration) loadResult {
 	return res
 }
 
-func (r *loadResult) report(b *testing.B, callers int, d time.Duration) {
+func (r *loadResult) report(b *testing.B, callers int, d, firstByte time.Duration) {
 	n := len(r.chats)
 	if len(r.errs) > 0 {
 		b.ReportMetric(float64(len(r.errs)), "errors")
@@ -215,7 +224,7 @@ func (r *loadResult) report(b *testing.B, callers int, d time.Duration) {
 		"  %d chats in %v (%.2f/s), warm %.0f%%, reused %.0f%%, %d CLI processes started\n"+
 		"  first event p50 %v p99 %v; first text p50 %v; API first byte p50 %v; overhead p50 %v (to request p50 %v, first byte to first text p50 %v)\n"+
 		"  child CPU %v in all, %v a chat\n",
-		callers, d, cfg.Size, cfg.MaxProcs, cfg.Prompt.System, benchFirstByteDelay,
+		callers, d, cfg.Size, cfg.MaxProcs, cfg.Prompt.System, firstByte,
 		n, r.elapsed.Round(time.Millisecond), chatsPerSec, pct(warm), pct(reused), r.started,
 		rnd(quantile(firstEvent, 0.50)), rnd(quantile(firstEvent, 0.99)), rnd(quantile(firstText, 0.50)),
 		rnd(quantile(api, 0.50)), rnd(quantile(overhead, 0.50)), rnd(quantile(toRequest, 0.50)), rnd(quantile(afterFirstByte, 0.50)),
