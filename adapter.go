@@ -69,6 +69,15 @@ func (a *Adapter) StreamChat(ctx context.Context, req Request) (*Stream, error) 
 	return a.pool.startStream(ctx, proc, releaseRefill, enc, prompt, start)
 }
 
+// modelFor returns the model a process must be switched to for a request
+// that names model: "" when the pool's model serves it.
+func (p *Pool) modelFor(model string) string {
+	if model == p.cfg.Model {
+		return ""
+	}
+	return model
+}
+
 // promptFor returns the system prompt a request runs with: its own, else
 // the pool's Config.Prompt, else the empty prompt.
 func (a *Adapter) promptFor(enc *encodedRequest) SystemPrompt {

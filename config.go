@@ -41,6 +41,26 @@ var baseArgs = []string{
 	"--no-session-persistence",
 }
 
+// leanArgs keep a pooled process to what a chat needs, and away from the
+// settings of the account the backend runs as: no settings files (hooks,
+// MCP servers, a model of the user's choosing), no MCP servers but those
+// named with --mcp-config, and --bare, which skips hooks, LSP, plugin
+// sync, auto-memory, CLAUDE.md discovery, background prefetches and
+// keychain reads. Config.UserSettings turns them off.
+var leanArgs = []string{
+	"--bare",
+	"--setting-sources", "",
+	"--strict-mcp-config",
+}
+
+// leanEnv turns off the CLI's traffic that serves no chat. Config.Env
+// wins over it; Config.UserSettings drops it.
+var leanEnv = []string{
+	"DISABLE_TELEMETRY=1",
+	"DISABLE_ERROR_REPORTING=1",
+	"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1",
+}
+
 // SystemPrompt is a system prompt setting, with the meaning of
 // Request.System and Request.AppendSystem: System replaces the CLI's own
 // prompt, AppendSystem is added to it (or to System), and both empty
@@ -160,6 +180,34 @@ type Config struct {
 	// chat on each applies its own prompt at claim time.
 	Prompt *SystemPrompt
 
+	// Model is the model the pool's processes run by default, given at
+	// spawn (--model), e.g. "sonnet" or a full model ID. A request that
+	// names no model, or this one, sends no set_model. A request for
+	// another model switches its process with set_model before the user
+	// line: a round trip of about 10-20 ms on every such chat, plus, the
+	// first time a process meets the model, the CLI's confirmation of it
+	// with the API unless the model is in Models. The pool puts the model
+	// back after the chat, off the next chat's path. Empty: the CLI's
+	// default model.
+	Model string
+
+	// Models lists further models that requests may name. Each warm
+	// process switches to each of them and back once before it counts as
+	// ready, so that the CLI's one-time confirmation of a model never
+	// falls on a chat's path.
+	Models []string
+
+	// UserSettings lets the processes read the settings of the user the
+	// backend runs as, as an interactive CLI would: settings files
+	// (hooks, MCP servers, model), CLAUDE.md, plugins, the OAuth login
+	// and the keychain. By default (false) they run lean and hermetic:
+	// --bare --setting-sources "" --strict-mcp-config, with the CLI's
+	// telemetry, error reporting and non-essential traffic turned off.
+	// Without UserSettings the CLI authenticates with ANTHROPIC_API_KEY
+	// (or an apiKeyHelper given with --settings in Args) only; set it
+	// for a CLI logged in with OAuth.
+	UserSettings bool
+
 	// PartialMessages makes the CLI stream partial messages (text deltas)
 	// as EventPartial events (--include-partial-messages).
 	PartialMessages bool
@@ -197,6 +245,11 @@ func (cfg Config) normalize() (Config, string, error) {
 	for _, a := range cfg.Args {
 		if strings.ContainsRune(a, 0) {
 			return cfg, "", fmt.Errorf("claudepool: Args entry %q contains a NUL byte", a)
+		}
+	}
+	for _, m := range append([]string{cfg.Model}, cfg.Models...) {
+		if !utf8.ValidString(m) || strings.ContainsAny(m, " \t\r\n\x00") {
+			return cfg, "", fmt.Errorf("claudepool: model %q is not a model name", m)
 		}
 	}
 	if sp := cfg.Prompt; sp != nil {
@@ -240,6 +293,7 @@ func (cfg Config) normalize() (Config, string, error) {
 	cfg.Args = append([]string(nil), cfg.Args...)
 	cfg.Env = append([]string(nil), cfg.Env...)
 	cfg.Tools = append([]string(nil), cfg.Tools...)
+	cfg.Models = append([]string(nil), cfg.Models...)
 
 	path, err := exec.LookPath(cfg.Command)
 	if err != nil {
@@ -256,8 +310,32 @@ func (cfg Config) normalize() (Config, string, error) {
 // argv returns the CLI's arguments.
 func (cfg *Config) argv() []string {
 	argv := append(append([]string(nil), baseArgs...), "--tools", strings.Join(cfg.Tools, ","))
+	if !cfg.UserSettings {
+		argv = append(argv, leanArgs...)
+	}
+	if cfg.Model != "" {
+		argv = append(argv, "--model", cfg.Model)
+	}
 	if cfg.PartialMessages {
 		argv = append(argv, "--include-partial-messages")
 	}
 	return append(argv, cfg.Args...)
+}
+
+// env returns the processes' environment: the parent's through the
+// allowlist, the lean defaults, then Config.Env.
+func (cfg *Config) env(parent []string) []string {
+	extra := cfg.Env
+	if !cfg.UserSettings {
+		extra = append(append([]string(nil), leanEnv...), cfg.Env...)
+	}
+	return childEnv(parent, extra)
+}
+
+// poolModel is what set_model puts a process back to.
+func (cfg *Config) poolModel() string {
+	if cfg.Model != "" {
+		return cfg.Model
+	}
+	return "default"
 }

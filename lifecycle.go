@@ -40,7 +40,7 @@ const (
 type life struct {
 	warm      bool          // started ahead of time
 	prompt    *SystemPrompt // set by its first initialize; nil while fresh
-	model     string        // last model set with set_model; "" is the spawn's
+	model     string        // last model set with set_model; "" is the pool's
 	session   string        // session id of its current conversation
 	uses      int           // chats served
 	maxUses   int           // its share of Config.MaxUses, with jitter
@@ -119,6 +119,9 @@ func (p *Pool) spawnWarm() {
 		p.track(proc, stateStarting)
 		p.log.Debug("claudepool: process started", "pid", proc.pid, "warm", true)
 		err = proc.probe(p.ctx)
+		if err == nil && len(p.cfg.Models) > 0 {
+			err = p.confirmModels(proc)
+		}
 		if err == nil && p.cfg.Prompt != nil {
 			err = proc.initialize(p.ctx, *p.cfg.Prompt)
 		}
@@ -157,6 +160,21 @@ func (p *Pool) spawnWarm() {
 	p.toIdleLocked(proc)
 	p.mu.Unlock()
 	p.log.Debug("claudepool: process ready", "pid", proc.pid, "spawn_to_ready", ready)
+}
+
+// confirmModels switches a starting process to each of Config.Models and
+// back: the CLI confirms a model with the API the first time a process
+// switches to it, and this keeps that off the chats' path.
+func (p *Pool) confirmModels(proc *Process) error {
+	for _, m := range p.cfg.Models {
+		if m == p.cfg.Model {
+			continue
+		}
+		if err := proc.setModel(p.ctx, m); err != nil {
+			return err
+		}
+	}
+	return proc.setModel(p.ctx, p.cfg.poolModel())
 }
 
 // spawnFailedLocked records a failed spawn and schedules the next attempt.
@@ -306,7 +324,7 @@ func (p *Pool) reset(proc *Process) {
 	start := time.Now()
 	err := proc.clearConversation(p.ctx)
 	if err == nil && proc.life.model != "" {
-		err = proc.setModel(p.ctx, "default")
+		err = proc.setModel(p.ctx, p.cfg.poolModel())
 		if err == nil {
 			proc.life.model = ""
 		}

@@ -103,7 +103,7 @@ func NewPool(cfg Config) (*Pool, error) {
 		log:          p.log,
 		exited:       p.exited,
 	}
-	p.spawner = newSpawner(path, cfg.argv(), childEnv(os.Environ(), cfg.Env), p.dir, p.ownDir, p.set)
+	p.spawner = newSpawner(path, cfg.argv(), cfg.env(os.Environ()), p.dir, p.ownDir, p.set)
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 
 	p.wg.Add(1)

@@ -73,11 +73,13 @@ func TestWarmAcquire(t *testing.T) {
 	require.Len(t, lines, 1)
 	require.Contains(t, lines[0], `"subtype":"mcp_status"`)
 
-	// The process was spawned in the pooled mode, with tools off.
+	// The process was spawned in the pooled mode, with tools off, lean
+	// and away from the user's settings.
 	args, err := os.ReadFile(filepath.Join(fp.rec, strconv.Itoa(proc.PID())+".args"))
 	require.NoError(t, err)
 	require.Equal(t, []string{fakeCLI, "-p", "--input-format", "stream-json", "--output-format", "stream-json",
-		"--verbose", "--no-session-persistence", "--tools", ""}, strings.Split(strings.TrimSuffix(string(args), "\n"), "\n"))
+		"--verbose", "--no-session-persistence", "--tools", "", "--bare", "--setting-sources", "", "--strict-mcp-config"},
+		strings.Split(strings.TrimSuffix(string(args), "\n"), "\n"))
 
 	st := fp.Stats()
 	require.EqualValues(t, 1, st.WarmAcquires())

@@ -434,7 +434,9 @@ func (s *Stream) handshake() error {
 		if s.aborted() {
 			return s.abortErr
 		}
-		if sent || attempt == maxHandshakeAttempts || !p.exitedNow() {
+		// Exited, not reaped: a descendant holding stderr may delay the
+		// reap past the StopGrace that send waited for it.
+		if sent || attempt == maxHandshakeAttempts || !p.hasExited() {
 			return err
 		}
 		s.pool.counters.deadAtClaim.Add(1)
@@ -464,7 +466,7 @@ func (s *Stream) send(p *Process) (sent bool, err error) {
 			return false, err
 		}
 	}
-	if m := s.enc.model; m != "" && m != p.life.model {
+	if m := s.pool.modelFor(s.enc.model); m != p.life.model {
 		if err := p.setModel(s.ctx, m); err != nil {
 			return false, err
 		}
