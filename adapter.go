@@ -66,13 +66,13 @@ func (a *Adapter) StreamChat(ctx context.Context, req Request) (*Stream, error) 
 	if p := a.pool.cfg.Prompt; p != nil && prompt != *p && !proc.life.acquire.Warm {
 		a.pool.counters.promptCold.Add(1)
 	}
-	return a.pool.startStream(ctx, proc, releaseRefill, enc, prompt, start)
+	return newStream(ctx, a.pool, proc, releaseRefill, enc, prompt, a.modelFor(enc.model), start)
 }
 
 // modelFor returns the model a process must be switched to for a request
 // that names model: "" when the pool's model serves it.
-func (p *Pool) modelFor(model string) string {
-	if model == p.cfg.Model {
+func (a *Adapter) modelFor(model string) string {
+	if model == a.pool.cfg.Model {
 		return ""
 	}
 	return model

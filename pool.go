@@ -218,6 +218,24 @@ func (p *Pool) waitLive(stop <-chan struct{}) bool {
 	}
 }
 
+// goChat runs the goroutines of a chat as the pool's, so that Close joins
+// them, or returns ErrClosed.
+func (p *Pool) goChat(fns ...func()) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return ErrClosed
+	}
+	for _, fn := range fns {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			fn()
+		}()
+	}
+	return nil
+}
+
 func (p *Pool) isClosed() bool { return p.ctx.Err() != nil }
 
 // notifyLocked wakes every WaitReady, waitLive and slot waiter. p.mu must

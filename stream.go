@@ -26,6 +26,7 @@ type Stream struct {
 	ctx    context.Context
 	enc    *encodedRequest
 	prompt SystemPrompt // the system prompt the turn runs with
+	model  string       // the model to switch to; "" for the pool's
 	start  time.Time
 	// releaseRefill lets the pool replace the stream's warm process; the
 	// chat calls it at its first event or its end.
@@ -74,8 +75,9 @@ type StreamLatency struct {
 	Result time.Duration
 }
 
-// startStream hands proc to a new Stream and starts its reader.
-func (p *Pool) startStream(ctx context.Context, proc *Process, releaseRefill func(), enc *encodedRequest, prompt SystemPrompt, start time.Time) (*Stream, error) {
+// newStream hands proc to a new Stream and starts its reader and watcher,
+// as goroutines of the pool, which Close joins.
+func newStream(ctx context.Context, p *Pool, proc *Process, releaseRefill func(), enc *encodedRequest, prompt SystemPrompt, model string, start time.Time) (*Stream, error) {
 	s := &Stream{
 		pool:          p,
 		proc:          proc,
@@ -84,6 +86,7 @@ func (p *Pool) startStream(ctx context.Context, proc *Process, releaseRefill fun
 		ctx:           ctx,
 		enc:           enc,
 		prompt:        prompt,
+		model:         model,
 		start:         start,
 		releaseRefill: releaseRefill,
 		runDone:       make(chan struct{}),
@@ -91,25 +94,14 @@ func (p *Pool) startStream(ctx context.Context, proc *Process, releaseRefill fun
 		notify:        make(chan struct{}),
 	}
 	s.latency.Acquire = proc.life.acquire.Wait
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
+	s.stopCtx = context.AfterFunc(ctx, func() { s.abort(ctx.Err()) })
+	if err := p.goChat(s.run, s.watch); err != nil {
+		s.stopCtx()
 		releaseRefill()
 		_ = proc.Stop(context.Background())
 		p.release(proc, false)
-		return nil, ErrClosed
+		return nil, err
 	}
-	p.wg.Add(2)
-	p.mu.Unlock()
-	s.stopCtx = context.AfterFunc(ctx, func() { s.abort(ctx.Err()) })
-	go func() {
-		defer p.wg.Done()
-		s.run()
-	}()
-	go func() {
-		defer p.wg.Done()
-		s.watch()
-	}()
 	return s, nil
 }
 
@@ -466,7 +458,7 @@ func (s *Stream) send(p *Process) (sent bool, err error) {
 			return false, err
 		}
 	}
-	if m := s.pool.modelFor(s.enc.model); m != p.life.model {
+	if m := s.model; m != p.life.model {
 		if err := p.setModel(s.ctx, m); err != nil {
 			return false, err
 		}
