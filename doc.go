@@ -28,37 +28,54 @@
 // spawns each process with --input-format stream-json, the only input
 // mode in which an idle CLI waits on stdin without a time limit (text mode
 // gives up after 3 seconds), and counts it as ready once it has answered
-// a harmless mcp_status control request. Ready processes wait in a
-// buffered channel.
+// a harmless mcp_status control request.
 //
-// Acquire takes a ready process without blocking (select with default),
-// and spawns a cold one at once when none is ready; every acquire is timed
-// with time.Since and wakes the refill, which is event-driven and backs
-// off exponentially while spawns fail. A process serves one request and is
-// never reused: StreamChat sends initialize (carrying the request's system
-// prompt; only the first initialize of a process sets it, which is why the
-// probe is not initialize), set_model when the request names a model, the
-// user line, and closes stdin. So one pool of identical processes serves
-// any system prompt and model; settings the CLI only takes at spawn time
-// (tools, permission mode, MCP servers, --max-turns, environment) need a
-// pool each, configured through Config.Args and Config.Env.
+// A process then lives through spawn, probe, specialize, idle, leased,
+// reset, idle again, and so on until it is retired (lifecycle.go). A chat
+// leases a process; once the chat's result has arrived, the pool clears
+// the conversation in the background with the CLI's own /clear, confirmed
+// by a conversation_reset line and a new session id, puts the model back,
+// and keeps the process for the next chat. One process so serves up to
+// Config.MaxUses chats (100 by default) at about a tenth of the CPU of a
+// start-up each; a chat that did not end cleanly (a cancel, a crash, a
+// protocol error), a reset that was not confirmed, Config.MaxRSS and
+// Config.MaxIdle retire a process instead. A reset process carries nothing
+// of the chat before: the next chat's API request holds none of its text.
 //
-// A backend with one system prompt sets Config.Prompt instead: each warm
-// process then receives it right after its probe, and a chat on it starts
-// with the user line, which takes about a third off a warm chat's time to
-// its first event. A request with another prompt is then served cold.
+// Acquire and StreamChat take an idle process without blocking, and spawn
+// a cold one at once when none suits; every acquire is timed with
+// time.Since and wakes the refill, which keeps Config.Size processes
+// ready, is event-driven, and backs off exponentially while spawns fail.
 //
-// The replacement of a process that StreamChat took starts once the chat's
-// first event has arrived (within 500 ms at most): the CLI's start-up
-// takes a CPU-second, and on a small machine it would otherwise slow the
-// chat that is just beginning.
+// Only the first initialize of a process sets its system prompt, so a
+// process keeps its prompt for life. StreamChat takes, in this order, an
+// idle process that carries the request's prompt, a fresh warm process
+// (which then receives the prompt), or a cold spawn; at the MaxProcs cap
+// the least recently used idle process of another prompt makes room. A
+// backend with one system prompt sets Config.Prompt: warm processes
+// receive it before any request, and a chat on them starts with the user
+// line. Config.Model is given at spawn; a request for another model
+// switches its process with set_model for that chat. Settings the CLI
+// only takes at spawn time (tools, permission mode, MCP servers,
+// --max-turns, environment) need a pool each, configured through
+// Config.Args and Config.Env.
+//
+// The replacement of a warm process that StreamChat took starts once the
+// chat's first event has arrived (within 500 ms at most): the CLI's
+// start-up takes a CPU-second, and on a small machine it would otherwise
+// slow the chat that is just beginning.
 //
 // Processes run in their own process group, in a private working
 // directory, with --no-session-persistence, and with no tools unless
-// Config.Tools lists some. Their environment is the parent's filtered
-// through an allowlist — PATH, HOME, USER, LOGNAME, SHELL, LANG, LC_*, TZ,
-// TMPDIR, TERM, XDG_*, ANTHROPIC_*, CLAUDE_CODE_* (except the nested
-// session markers CLAUDECODE, CLAUDE_CODE_SESSION_ID,
+// Config.Tools lists some. They run lean and hermetic: --bare,
+// --setting-sources "" and --strict-mcp-config keep the settings, hooks,
+// MCP servers and CLAUDE.md of the account the backend runs as away from
+// them, and the CLI's telemetry and non-essential traffic are off; a
+// backend that authenticates the CLI with an OAuth login rather than
+// ANTHROPIC_API_KEY sets Config.UserSettings. Their environment is the
+// parent's filtered through an allowlist — PATH, HOME, USER, LOGNAME,
+// SHELL, LANG, LC_*, TZ, TMPDIR, TERM, XDG_*, ANTHROPIC_*, CLAUDE_CODE_*
+// (except the nested session markers CLAUDECODE, CLAUDE_CODE_SESSION_ID,
 // CLAUDE_CODE_CHILD_SESSION and CLAUDE_CODE_ENTRYPOINT), AWS_* and the
 // Google Vertex variables, proxy and CA variables, and a few CLI settings
 // (API_TIMEOUT_MS, CLAUDE_CONFIG_DIR, ...) — plus Config.Env. A backend's
@@ -68,12 +85,16 @@
 //
 // Pool.Close stops the refill, retires idle processes (close stdin, then
 // SIGTERM to the process group after Config.StopGrace, then SIGKILL),
-// waits for busy ones until its context ends, kills those left, reaps
-// every process and joins every goroutine. Stream.Close, and the end of a
-// StreamChat context, interrupt a running turn with SIGINT (the CLI ends
-// it cleanly), escalating the same way; an interrupted process never goes
-// back to the pool. On Linux each process also gets SIGKILL if the thread
-// that started it dies.
+// waits for chats in flight until its context ends, kills those left (their
+// streams end with an error wrapping ErrClosed), reaps every process and
+// joins every goroutine. A stream's events stay readable after Close, and
+// Close never waits for a caller who stopped reading. Stream.Close, and
+// the end of a StreamChat context, interrupt a running turn with SIGINT
+// (the CLI ends it cleanly), escalating the same way; an interrupted
+// process never goes back to the pool. On Linux each process also gets
+// SIGKILL if the backend dies: the pool forks from one OS thread that it
+// keeps for its whole life, so no other goroutine's thread can take the
+// processes with it.
 //
 // # Errors
 //
@@ -82,7 +103,8 @@
 // TryAcquire), ErrInvalidRequest (a malformed Request, rejected before a
 // process is taken), ErrLineTooLong (a stdout line over
 // Config.MaxLineBytes), ErrNotReady (no answer to a control request within
-// Config.ReadyTimeout). Typed errors from Stream.Err: *ResultError when
+// Config.ReadyTimeout), ErrStreamClosed (Stream.Close ended the stream
+// before its result). Typed errors from Stream.Err: *ResultError when
 // the result line has is_error set (API errors, authentication failures;
 // decided on is_error alone, never on the subtype), and *ExitError when
 // the CLI exits without a result (exit code, signal, stderr tail). When
@@ -92,10 +114,12 @@
 //
 // # Latency
 //
-// Pool.Stats returns a snapshot: idle, busy and live processes; warm and
-// cold acquires; spawn failures; and latency summaries (count, p50, p90,
+// Pool.Stats returns a snapshot: idle, busy, resetting and live
+// processes, taken together; warm and cold acquires, reuses, retirements
+// by reason and the chats each retired process served; spawn failures;
+// and latency summaries (count, p50, p90,
 // p99, max, from a fixed-bucket histogram) for warm and cold acquire wait,
-// spawn-to-ready, and, per warm and cold, the time from StreamChat to the
+// spawn-to-ready, resets, and, per warm and cold, the time from StreamChat to the
 // first event, the first text and the result. Stream.Latency and
 // Stream.Acquire give the same for one request. Stats marshals to JSON
 // for a status or metrics endpoint.
