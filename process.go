@@ -65,8 +65,11 @@ type Process struct {
 	state atomic.Int32
 	life  life
 
-	done    chan struct{} // closed once the process has been reaped
-	waitErr error         // cmd.Wait's result, valid after done
+	done chan struct{} // closed once the process has been reaped
+	// waited is closed once cmd.Wait has returned: the process has
+	// exited. done may follow up to StopGrace later (see reap).
+	waited  chan struct{}
+	waitErr error // cmd.Wait's result, valid after done
 
 	stopOnce sync.Once
 	stopErr  error
@@ -211,6 +214,17 @@ func (p *Process) exitedNow() bool {
 	}
 }
 
+// hasExited reports whether the process has exited, reaped or not: the
+// reaper waits up to StopGrace for a stderr that a descendant holds.
+func (p *Process) hasExited() bool {
+	select {
+	case <-p.waited:
+		return true
+	default:
+		return false
+	}
+}
+
 // Wait waits until the process has exited, or ctx is done. It returns nil
 // for exit code 0, an *ExitError otherwise, and ctx.Err() if ctx ended
 // first.
@@ -337,6 +351,7 @@ func (p *Process) kill() {
 // behind. It runs in its own goroutine for the process's whole life.
 func (p *Process) reap() {
 	err := p.cmd.Wait()
+	close(p.waited)
 	// Tools the CLI started share its process group; any still alive now
 	// are orphans that could hold the output pipes open.
 	_ = signalGroup(p.pid, sigKill)

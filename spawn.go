@@ -149,6 +149,7 @@ func (s *spawner) spawnOnce() (*Process, error) {
 		stderrDone: make(chan struct{}),
 		spawnedAt:  spawned,
 		done:       make(chan struct{}),
+		waited:     make(chan struct{}),
 		stopDone:   make(chan struct{}),
 	}
 	p.stderr.max = stderrTailBytes
