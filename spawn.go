@@ -86,8 +86,7 @@ func (s *spawner) startCmd(cmd *exec.Cmd) error {
 // slot of the pool; on error it releases it.
 func (s *spawner) spawn() (*Process, error) {
 	p, err := s.spawnOnce()
-	var pe *fs.PathError
-	if err != nil && s.ownDir && errors.As(err, &pe) && pe.Op == "chdir" {
+	if err != nil && !errors.Is(err, ErrClosed) && s.ownDir && errors.Is(s.dirError(err), fs.ErrNotExist) {
 		// The pool's private directory was removed while the pool ran
 		// (a temp cleaner): make it again.
 		if mkErr := os.MkdirAll(s.dir, 0o700); mkErr == nil {
@@ -159,9 +158,8 @@ func (s *spawner) spawnOnce() (*Process, error) {
 // startError names what made a start fail: the working directory, or the
 // executable.
 func (s *spawner) startError(err error) error {
-	var pe *fs.PathError
-	if errors.As(err, &pe) && pe.Op == "chdir" {
-		return fmt.Errorf("claudepool: working directory %s: %w", s.dir, pe.Err)
+	if derr := s.dirError(err); derr != nil {
+		return fmt.Errorf("claudepool: working directory %s: %w", s.dir, derr)
 	}
 	// ENOEXEC: the file is there and executable but not a program (a
 	// truncated download, another architecture).
@@ -169,4 +167,25 @@ func (s *spawner) startError(err error) error {
 		return fmt.Errorf("%w: %s: %w", ErrCLINotFound, s.path, err)
 	}
 	return fmt.Errorf("claudepool: start %s: %w", s.path, err)
+}
+
+// dirError returns why the working directory made a failed start fail, or
+// nil when it is usable. os.StartProcess checks the directory itself only
+// without SysProcAttr; with the pool's, a chdir that fails in the child
+// comes back as a fork/exec error naming the executable.
+func (s *spawner) dirError(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) && pe.Op == "chdir" {
+		return pe.Err
+	}
+	fi, err := os.Stat(s.dir)
+	switch {
+	case errors.As(err, &pe):
+		return pe.Err
+	case err != nil:
+		return err
+	case !fi.IsDir():
+		return syscall.ENOTDIR
+	}
+	return nil
 }
