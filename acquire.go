@@ -63,11 +63,11 @@ func (p *Pool) acquire(ctx context.Context, start time.Time, want *SystemPrompt,
 		return nil, nil, fmt.Errorf("claudepool: acquire: %w", err)
 	}
 	p.mu.Lock()
-	proc := p.idle.best(want)
-	if proc != nil {
-		p.claimLocked(proc, start)
-	}
+	proc, dirty := p.takeLocked(want, start)
 	p.mu.Unlock()
+	if dirty && p.cleanLeased(ctx, proc) != nil {
+		proc = nil
+	}
 	release := func() {}
 	if proc != nil && hold {
 		release = p.holdRefill()
@@ -80,6 +80,53 @@ func (p *Pool) acquire(ctx context.Context, start time.Time, want *SystemPrompt,
 	proc, err := p.acquireCold(ctx, start, want)
 	return proc, release, err
 }
+
+// takeLocked leases the idle process that suits a request with prompt
+// want: one without a conversation (see idleSet.best), else the least
+// recently used one that holds a conversation with want, which the caller
+// must then reset (dirty). p.mu must be held.
+func (p *Pool) takeLocked(want *SystemPrompt, start time.Time) (proc *Process, dirty bool) {
+	proc = p.idle.best(want)
+	if proc == nil && want != nil {
+		proc = p.idle.oldest(func(q *Process) bool {
+			return q.life.held != nil && *q.life.prompt == *want
+		})
+		dirty = proc != nil
+	}
+	if proc != nil {
+		proc.life.held = nil
+		p.claimLocked(proc, start)
+	}
+	return proc, dirty
+}
+
+// lease takes a process for a chat: the one that holds the conversation
+// the request continues (cont, nil when it continues none), else as
+// acquire does.
+func (p *Pool) lease(ctx context.Context, start time.Time, want *SystemPrompt, cont *contKeys, hold bool) (*Process, func(), error) {
+	if cont != nil && !p.isClosed() && ctx.Err() == nil {
+		p.mu.Lock()
+		proc := p.idle.holding(cont.key)
+		switch {
+		case proc != nil:
+			p.claimLocked(proc, start)
+			p.counters.stickyHits.Add(1)
+		case p.idle.holdingMessages(cont.msgKey):
+			p.counters.stickyMissSettings.Add(1)
+		default:
+			p.counters.stickyMissNone.Add(1)
+		}
+		p.mu.Unlock()
+		if proc != nil {
+			p.logAcquire(proc)
+			return proc, func() {}, nil
+		}
+	}
+	return p.acquire(ctx, start, want, hold)
+}
+
+// contKeys are the keys of the conversation a request continues.
+type contKeys struct{ key, msgKey convKey }
 
 // acquireCold spawns a process for an acquire that found none idle. At
 // the MaxProcs cap it waits for a slot, and takes an idle process that
@@ -123,9 +170,11 @@ func (p *Pool) waitSlot(ctx context.Context, start time.Time, want *SystemPrompt
 	for {
 		p.mu.Lock()
 		changed := p.changed
-		if proc := p.idle.best(want); proc != nil {
-			p.claimLocked(proc, start)
+		if proc, dirty := p.takeLocked(want, start); proc != nil {
 			p.mu.Unlock()
+			if dirty && p.cleanLeased(ctx, proc) != nil {
+				continue
+			}
 			p.wakeFill()
 			p.logAcquire(proc)
 			return proc, nil

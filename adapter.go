@@ -59,14 +59,19 @@ func (a *Adapter) StreamChat(ctx context.Context, req Request) (*Stream, error) 
 		return nil, err
 	}
 	prompt := a.promptFor(enc)
-	proc, releaseRefill, err := a.pool.acquire(ctx, start, &prompt, true)
+	model := a.modelFor(enc.model)
+	var cont *contKeys
+	if key, msgKey, ok := continuation(prompt, model, enc.msgs); ok && a.pool.cfg.HoldConversations > 0 {
+		cont = &contKeys{key, msgKey}
+	}
+	proc, releaseRefill, err := a.pool.lease(ctx, start, &prompt, cont, true)
 	if err != nil {
 		return nil, err
 	}
 	if p := a.pool.cfg.Prompt; p != nil && prompt != *p && !proc.life.acquire.Warm {
 		a.pool.counters.promptCold.Add(1)
 	}
-	return newStream(ctx, a.pool, proc, releaseRefill, enc, prompt, a.modelFor(enc.model), start)
+	return newStream(ctx, a.pool, proc, releaseRefill, enc, prompt, model, start)
 }
 
 // modelFor returns the model a process must be switched to for a request

@@ -76,7 +76,8 @@ func userText(t *testing.T, m map[string]any) string {
 
 func TestStreamChatWarm(t *testing.T) {
 	ctx := testCtx(t)
-	fp := newFakePool(t, Config{Size: 1})
+	// One chat a process: the lines a process received are its chat's.
+	fp := newFakePool(t, Config{Size: 1, MaxUses: 1})
 	require.NoError(t, fp.WaitReady(ctx))
 	s, evs := chatOK(t, ctx, NewAdapter(fp.Pool), userMsg("hello"))
 	require.Equal(t, []EventType{EventInit, EventAssistant, EventResult}, types(evs))
@@ -97,7 +98,7 @@ func TestStreamChatWarm(t *testing.T) {
 	require.GreaterOrEqual(t, lat.Result, lat.FirstText)
 
 	// Probe, then initialize with the empty system prompt, then the user
-	// line; stdin was closed after it.
+	// line.
 	sent := sentLines(t, fp, info.PID)
 	require.Len(t, sent, 3)
 	require.Equal(t, "mcp_status", request(sent[0])["subtype"])

@@ -138,6 +138,16 @@ type Config struct {
 	// /proc and has no effect on systems without it.
 	MaxRSS int64
 
+	// HoldConversations is how long a process keeps the conversation of
+	// its last chat for a request that continues it (see StreamChat): the
+	// request's messages are that chat's plus its reply (Result.Text) and
+	// one new user message, with the same system prompt and model. After
+	// that time, or sooner when a process is needed for another chat, the
+	// pool resets the process. 0 means DefaultHoldConversations; a
+	// negative value turns holding off, and every chat is then reset at
+	// once.
+	HoldConversations time.Duration
+
 	// MaxIdle retires a warm process that has been idle this long (each
 	// process gets up to 10% less, so that processes started together do
 	// not expire together) and spawns a fresh one. 0 means never.
@@ -289,6 +299,9 @@ func (cfg Config) normalize() (Config, string, error) {
 	}
 	if cfg.MaxUses == 0 {
 		cfg.MaxUses = DefaultMaxUses
+	}
+	if cfg.HoldConversations == 0 {
+		cfg.HoldConversations = DefaultHoldConversations
 	}
 	cfg.Args = append([]string(nil), cfg.Args...)
 	cfg.Env = append([]string(nil), cfg.Env...)

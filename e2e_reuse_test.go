@@ -16,7 +16,8 @@ import (
 func TestE2EReuse(t *testing.T) {
 	ctx := e2eCtx(t, 2*time.Minute)
 	e := newE2E(t, claudepooltest.Config{})
-	p, logs := e.pool(t, Config{Size: 1})
+	// No held conversations: every chat is followed by a reset.
+	p, logs := e.pool(t, Config{Size: 1, HoldConversations: -1})
 	require.NoError(t, p.WaitReady(ctx))
 	a := NewAdapter(p)
 	const system = "You are the reuse test's assistant."

@@ -55,6 +55,11 @@ func newFakePool(t *testing.T, cfg Config, env ...string) *fakePool {
 	if cfg.SpawnBackoff == 0 {
 		cfg.SpawnBackoff = 10 * time.Millisecond
 	}
+	if cfg.HoldConversations == 0 {
+		// Reset every process right after its chat, so that tests of
+		// reuse see the reset; tests of held conversations set it.
+		cfg.HoldConversations = -1
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(logs)
 	}

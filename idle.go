@@ -22,15 +22,16 @@ func (s *idleSet) remove(p *Process) bool {
 	return false
 }
 
-// best returns the idle process a request with prompt want should take,
-// or nil: the most recently used one that carries want, else the most
-// recently readied fresh one (no prompt yet). A nil want matches fresh
-// processes only.
+// best returns the idle process without a conversation that a request
+// with prompt want should take, or nil: the most recently used one that
+// carries want, else the most recently readied fresh one (no prompt
+// yet). A nil want matches fresh processes only.
 func (s *idleSet) best(want *SystemPrompt) *Process {
 	var fresh *Process
 	for i := len(s.procs) - 1; i >= 0; i-- {
 		p := s.procs[i]
 		switch {
+		case p.life.held != nil:
 		case p.life.prompt == nil:
 			if fresh == nil {
 				fresh = p
@@ -56,12 +57,40 @@ func (s *idleSet) oldestExcept(want *SystemPrompt) *Process {
 // oldestForeign returns the least recently used idle process for which
 // foreign is true, or nil.
 func (s *idleSet) oldestForeign(foreign func(*Process) bool) *Process {
+	return s.oldest(foreign)
+}
+
+// oldest returns the least recently used idle process for which match is
+// true, or nil.
+func (s *idleSet) oldest(match func(*Process) bool) *Process {
 	for _, p := range s.procs {
-		if foreign(p) {
+		if match(p) {
 			return p
 		}
 	}
 	return nil
+}
+
+// holding returns the idle process that holds the conversation key, or
+// nil.
+func (s *idleSet) holding(key convKey) *Process {
+	for _, p := range s.procs {
+		if p.life.held != nil && p.life.held.key == key {
+			return p
+		}
+	}
+	return nil
+}
+
+// holdingMessages reports whether an idle process holds a conversation
+// with these messages, whatever its prompt and model.
+func (s *idleSet) holdingMessages(msgKey convKey) bool {
+	for _, p := range s.procs {
+		if p.life.held != nil && p.life.held.msgKey == msgKey {
+			return true
+		}
+	}
+	return false
 }
 
 // count returns how many idle processes satisfy keep.

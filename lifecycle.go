@@ -47,6 +47,8 @@ type life struct {
 	rss       int64         // resident bytes after its last reset; 0 unknown
 	readyAt   time.Time     // when it last became idle
 	idleTimer *time.Timer   // MaxIdle expiry of the current idle period
+	held      *held         // the conversation it holds while idle; nil when reset
+	holdTimer *time.Timer   // ends the hold after Config.HoldConversations
 	acquire   AcquireInfo   // how its current leaseholder got it
 	// retired is set when the pool retires it; a process can also end
 	// on its own.
@@ -206,6 +208,9 @@ func (p *Pool) toIdleLocked(proc *Process) {
 		ttl := p.cfg.MaxIdle - time.Duration(rand.Int64N(int64(p.cfg.MaxIdle)/10+1))
 		proc.life.idleTimer = time.AfterFunc(ttl, func() { p.expire(proc) })
 	}
+	if proc.life.held != nil {
+		proc.life.holdTimer = time.AfterFunc(p.cfg.HoldConversations, func() { p.endHold(proc) })
+	}
 	p.setStateLocked(proc, stateIdle)
 	p.idle.add(proc)
 	if p.slots == nil && p.isForeign(proc) {
@@ -234,21 +239,37 @@ func (p *Pool) defaultPrompt() SystemPrompt {
 	return SystemPrompt{}
 }
 
-// isSpare reports whether an idle process counts toward Config.Size.
-func (p *Pool) isSpare(proc *Process) bool { return !p.isForeign(proc) }
+// isSpare reports whether an idle process counts toward Config.Size: it
+// holds no conversation and can serve a request without a prompt of its
+// own.
+func (p *Pool) isSpare(proc *Process) bool { return proc.life.held == nil && !p.isForeign(proc) }
 
-// claimLocked leases an idle process to a caller. p.mu must be held.
-func (p *Pool) claimLocked(proc *Process, start time.Time) {
+// holdsDefault reports whether an idle process holds a conversation and
+// would be a spare once reset.
+func (p *Pool) holdsDefault(proc *Process) bool { return proc.life.held != nil && !p.isForeign(proc) }
+
+// leaveIdleLocked takes an idle process out of the idle set and stops its
+// timers. p.mu must be held.
+func (p *Pool) leaveIdleLocked(proc *Process) {
 	p.idle.remove(proc)
-	if proc.life.idleTimer != nil {
-		proc.life.idleTimer.Stop()
-		proc.life.idleTimer = nil
+	for _, t := range []**time.Timer{&proc.life.idleTimer, &proc.life.holdTimer} {
+		if *t != nil {
+			(*t).Stop()
+			*t = nil
+		}
 	}
+}
+
+// claimLocked leases an idle process to a caller. A process that holds a
+// conversation is leased to continue it. p.mu must be held.
+func (p *Pool) claimLocked(proc *Process, start time.Time) {
+	p.leaveIdleLocked(proc)
 	p.setStateLocked(proc, stateLeased)
 	proc.life.uses++
 	wait := time.Since(start)
 	proc.life.acquire = AcquireInfo{Warm: true, Reused: proc.life.uses > 1, Uses: proc.life.uses,
-		Wait: wait, IdleAge: start.Sub(proc.life.readyAt), PID: proc.pid}
+		Sticky: proc.life.held != nil, Wait: wait, IdleAge: start.Sub(proc.life.readyAt), PID: proc.pid}
+	proc.life.held = nil
 	p.counters.warm.Add(1)
 	if proc.life.uses > 1 {
 		p.counters.reuses.Add(1)
@@ -270,10 +291,7 @@ func (p *Pool) retireLocked(proc *Process, reason RetireReason) {
 		return // it exited on its own: nothing to stop
 	}
 	if prev == stateIdle {
-		p.idle.remove(proc)
-		if proc.life.idleTimer != nil {
-			proc.life.idleTimer.Stop()
-		}
+		p.leaveIdleLocked(proc)
 	}
 	p.setStateLocked(proc, stateRetired)
 	p.log.Debug("claudepool: retiring process", "pid", proc.pid, "reason", string(reason), "uses", proc.life.uses)
@@ -293,10 +311,11 @@ func reasonIndex(r RetireReason) int {
 	panic("claudepool: unknown retire reason " + string(r))
 }
 
-// release ends a chat's lease. A process whose chat ended cleanly is
+// release ends a chat's lease. A process whose chat ended cleanly holds
+// the chat's conversation (h) for its continuation, or, without one, is
 // reset for the next chat in the background, unless it has served its
 // share of Config.MaxUses; any other end retires it.
-func (p *Pool) release(proc *Process, clean bool) {
+func (p *Pool) release(proc *Process, clean bool, h *held) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	switch {
@@ -309,10 +328,34 @@ func (p *Pool) release(proc *Process, clean bool) {
 		p.retireLocked(proc, RetireClosed)
 	case proc.life.uses >= proc.life.maxUses:
 		p.retireLocked(proc, RetireMaxUses)
+	case h != nil && p.cfg.HoldConversations > 0 && !p.outgrown(proc):
+		proc.life.held = h
+		p.toIdleLocked(proc)
 	default:
-		p.setStateLocked(proc, stateResetting)
-		p.wg.Add(1)
-		go p.reset(proc)
+		p.resetLocked(proc)
+	}
+}
+
+// resetLocked starts the reset of a process that is leased, or idle and
+// holding a conversation. p.mu must be held.
+func (p *Pool) resetLocked(proc *Process) {
+	if proc.state.Load() == stateIdle {
+		p.leaveIdleLocked(proc)
+	}
+	proc.life.held = nil
+	p.setStateLocked(proc, stateResetting)
+	p.wg.Add(1)
+	go p.reset(proc)
+}
+
+// endHold resets a process whose conversation was held for
+// Config.HoldConversations without a continuation.
+func (p *Pool) endHold(proc *Process) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if proc.state.Load() == stateIdle && proc.life.held != nil && !p.closed {
+		p.counters.holdsExpired.Add(1)
+		p.resetLocked(proc)
 	}
 }
 
@@ -322,13 +365,7 @@ func (p *Pool) reset(proc *Process) {
 	defer p.wg.Done()
 	defer p.wakeFill()
 	start := time.Now()
-	err := proc.clearConversation(p.ctx)
-	if err == nil && proc.life.model != "" {
-		err = proc.setModel(p.ctx, p.cfg.poolModel())
-		if err == nil {
-			proc.life.model = ""
-		}
-	}
+	err := p.clean(p.ctx, proc)
 	var rss int64
 	if err == nil {
 		rss = processRSS(proc.pid)
@@ -357,6 +394,38 @@ func (p *Pool) reset(proc *Process) {
 	}
 }
 
+// outgrown reports whether a process's memory exceeds Config.MaxRSS; it
+// then goes through a reset, which retires it.
+func (p *Pool) outgrown(proc *Process) bool {
+	return p.cfg.MaxRSS > 0 && processRSS(proc.pid) > p.cfg.MaxRSS
+}
+
+// cleanLeased resets a leased process that held a conversation before it
+// serves another chat; a process whose reset fails is retired.
+func (p *Pool) cleanLeased(ctx context.Context, proc *Process) error {
+	p.counters.holdsTaken.Add(1)
+	err := p.clean(ctx, proc)
+	if err != nil {
+		p.log.Warn("claudepool: reset failed", "pid", proc.pid, "err", err)
+		p.mu.Lock()
+		p.retireLocked(proc, RetireResetFailed)
+		p.mu.Unlock()
+	}
+	return err
+}
+
+// clean clears a process's conversation and puts its model back.
+func (p *Pool) clean(ctx context.Context, proc *Process) error {
+	err := proc.clearConversation(ctx)
+	if err == nil && proc.life.model != "" {
+		err = proc.setModel(ctx, p.cfg.poolModel())
+		if err == nil {
+			proc.life.model = ""
+		}
+	}
+	return err
+}
+
 // expire retires a process that stayed idle longer than MaxIdle.
 func (p *Pool) expire(proc *Process) {
 	p.mu.Lock()
@@ -372,10 +441,7 @@ func (p *Pool) expire(proc *Process) {
 func (p *Pool) exited(proc *Process) {
 	p.mu.Lock()
 	if proc.state.Load() == stateIdle {
-		p.idle.remove(proc)
-		if proc.life.idleTimer != nil {
-			proc.life.idleTimer.Stop()
-		}
+		p.leaveIdleLocked(proc)
 		p.counters.deadIdle.Add(1)
 		// Nobody will ever read its output.
 		proc.abandonOutput()

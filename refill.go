@@ -59,6 +59,13 @@ func (p *Pool) launchSpawns() time.Duration {
 		deficit = min(deficit, 1-p.spawning)
 	}
 	for ; deficit > 0; deficit-- {
+		// A conversation held with the default prompt gives way: a reset
+		// costs a fraction of a spawn.
+		if h := p.idle.oldest(p.holdsDefault); h != nil {
+			p.counters.holdsTaken.Add(1)
+			p.resetLocked(h)
+			continue
+		}
 		if p.slots != nil {
 			select {
 			case p.slots <- struct{}{}:

@@ -3,6 +3,7 @@ package claudepool
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -143,7 +144,11 @@ type textBlock struct {
 type encodedRequest struct {
 	prompt SystemPrompt // the request's own setting; zero when it has none
 	model  string       // "" keeps the pool's model
-	user   []byte       // the user line
+	msgs   []Message    // the conversation, copied
+	user   []byte       // the user line: the rendered conversation
+	// last is the user line with the last message alone, for a process
+	// that holds the conversation before it.
+	last []byte
 }
 
 // encode validates r and encodes it. It runs before any process is taken,
@@ -152,18 +157,30 @@ func (r *Request) encode() (*encodedRequest, error) {
 	if err := r.validate(); err != nil {
 		return nil, err
 	}
-	enc := &encodedRequest{prompt: SystemPrompt{System: r.System, AppendSystem: r.AppendSystem}}
-	enc.model = r.Model
+	enc := &encodedRequest{prompt: SystemPrompt{System: r.System, AppendSystem: r.AppendSystem},
+		model: r.Model, msgs: slices.Clone(r.Messages)}
+	var err error
+	if enc.user, err = encodeUserLine(RenderTranscript(r.Messages)); err != nil {
+		return nil, err
+	}
+	if len(r.Messages) > 1 {
+		if enc.last, err = encodeUserLine(r.Messages[len(r.Messages)-1].Content); err != nil {
+			return nil, err
+		}
+	} else {
+		enc.last = enc.user
+	}
+	return enc, nil
+}
+
+// encodeUserLine encodes the stream-json user line carrying text.
+func encodeUserLine(text string) ([]byte, error) {
 	line, err := json.Marshal(userLine{
-		Type: "user",
-		Message: userMessage{
-			Role:    "user",
-			Content: []textBlock{{Type: "text", Text: RenderTranscript(r.Messages)}},
-		},
+		Type:    "user",
+		Message: userMessage{Role: "user", Content: []textBlock{{Type: "text", Text: text}}},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
 	}
-	enc.user = line
-	return enc, nil
+	return line, nil
 }

@@ -11,13 +11,20 @@ type counters struct {
 	warm          atomic.Int64
 	cold          atomic.Int64
 	spawnFailures atomic.Int64
-	recycled      atomic.Int64
 	deadIdle      atomic.Int64
 	slotTimeouts  atomic.Int64
 	promptCold    atomic.Int64
 	reuses        atomic.Int64
 	deadAtClaim   atomic.Int64
 	retired       [len(retireReasonsArray)]atomic.Int64
+	// Held conversations: continued; missed because no process holds the
+	// history, or because one does with another prompt or model; reset
+	// after HoldConversations; reset for another chat.
+	stickyHits         atomic.Int64
+	stickyMissNone     atomic.Int64
+	stickyMissSettings atomic.Int64
+	holdsExpired       atomic.Int64
+	holdsTaken         atomic.Int64
 }
 
 // retireReasonsArray fixes the number of retire reasons at compile time.
@@ -49,6 +56,10 @@ type Stats struct {
 	deadIdle, slotTimeouts                    int64
 	promptCold, malformedLines                int64
 	reuses, deadAtClaim                       int64
+	held                                      int
+	stickyHits, stickyMissNone                int64
+	stickyMissSettings, holdsExpired          int64
+	holdsTaken                                int64
 	retired                                   map[RetireReason]int64
 	resets                                    LatencySummary
 	uses                                      CountSummary
@@ -73,6 +84,9 @@ func (p *Pool) Stats() Stats {
 	}
 	for _, proc := range p.idle.procs {
 		st.idleRSS += proc.life.rss
+		if proc.life.held != nil {
+			st.held++
+		}
 	}
 	p.mu.Unlock()
 	c, l := &p.counters, &p.lat
@@ -85,6 +99,11 @@ func (p *Pool) Stats() Stats {
 	st.malformedLines = p.set.malformed.Load()
 	st.reuses = c.reuses.Load()
 	st.deadAtClaim = c.deadAtClaim.Load()
+	st.stickyHits = c.stickyHits.Load()
+	st.stickyMissNone = c.stickyMissNone.Load()
+	st.stickyMissSettings = c.stickyMissSettings.Load()
+	st.holdsExpired = c.holdsExpired.Load()
+	st.holdsTaken = c.holdsTaken.Load()
 	st.retired = make(map[RetireReason]int64, len(retireReasonsArray))
 	for i, r := range retireReasonsArray {
 		st.retired[r] = c.retired[i].Load()
@@ -130,6 +149,44 @@ func (s Stats) Retired(reason RetireReason) int64 { return s.retired[reason] }
 
 // UsesPerProcess summarizes how many chats each retired process served.
 func (s Stats) UsesPerProcess() CountSummary { return s.uses }
+
+// Held is the number of idle processes that hold the conversation of
+// their last chat.
+func (s Stats) Held() int { return s.held }
+
+// StickyHits counts requests that continued a held conversation.
+func (s Stats) StickyHits() int64 { return s.stickyHits }
+
+// StickyMisses counts requests that could have continued a conversation
+// (their last messages are an assistant reply and a user message) but
+// found none held for them, by reason: MissNotHeld when no process holds
+// those messages (a new or edited history, a conversation reset or held
+// by another replica), MissSettings when one does, with another system
+// prompt or model.
+func (s Stats) StickyMisses(reason MissReason) int64 {
+	if reason == MissSettings {
+		return s.stickyMissSettings
+	}
+	return s.stickyMissNone
+}
+
+// HoldsEnded counts held conversations the pool reset: after
+// Config.HoldConversations (expired true), or to serve another chat.
+func (s Stats) HoldsEnded(expired bool) int64 {
+	if expired {
+		return s.holdsExpired
+	}
+	return s.holdsTaken
+}
+
+// MissReason says why a request found no held conversation to continue.
+type MissReason string
+
+// The reasons a continuation misses.
+const (
+	MissNotHeld  MissReason = "not_held"
+	MissSettings MissReason = "settings"
+)
 
 // DeadAtClaim counts processes found dead when a chat began with them,
 // before its request reached them; the chat took another.
@@ -210,11 +267,19 @@ func (s Stats) MarshalJSON() ([]byte, error) {
 		FirstText  LatencySummary `json:"first_text"`
 		Result     LatencySummary `json:"result"`
 	}
-	return json.Marshal(struct {
+	type sticky struct {
+		Hits         int64 `json:"hits"`
+		MissNotHeld  int64 `json:"miss_not_held"`
+		MissSettings int64 `json:"miss_settings"`
+		HoldsExpired int64 `json:"holds_expired"`
+		HoldsTaken   int64 `json:"holds_taken"`
+	}
+	type stats struct {
 		Idle           int                    `json:"idle"`
 		Busy           int                    `json:"busy"`
 		Starting       int                    `json:"starting"`
 		Resetting      int                    `json:"resetting"`
+		Held           int                    `json:"held"`
 		Live           int                    `json:"live"`
 		IdleRSS        int64                  `json:"idle_rss_bytes"`
 		WarmAcquires   int64                  `json:"warm_acquires"`
@@ -225,6 +290,7 @@ func (s Stats) MarshalJSON() ([]byte, error) {
 		Resets         LatencySummary         `json:"resets"`
 		UsesPerProcess CountSummary           `json:"uses_per_process"`
 		DeadAtClaim    int64                  `json:"dead_at_claim"`
+		Sticky         sticky                 `json:"sticky"`
 		DeadIdle       int64                  `json:"dead_idle"`
 		SlotTimeouts   int64                  `json:"slot_timeouts"`
 		PromptCold     int64                  `json:"prompt_cold"`
@@ -232,13 +298,17 @@ func (s Stats) MarshalJSON() ([]byte, error) {
 		SpawnToReady   LatencySummary         `json:"spawn_to_ready"`
 		Warm           phase                  `json:"warm"`
 		Cold           phase                  `json:"cold"`
-	}{
-		s.idle, s.busy, s.starting, s.resetting, s.live, s.idleRSS,
-		s.warmAcquires, s.coldAcquires, s.spawnFailures,
-		s.reuses, s.retired, s.resets, s.uses, s.deadAtClaim,
-		s.deadIdle, s.slotTimeouts, s.promptCold, s.malformedLines,
-		s.spawnToReady,
-		phase{s.warmAcquireWait, s.warmFirstEvent, s.warmFirstText, s.warmResult},
-		phase{s.coldAcquireWait, s.coldFirstEvent, s.coldFirstText, s.coldResult},
+	}
+	return json.Marshal(stats{
+		Idle: s.idle, Busy: s.busy, Starting: s.starting, Resetting: s.resetting, Held: s.held,
+		Live: s.live, IdleRSS: s.idleRSS,
+		WarmAcquires: s.warmAcquires, ColdAcquires: s.coldAcquires, SpawnFailures: s.spawnFailures,
+		Reuses: s.reuses, Retired: s.retired, Resets: s.resets, UsesPerProcess: s.uses,
+		DeadAtClaim: s.deadAtClaim,
+		Sticky:      sticky{s.stickyHits, s.stickyMissNone, s.stickyMissSettings, s.holdsExpired, s.holdsTaken},
+		DeadIdle:    s.deadIdle, SlotTimeouts: s.slotTimeouts, PromptCold: s.promptCold,
+		MalformedLines: s.malformedLines, SpawnToReady: s.spawnToReady,
+		Warm: phase{s.warmAcquireWait, s.warmFirstEvent, s.warmFirstText, s.warmResult},
+		Cold: phase{s.coldAcquireWait, s.coldFirstEvent, s.coldFirstText, s.coldResult},
 	})
 }

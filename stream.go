@@ -99,7 +99,7 @@ func newStream(ctx context.Context, p *Pool, proc *Process, releaseRefill func()
 		s.stopCtx()
 		releaseRefill()
 		_ = proc.Stop(context.Background())
-		p.release(proc, false)
+		p.release(proc, false, nil)
 		return nil, err
 	}
 	return s, nil
@@ -245,6 +245,12 @@ func (s *Stream) current() *Process {
 // next chat if the turn ended cleanly and no abort interrupted it, to be
 // retired otherwise.
 func (s *Stream) endLease(clean bool) {
+	s.endLeaseHolding(clean, nil)
+}
+
+// endLeaseHolding is endLease for a turn that ended cleanly with a
+// conversation its process may hold (h).
+func (s *Stream) endLeaseHolding(clean bool, h *held) {
 	s.leaseMu.Lock()
 	if !s.leased {
 		s.leaseMu.Unlock()
@@ -254,7 +260,7 @@ func (s *Stream) endLease(clean bool) {
 	clean = clean && !s.interrupted
 	proc := s.proc
 	s.leaseMu.Unlock()
-	s.pool.release(proc, clean)
+	s.pool.release(proc, clean, h)
 }
 
 // watch interrupts the turn when the stream is aborted while it holds its
@@ -373,8 +379,14 @@ func (s *Stream) serve() error {
 			if resultFirst {
 				// The turn is over: the process goes back to the pool
 				// before the caller sees the result, so that its reset
-				// overlaps with whatever the caller does next.
-				s.endLease(true)
+				// overlaps with whatever the caller does next. It may
+				// hold the conversation for its continuation; a turn that
+				// failed leaves nothing worth continuing.
+				var h *held
+				if result != nil && !result.IsError {
+					h = heldAfter(s.prompt, s.model, s.enc.msgs, result.Text)
+				}
+				s.endLeaseHolding(true, h)
 			} else {
 				s.retire()
 			}
@@ -464,7 +476,11 @@ func (s *Stream) send(p *Process) (sent bool, err error) {
 		}
 		p.life.model = m
 	}
-	if err := p.WriteLine(s.enc.user); err != nil {
+	line := s.enc.user
+	if s.Acquire().Sticky {
+		line = s.enc.last
+	}
+	if err := p.WriteLine(line); err != nil {
 		return false, p.exitedBefore("the user message", err)
 	}
 	return true, nil
