@@ -84,9 +84,10 @@ func (r *Request) validate() error {
 }
 
 // RenderTranscript renders a conversation into the text of the single user
-// line the CLI receives. A one-message conversation is the message itself.
-// Longer ones use this stable format, which the model reads as earlier
-// turns followed by the message to answer:
+// line the CLI receives when no process holds the conversation before the
+// last message (see Config.HoldConversations). A one-message conversation
+// is the message itself. Longer ones use this stable format, which the
+// model reads as earlier turns followed by the message to answer:
 //
 //	<conversation_history>
 //	<turn role="user">
@@ -101,8 +102,8 @@ func (r *Request) validate() error {
 //	follow-up question
 //	</current_message>
 //
-// The CLI keeps no state between requests: each request carries the whole
-// conversation.
+// In this format, message text is escaped as XML text is (& as &amp;, < as
+// &lt;, > as &gt;), so that no message can open or close a turn.
 func RenderTranscript(msgs []Message) string {
 	if len(msgs) == 0 {
 		return ""
@@ -114,13 +115,18 @@ func RenderTranscript(msgs []Message) string {
 	var b strings.Builder
 	b.WriteString("<conversation_history>\n")
 	for _, m := range msgs[:len(msgs)-1] {
-		fmt.Fprintf(&b, "<turn role=%q>\n%s\n</turn>\n", m.Role, m.Content)
+		fmt.Fprintf(&b, "<turn role=%q>\n", m.Role)
+		transcriptEscaper.WriteString(&b, m.Content)
+		b.WriteString("\n</turn>\n")
 	}
 	b.WriteString("</conversation_history>\n\n<current_message>\n")
-	b.WriteString(last.Content)
+	transcriptEscaper.WriteString(&b, last.Content)
 	b.WriteString("\n</current_message>")
 	return b.String()
 }
+
+// transcriptEscaper escapes message text in a rendered transcript.
+var transcriptEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
 
 // userLine is the stream-json input line carrying the user's message.
 type userLine struct {
