@@ -213,6 +213,15 @@ func (p *Pool) toIdleLocked(proc *Process) {
 	}
 	p.setStateLocked(proc, stateIdle)
 	p.idle.add(proc)
+	if p.slots == nil && proc.life.held != nil {
+		// Without MaxProcs nothing else bounds the processes that hold
+		// conversations: beyond max(Size, 1), the least recently used
+		// gives its conversation up.
+		if p.idle.count(holding) > max(p.cfg.Size, 1) {
+			p.counters.holdsTaken.Add(1)
+			p.resetLocked(p.idle.oldest(holding))
+		}
+	}
 	if p.slots == nil && p.isForeign(proc) {
 		// Without MaxProcs nothing else bounds the processes kept for
 		// prompts that may never come back.
@@ -243,6 +252,9 @@ func (p *Pool) defaultPrompt() SystemPrompt {
 // holds no conversation and can serve a request without a prompt of its
 // own.
 func (p *Pool) isSpare(proc *Process) bool { return proc.life.held == nil && !p.isForeign(proc) }
+
+// holding reports whether an idle process holds a conversation.
+func holding(proc *Process) bool { return proc.life.held != nil }
 
 // holdsDefault reports whether an idle process holds a conversation and
 // would be a spare once reset.

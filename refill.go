@@ -59,20 +59,20 @@ func (p *Pool) launchSpawns() time.Duration {
 		deficit = min(deficit, 1-p.spawning)
 	}
 	for ; deficit > 0; deficit-- {
-		// A conversation held with the default prompt gives way: a reset
-		// costs a fraction of a spawn.
-		if h := p.idle.oldest(p.holdsDefault); h != nil {
-			p.counters.holdsTaken.Add(1)
-			p.resetLocked(h)
-			continue
-		}
 		if p.slots != nil {
 			select {
 			case p.slots <- struct{}{}:
 			default:
-				// At the cap, a process kept for another prompt gives
-				// its place to a spare; a reaped process wakes the
+				// At the cap, a held conversation with the default
+				// prompt gives way (a reset costs a fraction of a
+				// spawn), or else a process kept for another prompt
+				// gives its place to a spare; a reaped process wakes the
 				// filler.
+				if h := p.idle.oldest(p.holdsDefault); h != nil {
+					p.counters.holdsTaken.Add(1)
+					p.resetLocked(h)
+					continue
+				}
 				if old := p.idle.oldestForeign(p.isForeign); old != nil {
 					old.life.evictedForSpare = true
 					p.evicting++
