@@ -1,5 +1,6 @@
 // Command demo streams a reply from the Claude Code CLI through a warm
-// claudepool, then measures cold against warm chats and prints the table.
+// claudepool, then measures cold, warm and reused chats and prints the
+// table.
 //
 // By default it needs nothing configured: it starts claudepooltest, a mock
 // of the Messages API, in-process and points the CLI at it. With -real it
@@ -62,42 +63,50 @@ func run(ctx context.Context, cli string, real bool, prompt string, rounds int) 
 		fmt.Printf("mock Messages API at %s\n", mock.URL())
 	}
 
-	newPool := func(size int) (*claudepool.Pool, error) {
+	newPool := func(size, maxUses int) (*claudepool.Pool, error) {
 		return claudepool.NewPool(claudepool.Config{
-			Command: cli, Size: size, Env: env, PartialMessages: true,
+			Command: cli, Size: size, MaxUses: maxUses, Env: env, PartialMessages: true,
 			// Warm processes get the prompt before a request arrives.
 			Prompt: &claudepool.SystemPrompt{System: "You are a concise assistant."},
 		})
 	}
-	warmPool, err := newPool(1)
+	// Three pools, one per kind of chat: cold spawns a process for each
+	// chat, warm takes a process started ahead of time that has served
+	// nothing yet, reused takes one that served earlier chats and was reset.
+	reusePool, err := newPool(1, 0)
+	if err != nil {
+		return err
+	}
+	defer closePool(reusePool)
+	warmPool, err := newPool(1, 1)
 	if err != nil {
 		return err
 	}
 	defer closePool(warmPool)
-	coldPool, err := newPool(0)
+	coldPool, err := newPool(0, 1)
 	if err != nil {
 		return err
 	}
 	defer closePool(coldPool)
 
 	start := time.Now()
-	if err := warmPool.WaitReady(ctx); err != nil {
+	if err := reusePool.WaitReady(ctx); err != nil {
 		return err
 	}
 	fmt.Printf("pool ready in %v\n\n> %s\n", time.Since(start).Round(time.Millisecond), prompt)
 
 	// Stream one reply to the terminal as it arrives.
-	lat, err := chat(ctx, claudepool.NewAdapter(warmPool), prompt, true)
+	lat, err := chat(ctx, claudepool.NewAdapter(reusePool), prompt, true)
 	if err != nil {
 		return err
 	}
 	fmt.Printf("\n\n(warm: first text after %v)\n\n", lat.FirstText.Round(time.Millisecond))
 
-	// Measure cold and warm chats in turn, in the same run.
+	// Measure the three kinds of chat in turn, in the same run.
 	if mock != nil {
 		mock.SetReply(claudepooltest.Echo)
 	}
-	var cold, warm []claudepool.StreamLatency
+	var cold, warm, reused []claudepool.StreamLatency
 	for i := 0; i < rounds; i++ {
 		l, err := chat(ctx, claudepool.NewAdapter(coldPool), "ping", false)
 		if err != nil {
@@ -111,8 +120,12 @@ func run(ctx context.Context, cli string, real bool, prompt string, rounds int) 
 			return err
 		}
 		warm = append(warm, l)
+		if l, err = chat(ctx, claudepool.NewAdapter(reusePool), "ping", false); err != nil {
+			return err
+		}
+		reused = append(reused, l)
 	}
-	printTable(rounds, cold, warm)
+	printTable(rounds, cold, warm, reused)
 	return nil
 }
 
@@ -134,8 +147,8 @@ func chat(ctx context.Context, a *claudepool.Adapter, prompt string, show bool) 
 	return s.Latency(), s.Err()
 }
 
-func printTable(n int, cold, warm []claudepool.StreamLatency) {
-	fmt.Printf("median of %d chats each  (cold: spawned per request; warm: taken from the pool)\n", n)
+func printTable(n int, cold, warm, reused []claudepool.StreamLatency) {
+	fmt.Printf("median of %d chats each  (cold: spawned per request; warm: started ahead of time; reused: reset after an earlier chat)\n", n)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "\tacquire\tfirst event\tfirst text\tresult\t")
 	row := func(name string, ls []claudepool.StreamLatency) [4]time.Duration {
@@ -149,8 +162,9 @@ func printTable(n int, cold, warm []claudepool.StreamLatency) {
 			med[1].Round(time.Millisecond), med[2].Round(time.Millisecond), med[3].Round(time.Millisecond))
 		return med
 	}
-	c, w := row("cold", cold), row("warm", warm)
+	c, w, r := row("cold", cold), row("warm", warm), row("reused", reused)
 	fmt.Fprintf(tw, "warm/cold\t\t%.0f%%\t%.0f%%\t%.0f%%\t\n", pct(w[1], c[1]), pct(w[2], c[2]), pct(w[3], c[3]))
+	fmt.Fprintf(tw, "reused/cold\t\t%.0f%%\t%.0f%%\t%.0f%%\t\n", pct(r[1], c[1]), pct(r[2], c[2]), pct(r[3], c[3]))
 	tw.Flush()
 }
 
