@@ -48,6 +48,7 @@ type life struct {
 	readyAt   time.Time     // when it last became idle
 	idleTimer *time.Timer   // MaxIdle expiry of the current idle period
 	held      *held         // the conversation it holds while idle; nil when reset
+	idleGen   int           // counts its idle periods, so that a late timer of an earlier one does nothing
 	holdTimer *time.Timer   // ends the hold after Config.HoldConversations
 	acquire   AcquireInfo   // how its current leaseholder got it
 	// retired is set when the pool retires it; a process can also end
@@ -204,12 +205,14 @@ func (p *Pool) toIdleLocked(proc *Process) {
 		return
 	}
 	proc.life.readyAt = time.Now()
+	proc.life.idleGen++
+	gen := proc.life.idleGen
 	if p.cfg.MaxIdle > 0 {
 		ttl := p.cfg.MaxIdle - time.Duration(rand.Int64N(int64(p.cfg.MaxIdle)/10+1))
-		proc.life.idleTimer = time.AfterFunc(ttl, func() { p.expire(proc) })
+		proc.life.idleTimer = time.AfterFunc(ttl, func() { p.expire(proc, gen) })
 	}
 	if proc.life.held != nil {
-		proc.life.holdTimer = time.AfterFunc(p.cfg.HoldConversations, func() { p.endHold(proc) })
+		proc.life.holdTimer = time.AfterFunc(p.cfg.HoldConversations, func() { p.endHold(proc, gen) })
 	}
 	p.setStateLocked(proc, stateIdle)
 	p.idle.add(proc)
@@ -362,10 +365,10 @@ func (p *Pool) resetLocked(proc *Process) {
 
 // endHold resets a process whose conversation was held for
 // Config.HoldConversations without a continuation.
-func (p *Pool) endHold(proc *Process) {
+func (p *Pool) endHold(proc *Process, gen int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if proc.state.Load() == stateIdle && proc.life.held != nil && !p.closed {
+	if proc.state.Load() == stateIdle && proc.life.idleGen == gen && proc.life.held != nil && !p.closed {
 		p.counters.holdsExpired.Add(1)
 		p.resetLocked(proc)
 	}
@@ -439,9 +442,9 @@ func (p *Pool) clean(ctx context.Context, proc *Process) error {
 }
 
 // expire retires a process that stayed idle longer than MaxIdle.
-func (p *Pool) expire(proc *Process) {
+func (p *Pool) expire(proc *Process, gen int) {
 	p.mu.Lock()
-	if proc.state.Load() == stateIdle {
+	if proc.state.Load() == stateIdle && proc.life.idleGen == gen {
 		p.retireLocked(proc, RetireIdle)
 		p.notifyLocked()
 	}
