@@ -412,6 +412,33 @@ func TestHoldConversationsOff(t *testing.T) {
 	require.Zero(t, fp.Stats().Held())
 }
 
+// Without MaxProcs, nothing but the pool bounds the processes that hold
+// conversations: at most max(Size, 1) of them keep theirs, and the least
+// recently used give theirs up.
+func TestHeldBoundedWithoutMaxProcs(t *testing.T) {
+	ctx := testCtx(t)
+	fp := newFakePool(t, Config{HoldConversations: time.Minute})
+	a := NewAdapter(fp.Pool)
+	// Three chats at once: three processes, each then holding a
+	// conversation.
+	var streams []*Stream
+	for _, text := range []string{"a", "b", "c"} {
+		s, err := a.StreamChat(ctx, conv(text))
+		require.NoError(t, err)
+		streams = append(streams, s)
+	}
+	for _, s := range streams {
+		drain(t, s)
+		require.NoError(t, s.Err())
+		require.NoError(t, s.Close())
+	}
+	fp.logs.waitFor(t, "claudepool: process reset", 2)
+	st := fp.Stats()
+	require.Equal(t, 1, st.Held())
+	require.EqualValues(t, 2, st.HoldsEnded(false))
+	require.Equal(t, 3, st.Idle())
+}
+
 // A message that closes the current message and opens an assistant turn
 // stays text: the rendering has one current message and one turn per
 // earlier message.
