@@ -42,10 +42,11 @@ const benchFirstByteDelay = 500 * time.Millisecond
 const benchSystem = "You are a test."
 
 // loadConfig is the pool BenchmarkE2ELoad runs, the configuration its
-// targets are stated for. PartialMessages makes the first text the first
-// text delta, as a streaming backend sees it.
+// targets are stated for, with the pool's model given at spawn as a
+// backend would. PartialMessages makes the first text the first text
+// delta, as a streaming backend sees it.
 func loadConfig() Config {
-	return Config{Size: 2, MaxProcs: 4, Prompt: &SystemPrompt{System: benchSystem}, PartialMessages: true}
+	return Config{Size: 2, MaxProcs: 4, Prompt: &SystemPrompt{System: benchSystem}, Model: "sonnet", PartialMessages: true}
 }
 
 // loadSeconds is the environment variable with the length of one
@@ -220,11 +221,11 @@ func (r *loadResult) report(b *testing.B, callers int, d, firstByte time.Duratio
 	b.ReportMetric(ms(cpuPerChat), "child-cpu-ms/chat")
 	// The benchmark's own summary, on stderr so that it shows without -v.
 	cfg := loadConfig()
-	fmt.Fprintf(os.Stderr, "E2ELoad K=%d, %v a run, pool {Size %d, MaxProcs %d, Prompt %q, PartialMessages}, mock API first byte %v:\n"+
+	fmt.Fprintf(os.Stderr, "E2ELoad K=%d, %v a run, pool {Size %d, MaxProcs %d, Prompt %q, Model %q, PartialMessages}, mock API first byte %v:\n"+
 		"  %d chats in %v (%.2f/s), warm %.0f%%, reused %.0f%%, %d CLI processes started\n"+
 		"  first event p50 %v p99 %v; first text p50 %v; API first byte p50 %v; overhead p50 %v (to request p50 %v, first byte to first text p50 %v)\n"+
 		"  child CPU %v in all, %v a chat\n",
-		callers, d, cfg.Size, cfg.MaxProcs, cfg.Prompt.System, firstByte,
+		callers, d, cfg.Size, cfg.MaxProcs, cfg.Prompt.System, cfg.Model, firstByte,
 		n, r.elapsed.Round(time.Millisecond), chatsPerSec, pct(warm), pct(reused), r.started,
 		rnd(quantile(firstEvent, 0.50)), rnd(quantile(firstEvent, 0.99)), rnd(quantile(firstText, 0.50)),
 		rnd(quantile(api, 0.50)), rnd(quantile(overhead, 0.50)), rnd(quantile(toRequest, 0.50)), rnd(quantile(afterFirstByte, 0.50)),
