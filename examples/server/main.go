@@ -1,7 +1,8 @@
 // Command server is a chat backend over HTTP that owns a claudepool.Pool for
-// its whole life: the pool starts with the server, POST /chat streams replies
-// as server-sent events, and SIGINT or SIGTERM drain the chats in flight
-// before the pool is closed.
+// its whole life: the pool starts with the server; POST /chat streams replies
+// as server-sent events in the server's own format and POST /v1/messages
+// speaks the Messages API; SIGINT or SIGTERM turn readiness off, drain the
+// chats in flight and close the pool within a 30 s grace period.
 //
 //	go run ./examples/server -mock -cli "$CLAUDEPOOL_CLI"
 //	curl -N localhost:8080/chat -d '{"messages":[{"role":"user","content":"Hello"}]}'
@@ -10,7 +11,6 @@ package main
 import (
 	"context"
 	"errors"
-	"expvar"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -25,55 +25,49 @@ import (
 )
 
 func main() {
-	var o options
-	flag.StringVar(&o.addr, "addr", "localhost:8080", "listen address")
-	flag.StringVar(&o.cli, "cli", cliDefault(), "the claude executable, a path or a name in PATH ($CLAUDEPOOL_CLI sets the default)")
-	flag.IntVar(&o.size, "size", 2, "warm processes to keep ready")
-	flag.DurationVar(&o.startup, "startup", time.Minute, "how long the pool may take to get its warm processes ready")
-	flag.DurationVar(&o.drain, "drain", 30*time.Second, "on shutdown, how long chats in flight may take to finish")
-	flag.DurationVar(&o.timeout, "timeout", defaultChatTimeout, "longest a single chat may take")
-	flag.BoolVar(&o.mock, "mock", false, "answer from a local mock of the Messages API instead of Anthropic's")
-	flag.StringVar(&o.system, "system", "", "the pool's system prompt, given to warm processes ahead of requests (a request's own \"system\" is then served cold)")
-	flag.BoolVar(&o.verbose, "v", false, "log every acquire")
-	flag.Parse()
-	if err := run(o); err != nil {
+	o, err := parseOptions(os.Args[1:], os.Getenv, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "server:", err)
-		os.Exit(1)
+		os.Exit(2)
 	}
-}
-
-type options struct {
-	addr, cli, system       string
-	size                    int
-	startup, drain, timeout time.Duration
-	mock, verbose           bool
-}
-
-func cliDefault() string {
-	if p := os.Getenv("CLAUDEPOOL_CLI"); p != "" {
-		return p
-	}
-	return claudepool.DefaultCommand
-}
-
-func run(o options) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop() // a second signal kills the server at once
+	}()
 	level := slog.LevelInfo
 	if o.verbose {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if err := run(ctx, o, log); err != nil {
+		log.Error("server stopped", "err", err)
+		os.Exit(1)
+	}
+}
 
+// run serves until ctx ends, then shuts down in three steps that fit a
+// 30 s grace period with the defaults: /readyz turns 503 while requests are
+// still served for o.readyDelay (2 s), the listener closes and chats in
+// flight get o.drain (20 s) to finish, and the pool is closed within
+// o.closeTimeout (5 s), which kills what is left.
+func run(ctx context.Context, o options, log *slog.Logger) error {
 	cfg := claudepool.Config{
 		Command:         o.cli,
 		Size:            o.size,
+		MaxProcs:        o.maxProcs,
+		Model:           o.model,
 		PartialMessages: true, // text deltas, streamed as they arrive
 		Logger:          log,
 	}
 	if o.system != "" {
 		cfg.Prompt = &claudepool.SystemPrompt{System: o.system}
 	}
+	configureShedding(&cfg)
 	if o.mock {
 		env, stopMock, err := startMock()
 		if err != nil {
@@ -88,7 +82,7 @@ func run(o options) error {
 	}
 	defer func() {
 		// Busy processes are gone by now, unless the drain ran out.
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), o.closeTimeout)
 		defer cancel()
 		if err := pool.Close(ctx); err != nil {
 			log.Warn("close pool", "err", err)
@@ -101,15 +95,12 @@ func run(o options) error {
 	if err := pool.WaitReady(wctx); err != nil {
 		return fmt.Errorf("pool not ready: %w", err)
 	}
-	log.Info("pool ready", "size", o.size, "took", time.Since(start).Round(time.Millisecond))
+	log.Info("pool ready", "size", o.size, "max_procs", o.maxProcs, "took", time.Since(start).Round(time.Millisecond))
 
 	api := newServer(pool)
 	api.chatTimeout = o.timeout
+	api.heartbeat = o.heartbeat
 	api.log = log
-	expvar.Publish("claudepool", expvar.Func(func() any { return pool.Stats() }))
-	mux := http.NewServeMux()
-	mux.Handle("/", api)
-	mux.Handle("GET /debug/vars", expvar.Handler())
 
 	ln, err := net.Listen("tcp", o.addr)
 	if err != nil {
@@ -117,18 +108,52 @@ func run(o options) error {
 	}
 	// No WriteTimeout: a streamed reply may take minutes; chatTimeout
 	// bounds it instead.
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	serveErr := make(chan error, 1)
+	srv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	serveErr := make(chan error, 2)
 	go func() { serveErr <- srv.Serve(ln) }()
 	log.Info("listening", "addr", ln.Addr().String())
 
+	adminAddr := ""
+	if o.admin != "" {
+		aln, err := net.Listen("tcp", o.admin)
+		if err != nil {
+			_ = srv.Close()
+			<-serveErr
+			return err
+		}
+		adminSrv := &http.Server{Handler: adminHandler(pool), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := adminSrv.Serve(aln); !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- fmt.Errorf("admin listener: %w", err)
+			}
+		}()
+		defer adminSrv.Close() // pprof profiles may be running: no drain
+		adminAddr = aln.Addr().String()
+		log.Info("admin listening", "addr", adminAddr)
+	}
+	if o.started != nil {
+		o.started(api, ln.Addr().String(), adminAddr)
+	}
+
 	select {
 	case err := <-serveErr:
+		_ = srv.Close()
 		return err
 	case <-ctx.Done():
 	}
-	stop() // a second signal kills the server at once
-	log.Info("shutting down", "in_flight", pool.Stats().Busy())
+	api.startDrain()
+	log.Info("draining: readiness off", "in_flight", pool.Stats().Busy(), "ready_delay", o.readyDelay)
+	if o.readyDelay > 0 {
+		t := time.NewTimer(o.readyDelay)
+		select {
+		case <-t.C:
+		case err := <-serveErr:
+			t.Stop()
+			return err
+		}
+	}
+	log.Info("shutting down", "in_flight", pool.Stats().Busy(), "drain", o.drain)
 	sctx, cancel := context.WithTimeout(context.Background(), o.drain)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {

@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/claudepool/claudepool"
@@ -14,8 +17,9 @@ import (
 
 // Defaults of a server's limits.
 const (
-	defaultMaxBody     = 1 << 20 // bytes of a POST /chat body
+	defaultMaxBody     = 1 << 20 // bytes of a request body
 	defaultChatTimeout = 5 * time.Minute
+	defaultHeartbeat   = 15 * time.Second
 )
 
 // server answers the HTTP API with processes from one pool.
@@ -23,10 +27,13 @@ type server struct {
 	pool    *claudepool.Pool
 	adapter *claudepool.Adapter
 	mux     *http.ServeMux
-	log     *slog.Logger // one line per chat
+	log     *slog.Logger // one line per request, one per chat
 
-	maxBody     int64         // largest POST /chat body accepted
+	maxBody     int64         // largest request body accepted
 	chatTimeout time.Duration // bounds one chat, stalled API streams included
+	heartbeat   time.Duration // between SSE heartbeats while a reply is quiet
+
+	draining atomic.Bool // set when the drain starts: /readyz answers 503
 }
 
 // newServer returns the HTTP handler of the example. It does not own pool:
@@ -39,135 +46,302 @@ func newServer(pool *claudepool.Pool) *server {
 		log:         slog.New(slog.DiscardHandler),
 		maxBody:     defaultMaxBody,
 		chatTimeout: defaultChatTimeout,
+		heartbeat:   defaultHeartbeat,
 	}
-	s.mux.HandleFunc("POST /chat", s.chat)
+	s.mux.HandleFunc("POST /chat", func(w http.ResponseWriter, r *http.Request) { s.serveChat(w, r, chatFormat{}) })
+	s.mux.HandleFunc("POST /v1/messages", func(w http.ResponseWriter, r *http.Request) { s.serveChat(w, r, messagesFormat{}) })
 	s.mux.HandleFunc("GET /stats", s.stats)
 	s.mux.HandleFunc("GET /metrics", s.metrics)
-	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintln(w, "ok")
-	})
+	s.mux.HandleFunc("GET /healthz", s.healthz)
+	s.mux.HandleFunc("GET /readyz", s.readyz)
 	return s
 }
 
+// ServeHTTP gives each request an id and logs it once it is answered.
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.mux.ServeHTTP(w, r)
+	withAccessLog(s.log, s.mux).ServeHTTP(w, r)
 }
 
-// chatRequest is the body of POST /chat.
-type chatRequest struct {
-	Messages []struct {
-		Role    claudepool.Role `json:"role"` // "user" or "assistant"
-		Content string          `json:"content"`
-	} `json:"messages"`
-	System string `json:"system,omitempty"`
-	Model  string `json:"model,omitempty"`
+// format is the wire format of a chat endpoint: POST /chat's own, or the
+// Messages API's. serveChat runs the chat; the format only parses and
+// renders.
+type format interface {
+	// parse decodes a request body. An error is the client's: a 400.
+	parse(body []byte) (call, error)
+	// writeError answers with e before anything else was written.
+	writeError(w http.ResponseWriter, r *http.Request, e apiError)
+	// respond returns the renderer of one reply.
+	respond(w http.ResponseWriter, r *http.Request, c call) reply
 }
 
-// resultEvent is the data of the final "result" event.
-type resultEvent struct {
-	Text        string  `json:"text"`
-	IsError     bool    `json:"is_error"`
-	StopReason  string  `json:"stop_reason,omitempty"`
-	Usage       usage   `json:"usage"`
-	CostUSD     float64 `json:"cost_usd"`
-	Warm        bool    `json:"warm"`          // the process came ready from the pool
-	AcquireMS   float64 `json:"acquire_ms"`    // time to take the process
-	FirstTextMS float64 `json:"first_text_ms"` // time to the first text
+// call is a parsed chat request.
+type call struct {
+	req    claudepool.Request
+	stream bool // reply as server-sent events
 }
 
-type usage struct {
-	InputTokens              int `json:"input_tokens"`
-	OutputTokens             int `json:"output_tokens"`
-	CacheCreationInputTokens int `json:"cache_creation_input_tokens"`
-	CacheReadInputTokens     int `json:"cache_read_input_tokens"`
+// reply renders one reply. serveChat calls begin before the first text of a
+// streamed reply (or at the first heartbeat, whichever comes first), then
+// text for each piece, ping at each heartbeat after begin, and at the end
+// either end, or fail if the turn failed after begin. A reply that is not
+// streamed gets end only, or writeError.
+type reply interface {
+	begin(model string)
+	text(t string)
+	ping()
+	end(res *claudepool.Result, text, model string, info claudepool.AcquireInfo, lat claudepool.StreamLatency)
+	fail(e apiError)
+	err() error // the first write error; serveChat then stops the chat
 }
 
-// chat streams the reply to a conversation as server-sent events:
-// "delta" events with text as it arrives, then one "result" event, or an
-// "error" event when the turn ended without a result.
-func (s *server) chat(w http.ResponseWriter, r *http.Request) {
-	var body chatRequest
-	r.Body = http.MaxBytesReader(w, r.Body, s.maxBody)
-	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
-		if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
-			err = fmt.Errorf("body larger than %d bytes", mbe.Limit)
+// apiError is an error as a client sees it: a status, an error type of the
+// Messages API and a message that holds nothing from the CLI's stderr.
+type apiError struct {
+	status int
+	kind   string // invalid_request_error, overloaded_error, api_error, ...
+	msg    string
+}
+
+// Error types of the Messages API.
+const (
+	errInvalidRequest = "invalid_request_error"
+	errAuthentication = "authentication_error"
+	errPermission     = "permission_error"
+	errNotFound       = "not_found_error"
+	errTooLarge       = "request_too_large"
+	errRateLimit      = "rate_limit_error"
+	errAPI            = "api_error"
+	errOverloaded     = "overloaded_error"
+	errTimeout        = "timeout_error"
+)
+
+// statusClientClosed is logged, never sent, when the client went away.
+const statusClientClosed = 499
+
+func badRequest(msg string) apiError {
+	return apiError{http.StatusBadRequest, errInvalidRequest, msg}
+}
+
+// classify maps an error of StreamChat or of a stream to what the client is
+// told. Messages of the CLI's stderr, its command line and its environment
+// stay in the server's log.
+func (s *server) classify(ctx context.Context, err error) apiError {
+	rid := requestID(ctx)
+	internal := apiError{http.StatusInternalServerError, errAPI,
+		"the Claude Code CLI failed to answer; the server's log has the details (request id " + rid + ")"}
+	var re *claudepool.ResultError
+	var ee *claudepool.ExitError
+	switch {
+	case errors.Is(err, claudepool.ErrInvalidRequest):
+		// Validation messages quote the request, never the CLI.
+		return badRequest(err.Error())
+	case isOverloaded(err):
+		return apiError{529, errOverloaded, "the server is overloaded; retry later"}
+	case errors.Is(err, claudepool.ErrClosed):
+		return apiError{http.StatusServiceUnavailable, errOverloaded, "the server is shutting down; retry on another replica"}
+	case errors.Is(err, context.DeadlineExceeded):
+		return apiError{http.StatusGatewayTimeout, errTimeout, "the reply took longer than the server's limit of " + s.chatTimeout.String()}
+	case errors.Is(err, context.Canceled):
+		return apiError{statusClientClosed, errAPI, "request canceled"}
+	case errors.As(err, &re):
+		if re.APIErrorStatus >= 400 && re.APIErrorStatus <= 599 {
+			// The upstream API's error, passed through: its text is what
+			// the API answered, not the CLI's diagnostics.
+			return apiError{re.APIErrorStatus, kindOfStatus(re.APIErrorStatus), re.Message}
 		}
-		jsonError(w, http.StatusBadRequest, "malformed request: "+err.Error())
+		return internal
+	case errors.As(err, &ee):
+		return internal
+	}
+	return internal
+}
+
+// kindOfStatus is the Messages API's error type for an HTTP status.
+func kindOfStatus(status int) string {
+	switch status {
+	case http.StatusBadRequest:
+		return errInvalidRequest
+	case http.StatusUnauthorized:
+		return errAuthentication
+	case http.StatusForbidden:
+		return errPermission
+	case http.StatusNotFound:
+		return errNotFound
+	case http.StatusRequestEntityTooLarge:
+		return errTooLarge
+	case http.StatusTooManyRequests:
+		return errRateLimit
+	case 529:
+		return errOverloaded
+	case http.StatusGatewayTimeout:
+		return errTimeout
+	}
+	return errAPI
+}
+
+// serveChat is the handler of both chat endpoints: it reads and parses the
+// body, starts the chat, and renders the reply in format f as it arrives.
+//
+// A streamed reply's status and first event are held back until its first
+// text, its end or the first heartbeat, so that a chat that fails early
+// (the API answered 401 or 529, the CLI crashed) gets a fitting status
+// instead of a 200 and an error event.
+func (s *server) serveChat(w http.ResponseWriter, r *http.Request, f format) {
+	ctx := r.Context()
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+	if err != nil {
+		e := badRequest("malformed request: " + err.Error())
+		if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+			e = apiError{http.StatusRequestEntityTooLarge, errTooLarge,
+				fmt.Sprintf("malformed request: body larger than %d bytes", mbe.Limit)}
+		}
+		f.writeError(w, r, e)
 		return
 	}
-	req := claudepool.Request{System: body.System, Model: body.Model}
-	for _, m := range body.Messages {
-		req.Messages = append(req.Messages, claudepool.Message{Role: m.Role, Content: m.Content})
+	c, err := f.parse(body)
+	if err != nil {
+		f.writeError(w, r, badRequest(err.Error()))
+		return
 	}
 
 	// The request's context ends when the client goes away: the stream then
 	// interrupts the CLI, and Close below reaps it.
-	ctx, cancel := context.WithTimeout(r.Context(), s.chatTimeout)
+	ctx, cancel := context.WithTimeout(ctx, s.chatTimeout)
 	defer cancel()
-	stream, err := s.adapter.StreamChat(ctx, req)
-	if errors.Is(err, claudepool.ErrInvalidRequest) {
-		// Validation runs before a process is taken.
-		jsonError(w, http.StatusBadRequest, err.Error())
-		return
-	}
+	stream, err := s.adapter.StreamChat(ctx, c.req)
 	if err != nil {
-		jsonError(w, http.StatusServiceUnavailable, err.Error())
+		e := s.classify(ctx, err)
+		s.log.Warn("chat not started", "request_id", requestID(ctx), "status", e.status, "err", err)
+		f.writeError(w, r, e)
 		return
 	}
 	defer stream.Close()
-	defer func() {
-		info, lat := stream.Acquire(), stream.Latency()
-		s.log.Info("chat", "warm", info.Warm, "pid", info.PID, "acquire", info.Wait,
-			"first_text", lat.FirstText, "result", lat.Result, "err", stream.Err())
+
+	// A goroutine reads the stream so that this one can send heartbeats.
+	// It ends with the stream: at its end, or when ctx ends.
+	type piece struct{ text, model string }
+	pieces := make(chan piece)
+	var model string // written by the reader, read after pieces is closed
+	go func() {
+		defer close(pieces)
+		var deltas bool
+		for stream.Next() {
+			ev := stream.Event()
+			if m := eventModel(ev); m != "" && model == "" {
+				model = m
+			}
+			if t := replyText(ev, &deltas); t != "" {
+				select {
+				case pieces <- piece{t, model}:
+				case <-ctx.Done():
+				}
+			}
+		}
 	}()
 
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	send := func(event string, data any) {
-		fmt.Fprintf(w, "event: %s\ndata: ", event)
-		enc := json.NewEncoder(w) // one line, ended by a newline
-		enc.SetEscapeHTML(false)
-		_ = enc.Encode(data)
-		fmt.Fprint(w, "\n")
-		_ = rc.Flush() // a gone client shows up as ctx's end
-	}
-
-	var deltas bool
-	for stream.Next() {
-		if text := replyText(stream.Event(), &deltas); text != "" {
-			send("delta", map[string]string{"text": text})
+	out := f.respond(w, r, c)
+	begun := false
+	begin := func(model string) {
+		if !begun {
+			begun = true
+			out.begin(orDefault(model, c.req.Model))
 		}
 	}
-	res := stream.Result()
-	if res == nil {
-		send("error", map[string]string{"error": stream.Err().Error()})
+	var text strings.Builder
+	tick := time.NewTicker(s.heartbeat)
+	defer tick.Stop()
+	for open := true; open; {
+		select {
+		case p, ok := <-pieces:
+			if !ok {
+				open = false
+				break
+			}
+			text.WriteString(p.text)
+			if c.stream {
+				begin(p.model)
+				out.text(p.text)
+			}
+		case <-tick.C:
+			if c.stream {
+				if begun {
+					out.ping()
+				} else {
+					begin("") // the request's model: the reader's is not known here
+				}
+			}
+		}
+		if out.err() != nil {
+			cancel() // the client is gone: stop the CLI
+		}
+	}
+
+	res, err := stream.Result(), stream.Err()
+	info, lat := stream.Acquire(), stream.Latency()
+	logErr(s.log, ctx, "chat", err, "warm", info.Warm, "pid", info.PID, "acquire", info.Wait,
+		"first_text", lat.FirstText, "result", lat.Result)
+	if err == nil && res != nil {
+		if c.stream {
+			begin(model)
+		}
+		out.end(res, text.String(), orDefault(model, c.req.Model), info, lat)
 		return
 	}
-	info, lat := stream.Acquire(), stream.Latency()
-	send("result", resultEvent{
-		Text:       res.Text,
-		IsError:    res.IsError,
-		StopReason: res.StopReason,
-		Usage: usage{
-			InputTokens:              res.Usage.InputTokens,
-			OutputTokens:             res.Usage.OutputTokens,
-			CacheCreationInputTokens: res.Usage.CacheCreationInputTokens,
-			CacheReadInputTokens:     res.Usage.CacheReadInputTokens,
-		},
-		CostUSD:     res.TotalCostUSD,
-		Warm:        info.Warm,
-		AcquireMS:   ms(info.Wait),
-		FirstTextMS: ms(lat.FirstText),
-	})
+	if err == nil {
+		err = errors.New("stream ended without a result")
+	}
+	e := s.classify(ctx, err)
+	if e.status == statusClientClosed {
+		return
+	}
+	if begun {
+		out.fail(e)
+	} else {
+		f.writeError(w, r, e)
+	}
+}
+
+// logErr logs one line about a chat, with the whole error (stderr included)
+// for the operator.
+func logErr(log *slog.Logger, ctx context.Context, msg string, err error, attrs ...any) {
+	attrs = append([]any{"request_id", requestID(ctx)}, attrs...)
+	level := slog.LevelInfo
+	if err != nil && !errors.Is(err, context.Canceled) {
+		level = slog.LevelWarn
+		attrs = append(attrs, "err", err)
+		var ee *claudepool.ExitError
+		if errors.As(err, &ee) && ee.Stderr != "" {
+			attrs = append(attrs, "stderr", ee.Stderr)
+		}
+	} else if err != nil {
+		attrs = append(attrs, "err", err)
+	}
+	log.Log(ctx, level, msg, attrs...)
+}
+
+func orDefault(s, def string) string {
+	if s != "" {
+		return s
+	}
+	return def
+}
+
+// eventModel returns the model an event names, if any.
+func eventModel(ev claudepool.Event) string {
+	switch {
+	case ev.Init != nil:
+		return ev.Init.Model
+	case ev.Message != nil && ev.Type == claudepool.EventAssistant:
+		return ev.Message.Model
+	}
+	return ""
 }
 
 // replyText returns the text of ev to show. With partial messages on, the
 // CLI sends a reply twice: as text deltas, then as one whole assistant
 // message. deltas remembers whether the current message came as deltas, so
-// that its whole copy is skipped.
+// that its whole copy is skipped. A message the CLI made up to describe a
+// failed API call is not a reply: the result's error reports it.
 func replyText(ev claudepool.Event, deltas *bool) string {
 	switch ev.Type {
 	case claudepool.EventPartial:
@@ -180,6 +354,9 @@ func replyText(ev claudepool.Event, deltas *bool) string {
 			*deltas = false
 			return ""
 		}
+		if ev.Message != nil && ev.Message.IsAPIErrorMessage {
+			return ""
+		}
 		return ev.Text()
 	}
 	return ""
@@ -190,10 +367,74 @@ func (s *server) stats(w http.ResponseWriter, _ *http.Request) {
 	_ = json.NewEncoder(w).Encode(s.pool.Stats())
 }
 
-func jsonError(w http.ResponseWriter, code int, msg string) {
+// sseWriter writes server-sent events and flushes each.
+type sseWriter struct {
+	w   http.ResponseWriter
+	rc  *http.ResponseController
+	err error
+}
+
+func newSSE(w http.ResponseWriter) *sseWriter {
+	return &sseWriter{w: w, rc: http.NewResponseController(w)}
+}
+
+// open sends the headers of an event stream.
+func (e *sseWriter) open() {
+	h := e.w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no") // nginx: pass events on as they come
+	e.w.WriteHeader(http.StatusOK)
+	e.flush()
+}
+
+// event sends one event whose data is data as one line of JSON.
+func (e *sseWriter) event(name string, data any) {
+	if e.err != nil {
+		return
+	}
+	b, err := marshal(data)
+	if err != nil {
+		e.err = err
+		return
+	}
+	if _, e.err = fmt.Fprintf(e.w, "event: %s\ndata: %s\n\n", name, b); e.err == nil {
+		e.flush()
+	}
+}
+
+// comment sends an SSE comment, which clients ignore: a heartbeat.
+func (e *sseWriter) comment(text string) {
+	if e.err != nil {
+		return
+	}
+	if _, e.err = fmt.Fprintf(e.w, ": %s\n\n", text); e.err == nil {
+		e.flush()
+	}
+}
+
+func (e *sseWriter) flush() {
+	if err := e.rc.Flush(); err != nil && e.err == nil {
+		e.err = err
+	}
+}
+
+// marshal encodes v as one line of JSON without HTML escaping.
+func marshal(v any) ([]byte, error) {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return []byte(strings.TrimSuffix(b.String(), "\n")), nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+	w.WriteHeader(status)
+	b, _ := marshal(v)
+	_, _ = w.Write(append(b, '\n'))
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

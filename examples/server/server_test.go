@@ -2,10 +2,12 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,6 +15,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -38,18 +41,30 @@ type testServer struct {
 	pool *claudepool.Pool
 	rec  string        // where the fake records each process's stdin
 	done chan struct{} // receives once each request's handler has returned
+	logs *syncBuffer   // the server's log
 }
 
 func newTestServer(t *testing.T, env ...string) *testServer {
 	t.Helper()
+	return newTestServerConfig(t, nil, env...)
+}
+
+// newTestServerConfig is newTestServer with the pool's Config changed by
+// configure.
+func newTestServerConfig(t *testing.T, configure func(*claudepool.Config), env ...string) *testServer {
+	t.Helper()
 	rec := t.TempDir()
-	pool, err := claudepool.NewPool(claudepool.Config{
+	cfg := claudepool.Config{
 		Command:         fakeCLI,
 		Size:            1,
 		PartialMessages: true,
 		StopGrace:       200 * time.Millisecond,
 		Env:             append([]string{fakecli.EnvRecordDir + "=" + rec}, env...),
-	})
+	}
+	if configure != nil {
+		configure(&cfg)
+	}
+	pool, err := claudepool.NewPool(cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), testWait)
@@ -61,7 +76,8 @@ func newTestServer(t *testing.T, env ...string) *testServer {
 	defer cancel()
 	require.NoError(t, pool.WaitReady(ctx))
 
-	ts := &testServer{api: newServer(pool), pool: pool, rec: rec, done: make(chan struct{}, 16)}
+	ts := &testServer{api: newServer(pool), pool: pool, rec: rec, done: make(chan struct{}, 16), logs: &syncBuffer{}}
+	ts.api.log = slog.New(slog.NewTextHandler(ts.logs, nil))
 	ts.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer func() { ts.done <- struct{}{} }()
 		ts.api.ServeHTTP(w, r)
@@ -70,10 +86,34 @@ func newTestServer(t *testing.T, env ...string) *testServer {
 	return ts
 }
 
+// syncBuffer is a bytes.Buffer safe for concurrent use.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
 // post sends body to POST /chat.
 func (ts *testServer) post(t *testing.T, ctx context.Context, body string) *http.Response {
 	t.Helper()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ts.URL+"/chat", strings.NewReader(body))
+	return ts.postTo(t, ctx, "/chat", body)
+}
+
+// postTo sends body to POST path.
+func (ts *testServer) postTo(t *testing.T, ctx context.Context, path, body string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ts.URL+path, strings.NewReader(body))
 	require.NoError(t, err)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := ts.Client().Do(req)
@@ -203,19 +243,16 @@ func TestChatMultiTurnSendsHistory(t *testing.T) {
 	require.Contains(t, string(b), "follow-up")
 }
 
-func TestChatErrorResult(t *testing.T) {
+func TestChatUpstreamErrorPassedThrough(t *testing.T) {
 	ts := newTestServer(t)
 	resp := ts.post(t, context.Background(), chatBody("x "+fakecli.Marker(fakecli.ModeErrorResult)))
-	sc := bufio.NewScanner(resp.Body)
-	var last sseEvent
-	for ev, ok := readEvent(sc); ok; ev, ok = readEvent(sc) {
-		last = ev
-	}
-	require.Equal(t, "result", last.name)
-	var res resultEvent
-	require.NoError(t, json.Unmarshal([]byte(last.data), &res))
-	require.True(t, res.IsError)
-	require.Equal(t, fakecli.DefaultErrorText, res.Text)
+	// The fake answers like the CLI after the API refused the key: 401.
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	require.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+	var e chatError
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&e))
+	require.Equal(t, fakecli.DefaultErrorText, e.Error)
+	require.Equal(t, "authentication_error", e.Type)
 }
 
 func TestChatCrashSendsErrorEvent(t *testing.T) {
@@ -243,7 +280,6 @@ func TestChatBadRequests(t *testing.T) {
 		{"last message not the user's", chatBody("hi", "hello"), "must be the user's"},
 		{"unknown role", `{"messages":[{"role":"system","content":"x"}]}`, "role"},
 		{"empty message", `{"messages":[{"role":"user","content":" "}]}`, "empty"},
-		{"body too large", chatBody(strings.Repeat("x", 2<<10)), "larger than 1024 bytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -255,6 +291,13 @@ func TestChatBadRequests(t *testing.T) {
 			require.Contains(t, e.Error, tt.want)
 		})
 	}
+	t.Run("body too large", func(t *testing.T) {
+		resp := ts.post(t, context.Background(), chatBody(strings.Repeat("x", 2<<10)))
+		require.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode)
+		var e chatError
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&e))
+		require.Contains(t, e.Error, "larger than 1024 bytes")
+	})
 	st := ts.pool.Stats()
 	require.Zero(t, st.WarmAcquires()+st.ColdAcquires(), "a bad request took a process")
 }
@@ -286,6 +329,21 @@ func TestHealthz(t *testing.T) {
 	resp, body := ts.get(t, "/healthz")
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Equal(t, "ok\n", body)
+	ts.api.startDrain() // liveness does not change with the drain
+	resp, body = ts.get(t, "/healthz")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, "ok\n", body)
+}
+
+func TestReadyz(t *testing.T) {
+	ts := newTestServer(t)
+	resp, body := ts.get(t, "/readyz")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, "ready\n", body)
+	ts.api.startDrain()
+	resp, body = ts.get(t, "/readyz")
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	require.Equal(t, "draining\n", body)
 }
 
 func TestMetrics(t *testing.T) {

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/claudepool/claudepool"
+)
+
+// options is the server's configuration, from flags and the environment.
+type options struct {
+	addr, admin, cli, system, model string
+	size, maxProcs                  int
+	startup, timeout, heartbeat     time.Duration
+	readyDelay, drain, closeTimeout time.Duration
+	mock, verbose                   bool
+
+	// started, when set, is called once the listeners are up (tests).
+	started func(api *server, public, admin string)
+}
+
+// envNames maps each flag to the environment variable that sets it.
+var envNames = map[string]string{
+	"addr":          "CLAUDEPOOL_ADDR",
+	"admin":         "CLAUDEPOOL_ADMIN_ADDR",
+	"cli":           "CLAUDEPOOL_CLI",
+	"size":          "CLAUDEPOOL_SIZE",
+	"max-procs":     "CLAUDEPOOL_MAX_PROCS",
+	"model":         "CLAUDEPOOL_MODEL",
+	"system":        "CLAUDEPOOL_SYSTEM",
+	"startup":       "CLAUDEPOOL_STARTUP",
+	"timeout":       "CLAUDEPOOL_TIMEOUT",
+	"heartbeat":     "CLAUDEPOOL_HEARTBEAT",
+	"ready-delay":   "CLAUDEPOOL_READY_DELAY",
+	"drain":         "CLAUDEPOOL_DRAIN",
+	"close-timeout": "CLAUDEPOOL_CLOSE_TIMEOUT",
+	"mock":          "CLAUDEPOOL_MOCK",
+	"v":             "CLAUDEPOOL_VERBOSE",
+}
+
+// parseOptions reads the flags in args and the environment through getenv.
+// A flag given on the command line wins over its environment variable,
+// which wins over the default. A malformed value of either is an error.
+func parseOptions(args []string, getenv func(string) string, usage io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("server", flag.ContinueOnError)
+	fs.SetOutput(usage)
+	fs.StringVar(&o.addr, "addr", "localhost:8080", "public listen address: chats, /healthz, /readyz, /stats, /metrics")
+	fs.StringVar(&o.admin, "admin", "", "admin listen address for expvar and pprof, e.g. 127.0.0.1:6060; empty: off")
+	fs.StringVar(&o.cli, "cli", claudepool.DefaultCommand, "the claude executable, a path or a name in PATH")
+	fs.IntVar(&o.size, "size", 2, "warm processes to keep ready")
+	fs.IntVar(&o.maxProcs, "max-procs", 0, "cap on live processes, warm and busy; a chat beyond it waits for a slot (0: 4 × size, at least 8)")
+	fs.StringVar(&o.model, "model", "", "the pool's model, given to each process at spawn (a request naming another is switched per chat)")
+	fs.StringVar(&o.system, "system", "", "the pool's system prompt, given to warm processes ahead of requests (a request's own system prompt is then served cold)")
+	fs.DurationVar(&o.startup, "startup", time.Minute, "how long the pool may take to get its warm processes ready")
+	fs.DurationVar(&o.timeout, "timeout", defaultChatTimeout, "longest a single chat may take")
+	fs.DurationVar(&o.heartbeat, "heartbeat", defaultHeartbeat, "interval of SSE heartbeats while a streamed reply is quiet")
+	fs.DurationVar(&o.readyDelay, "ready-delay", 2*time.Second, "on shutdown, how long /readyz reports 503 while new requests are still served, for load balancers to notice")
+	fs.DurationVar(&o.drain, "drain", 20*time.Second, "on shutdown, then how long chats in flight may take to finish")
+	fs.DurationVar(&o.closeTimeout, "close-timeout", 5*time.Second, "on shutdown, then how long closing the pool may take")
+	fs.BoolVar(&o.mock, "mock", false, "answer from a local mock of the Messages API instead of Anthropic's")
+	fs.BoolVar(&o.verbose, "v", false, "log every acquire")
+	for name, env := range envNames {
+		f := fs.Lookup(name)
+		f.Usage += " ($" + env + ")"
+	}
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for name, env := range envNames {
+		v := getenv(env)
+		if v == "" || set[name] {
+			continue
+		}
+		if err := fs.Set(name, v); err != nil {
+			return o, fmt.Errorf("$%s: %w", env, err)
+		}
+	}
+	if o.size < 1 {
+		return o, fmt.Errorf("-size %d: want at least 1", o.size)
+	}
+	if o.maxProcs == 0 {
+		o.maxProcs = max(4*o.size, 8)
+	}
+	if o.maxProcs < o.size {
+		return o, fmt.Errorf("-max-procs %d is below -size %d", o.maxProcs, o.size)
+	}
+	if o.heartbeat <= 0 {
+		return o, fmt.Errorf("-heartbeat %v: want a positive interval", o.heartbeat)
+	}
+	return o, nil
+}

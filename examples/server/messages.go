@@ -1,0 +1,264 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/claudepool/claudepool"
+)
+
+// messagesFormat is the Messages API's format (POST /v1/messages), so that
+// the official SDKs and tools written for the API can use the pool by
+// changing their base URL. It takes text only: a request with images,
+// documents, tools or fields that would change what the model does and
+// that the pool cannot honour gets a 400.
+type messagesFormat struct{}
+
+// messagesFields lists the request fields the server knows: true for those
+// it uses or safely ignores, false for those it checks before it accepts
+// them (see checkField).
+var messagesFields = map[string]bool{
+	"model": true, "messages": true, "system": true, "max_tokens": true, "stream": true,
+	// Ignored: they tune sampling or bookkeeping, not what a reply means.
+	"metadata": true, "temperature": true, "top_p": true, "top_k": true, "service_tier": true,
+	// Accepted only when they ask for nothing.
+	"stop_sequences": false, "tools": false, "tool_choice": false, "thinking": false,
+}
+
+// messagesRequest is the part of a Messages API request the server reads.
+type messagesRequest struct {
+	Model     string          `json:"model"`
+	MaxTokens *int            `json:"max_tokens"`
+	Stream    bool            `json:"stream"`
+	System    json.RawMessage `json:"system"`
+	Messages  []struct {
+		Role    string          `json:"role"`
+		Content json.RawMessage `json:"content"`
+	} `json:"messages"`
+}
+
+// textBlock is a content block; only text blocks are accepted.
+type textBlock struct {
+	Type string `json:"type"`
+	Text string `json:"text"`
+}
+
+func (messagesFormat) parse(body []byte) (call, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(body, &fields); err != nil {
+		return call{}, fmt.Errorf("malformed request: %w", err)
+	}
+	names := make([]string, 0, len(fields))
+	for name := range fields {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		known, ok := messagesFields[name]
+		if !ok {
+			return call{}, fmt.Errorf("%s: unsupported field: this server takes model, messages, system, max_tokens, stream, metadata and sampling parameters", name)
+		}
+		if !known {
+			if err := checkField(name, fields[name]); err != nil {
+				return call{}, err
+			}
+		}
+	}
+	var b messagesRequest
+	if err := json.Unmarshal(body, &b); err != nil {
+		return call{}, fmt.Errorf("malformed request: %w", err)
+	}
+	if b.Model == "" {
+		return call{}, errors.New("model: field required")
+	}
+	if b.MaxTokens == nil {
+		return call{}, errors.New("max_tokens: field required")
+	}
+	if *b.MaxTokens < 1 {
+		return call{}, errors.New("max_tokens: must be at least 1")
+	}
+	if len(b.Messages) == 0 {
+		return call{}, errors.New("messages: at least one message is required")
+	}
+	req := claudepool.Request{Model: b.Model}
+	if len(b.System) > 0 && !bytes.Equal(b.System, []byte("null")) {
+		s, err := textContent("system", b.System)
+		if err != nil {
+			return call{}, err
+		}
+		req.System = s
+	}
+	for i, m := range b.Messages {
+		where := fmt.Sprintf("messages.%d", i)
+		if m.Role != "user" && m.Role != "assistant" {
+			return call{}, fmt.Errorf("%s.role: must be \"user\" or \"assistant\", got %q", where, m.Role)
+		}
+		text, err := textContent(where+".content", m.Content)
+		if err != nil {
+			return call{}, err
+		}
+		req.Messages = append(req.Messages, claudepool.Message{Role: claudepool.Role(m.Role), Content: text})
+	}
+	if last := req.Messages[len(req.Messages)-1]; last.Role != claudepool.RoleUser {
+		return call{}, errors.New("messages: the last message must be the user's: this server cannot continue a prefilled assistant turn")
+	}
+	return call{req: req, stream: b.Stream}, nil
+}
+
+// checkField accepts a field the pool cannot honour only when it asks for
+// nothing: no stop sequences, no tools, a tool choice of auto or none,
+// thinking disabled.
+func checkField(name string, v json.RawMessage) error {
+	if bytes.Equal(v, []byte("null")) {
+		return nil
+	}
+	switch name {
+	case "stop_sequences", "tools":
+		var list []json.RawMessage
+		if err := json.Unmarshal(v, &list); err != nil {
+			return fmt.Errorf("%s: must be a list", name)
+		}
+		if len(list) == 0 {
+			return nil
+		}
+		if name == "tools" {
+			return errors.New("tools: tool use is not supported by this server")
+		}
+		return errors.New("stop_sequences: not supported by this server")
+	case "tool_choice":
+		var c struct{ Type string }
+		if err := json.Unmarshal(v, &c); err == nil && (c.Type == "auto" || c.Type == "none") {
+			return nil
+		}
+		return errors.New("tool_choice: tool use is not supported by this server")
+	case "thinking":
+		var t struct{ Type string }
+		if err := json.Unmarshal(v, &t); err == nil && t.Type == "disabled" {
+			return nil
+		}
+		return errors.New("thinking: extended thinking is not supported by this server")
+	}
+	return fmt.Errorf("%s: unsupported field", name)
+}
+
+// textContent returns the text of a string or of a list of text blocks,
+// the blocks joined by a blank line. Any other block (image, document,
+// tool_use, tool_result, ...) is an error.
+func textContent(where string, v json.RawMessage) (string, error) {
+	var s string
+	if err := json.Unmarshal(v, &s); err == nil {
+		return s, nil
+	}
+	var blocks []textBlock
+	if err := json.Unmarshal(v, &blocks); err != nil {
+		return "", fmt.Errorf("%s: must be a string or a list of content blocks", where)
+	}
+	texts := make([]string, 0, len(blocks))
+	for i, b := range blocks {
+		if b.Type != "text" {
+			return "", fmt.Errorf("%s.%d.type: %q blocks are not supported by this server, which answers text with text only", where, i, b.Type)
+		}
+		texts = append(texts, b.Text)
+	}
+	return strings.Join(texts, "\n\n"), nil
+}
+
+// messagesError is the body of an error answer, and the data of an "error"
+// event.
+type messagesError struct {
+	Type  string `json:"type"` // "error"
+	Error struct {
+		Type    string `json:"type"`
+		Message string `json:"message"`
+	} `json:"error"`
+	RequestID string `json:"request_id,omitempty"`
+}
+
+func newMessagesError(e apiError, rid string) messagesError {
+	m := messagesError{Type: "error", RequestID: rid}
+	m.Error.Type, m.Error.Message = e.kind, e.msg
+	return m
+}
+
+func (messagesFormat) writeError(w http.ResponseWriter, r *http.Request, e apiError) {
+	rid := requestID(r.Context())
+	w.Header().Set("Request-Id", rid)
+	writeJSON(w, e.status, newMessagesError(e, rid))
+}
+
+func (messagesFormat) respond(w http.ResponseWriter, r *http.Request, c call) reply {
+	rid := requestID(r.Context())
+	w.Header().Set("Request-Id", rid)
+	return &messagesReply{w: w, sse: newSSE(w), stream: c.stream, id: newMessageID(), rid: rid}
+}
+
+// message is a Messages API message, the body of a reply that is not
+// streamed and the start of one that is.
+type message struct {
+	ID           string      `json:"id"`
+	Type         string      `json:"type"` // "message"
+	Role         string      `json:"role"` // "assistant"
+	Model        string      `json:"model"`
+	Content      []textBlock `json:"content"`
+	StopReason   *string     `json:"stop_reason"`
+	StopSequence *string     `json:"stop_sequence"`
+	Usage        usage       `json:"usage"`
+}
+
+type messagesReply struct {
+	w      http.ResponseWriter
+	sse    *sseWriter
+	stream bool
+	id     string
+	rid    string
+}
+
+func (m *messagesReply) begin(model string) {
+	m.sse.open()
+	m.sse.event("message_start", map[string]any{"type": "message_start",
+		"message": message{ID: m.id, Type: "message", Role: "assistant", Model: model, Content: []textBlock{}}})
+	m.sse.event("content_block_start", map[string]any{"type": "content_block_start", "index": 0,
+		"content_block": textBlock{Type: "text"}})
+	m.ping()
+}
+
+func (m *messagesReply) text(t string) {
+	m.sse.event("content_block_delta", map[string]any{"type": "content_block_delta", "index": 0,
+		"delta": map[string]string{"type": "text_delta", "text": t}})
+}
+
+func (m *messagesReply) ping() { m.sse.event("ping", map[string]string{"type": "ping"}) }
+
+func (m *messagesReply) fail(e apiError) { m.sse.event("error", newMessagesError(e, m.rid)) }
+
+func (m *messagesReply) err() error { return m.sse.err }
+
+func (m *messagesReply) end(res *claudepool.Result, text, model string, _ claudepool.AcquireInfo, _ claudepool.StreamLatency) {
+	stop := orDefault(res.StopReason, "end_turn")
+	if !m.stream {
+		writeJSON(m.w, http.StatusOK, message{ID: m.id, Type: "message", Role: "assistant", Model: model,
+			Content: []textBlock{{Type: "text", Text: orDefault(text, res.Text)}}, StopReason: &stop,
+			Usage: usageOf(res.Usage)})
+		return
+	}
+	m.sse.event("content_block_stop", map[string]any{"type": "content_block_stop", "index": 0})
+	m.sse.event("message_delta", map[string]any{"type": "message_delta",
+		"delta": map[string]any{"stop_reason": stop, "stop_sequence": nil},
+		"usage": usageOf(res.Usage)})
+	m.sse.event("message_stop", map[string]string{"type": "message_stop"})
+}
+
+// newMessageID returns an id in the shape of the API's, msg_ and 24 random
+// hex digits.
+func newMessageID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "msg_" + hex.EncodeToString(b[:])
+}
