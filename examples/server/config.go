@@ -17,8 +17,10 @@ type options struct {
 	readyDelay, drain, closeTimeout time.Duration
 	mock, verbose                   bool
 
-	// started, when set, is called once the listeners are up (tests).
+	// Hooks for tests: started is called once the listeners are up,
+	// onDrain once readiness is off, before the drain goes on.
 	started func(api *server, public, admin string)
+	onDrain func()
 }
 
 // envNames maps each flag to the environment variable that sets it.

@@ -144,6 +144,9 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	}
 	api.startDrain()
 	log.Info("draining: readiness off", "in_flight", pool.Stats().Busy(), "ready_delay", o.readyDelay)
+	if o.onDrain != nil {
+		o.onDrain()
+	}
 	if o.readyDelay > 0 {
 		t := time.NewTimer(o.readyDelay)
 		select {

@@ -76,7 +76,7 @@ func newTestServerConfig(t *testing.T, configure func(*claudepool.Config), env .
 	defer cancel()
 	require.NoError(t, pool.WaitReady(ctx))
 
-	ts := &testServer{api: newServer(pool), pool: pool, rec: rec, done: make(chan struct{}, 16), logs: &syncBuffer{}}
+	ts := &testServer{api: newServer(pool), pool: pool, rec: rec, done: make(chan struct{}, 256), logs: &syncBuffer{}}
 	ts.api.log = slog.New(slog.NewTextHandler(ts.logs, nil))
 	ts.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer func() { ts.done <- struct{}{} }()
