@@ -161,3 +161,5 @@ func TestRunListenersAndDrain(t *testing.T) {
 	require.Contains(t, logs.String(), "drain deadline passed")
 	require.Contains(t, logs.String(), `msg="pool closed" live=0`)
 }
+
+func newTextLogger(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }

@@ -1,0 +1,111 @@
+// Drives examples/server's POST /v1/messages with the official TypeScript
+// SDK, unchanged but for its base URL. sdk_test.go starts the server over a
+// pool of real CLI processes whose API is claudepooltest's mock (it answers
+// "mock reply to: " and the last user text), installs the pinned SDK and
+// runs this file with `node --test`, with ANTHROPIC_BASE_URL set.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import Anthropic from '@anthropic-ai/sdk';
+
+const baseURL = process.env.ANTHROPIC_BASE_URL;
+assert.ok(baseURL, 'ANTHROPIC_BASE_URL must point at the server');
+
+// The one change a client makes: the base URL. The server ignores the key.
+const client = new Anthropic({ baseURL, apiKey: 'sk-unused', maxRetries: 0, timeout: 60_000 });
+const model = 'claude-sonnet-4-5';
+
+test('messages.create without streaming', async () => {
+  const msg = await client.messages.create({
+    model,
+    max_tokens: 256,
+    messages: [{ role: 'user', content: 'Hello from the SDK' }],
+  });
+  assert.equal(msg.type, 'message');
+  assert.equal(msg.role, 'assistant');
+  assert.match(msg.id, /^msg_/);
+  assert.equal(msg.stop_reason, 'end_turn');
+  assert.equal(msg.content.length, 1);
+  assert.equal(msg.content[0].type, 'text');
+  assert.equal(msg.content[0].text, 'mock reply to: Hello from the SDK');
+  assert.ok(msg.usage.input_tokens > 0, `input_tokens ${msg.usage.input_tokens}`);
+  assert.ok(msg.usage.output_tokens > 0, `output_tokens ${msg.usage.output_tokens}`);
+  assert.ok(msg._request_id, 'the request id header reaches the SDK');
+});
+
+test('messages.stream: text in order, finalMessage with usage', async () => {
+  const texts = [];
+  const events = [];
+  const stream = client.messages.stream({
+    model,
+    max_tokens: 256,
+    messages: [{ role: 'user', content: [{ type: 'text', text: 'Stream this reply please' }] }],
+  });
+  stream.on('text', (delta) => texts.push(delta));
+  stream.on('streamEvent', (ev) => events.push(ev.type));
+  const msg = await stream.finalMessage();
+  const want = 'mock reply to: Stream this reply please';
+  assert.ok(texts.length > 1, `the reply came in ${texts.length} pieces`);
+  assert.equal(texts.join(''), want, 'the deltas, in order, make the reply');
+  assert.equal(msg.content[0].text, want);
+  assert.equal(msg.stop_reason, 'end_turn');
+  assert.ok(msg.usage.input_tokens > 0, `input_tokens ${msg.usage.input_tokens}`);
+  assert.ok(msg.usage.output_tokens > 0, `output_tokens ${msg.usage.output_tokens}`);
+  assert.equal(events[0], 'message_start');
+  assert.equal(events[1], 'content_block_start');
+  assert.equal(events.at(-3), 'content_block_stop');
+  assert.equal(events.at(-2), 'message_delta');
+  assert.equal(events.at(-1), 'message_stop');
+});
+
+test('multi-turn request', async () => {
+  const msg = await client.messages.create({
+    model,
+    max_tokens: 256,
+    messages: [
+      { role: 'user', content: 'My name is Ada.' },
+      { role: 'assistant', content: [{ type: 'text', text: 'Nice to meet you, Ada.' }] },
+      { role: 'user', content: 'What is my name?' },
+    ],
+  });
+  // The mock echoes the one user message the CLI sent: the conversation,
+  // rendered by the pool.
+  const text = msg.content[0].text;
+  assert.ok(text.startsWith('mock reply to: '), text);
+  for (const part of ['My name is Ada.', 'Nice to meet you, Ada.', 'What is my name?']) {
+    assert.ok(text.includes(part), `reply lacks ${JSON.stringify(part)}: ${text}`);
+  }
+});
+
+test('system prompt', async () => {
+  const msg = await client.messages.create({
+    model,
+    max_tokens: 256,
+    system: 'You are the SDK test pirate.',
+    messages: [{ role: 'user', content: 'Ahoy' }],
+  });
+  // sdk_test.go checks that the system prompt reached the mock API.
+  assert.equal(msg.content[0].text, 'mock reply to: Ahoy');
+});
+
+test('an image block is a 400 raised as BadRequestError', async () => {
+  await assert.rejects(
+    client.messages.create({
+      model,
+      max_tokens: 256,
+      messages: [{
+        role: 'user',
+        content: [
+          { type: 'image', source: { type: 'base64', media_type: 'image/png', data: 'iVBORw0KGgo=' } },
+          { type: 'text', text: 'What is in this picture?' },
+        ],
+      }],
+    }),
+    (err) => {
+      assert.ok(err instanceof Anthropic.BadRequestError, `got ${err?.constructor?.name}: ${err}`);
+      assert.equal(err.status, 400);
+      assert.equal(err.error?.error?.type, 'invalid_request_error');
+      assert.match(err.error?.error?.message, /image/);
+      return true;
+    },
+  );
+});
