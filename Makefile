@@ -85,3 +85,11 @@ cover:
 
 clean:
 	rm -rf $(BIN) coverage.out
+
+.PHONY: cluster-demo
+## cluster-demo: 3 replicas behind HAProxy (installed from the distribution if
+## missing) with consistent hashing on X-Conversation-Key, 30 conversations of
+## 5 turns, one replica killed mid-run; stops everything it started.
+## Not part of `make test`: it installs packages and runs for minutes.
+cluster-demo: cli
+	bash examples/cluster/run.sh

@@ -8,30 +8,34 @@ import (
 )
 
 // ConversationKey returns a routing key for the conversation req belongs
-// to: 32 hexadecimal digits (128 bits of a SHA-256) over the request's
-// system prompt (System and AppendSystem) and its messages up to and
-// including the first user message, each field prefixed with its length.
-// Every turn of one conversation yields the same key, since a backend sends
-// the whole history each time and the start of it never changes; two
-// conversations that start differently, with another prompt or another
-// first message, yield different keys. The key is the same in every
-// process, on every machine and in every version of this package, so
-// replicas and load balancers may compute it independently.
+// to: 32 lowercase hexadecimal digits, the first 16 bytes of a SHA-256 over
+// the request's system prompt (System and AppendSystem) and its messages
+// up to and including the first user message. Every turn of one
+// conversation yields the same key, since a backend sends the whole
+// history each time and the start of it never changes; two conversations
+// that start differently, with another prompt or another first message,
+// yield different keys. The key is the same in every process, on every
+// machine and in every version of this package, so that clients, replicas
+// and load balancers can compute it independently. In another language:
+// hash, in this order, the text "claudepool conversation key v1", System,
+// AppendSystem, then the role and the content of each message through the
+// first user message, each of them UTF-8 and preceded by its length in
+// bytes as an 8-byte big-endian integer.
 //
 // The model is left out: a conversation that switches models stays on its
-// replica. The key identifies where a conversation should run, not who it
-// belongs to: conversations that start alike (the same prompt and the same
-// "Hello") share a key and a replica, which costs nothing, since a process
+// replica. The key says where a conversation should run, not whose it is:
+// conversations that start alike (the same prompt and the same "Hello")
+// share a key and a replica, which costs nothing, since a process
 // continues a conversation only when its whole history matches (see
-// Config.HoldConversations). It is not a secret and not an authorization.
+// Config.HoldConversations). It is neither a secret nor an authorization.
 //
 // Several replicas of a backend each own a pool, and a process holds a
 // conversation only on its own replica: a turn continues on its process
-// only when it reaches that replica. A backend returns the key to clients
-// as a response header (X-Conversation-Key, say), clients send it back
-// with each later turn, and the load balancer in front of the replicas
-// routes on it with consistent hashing, which keeps each key on one
-// replica and moves only the keys of a replica that leaves or joins:
+// only when it reaches that replica. Clients send the key with every
+// turn, the first included, in a header (X-Conversation-Key, say), and the
+// load balancer in front of the replicas routes on it with consistent
+// hashing, which keeps each key on one replica and moves only the keys of
+// a replica that leaves or joins:
 //
 //	# HAProxy
 //	backend chat
@@ -42,12 +46,12 @@ import (
 //	# Envoy: a route hash_policy on the header, with a ring_hash or maglev cluster
 //
 // A replica that receives a request without the header computes the key
-// itself with ConversationKey, so the first turn needs no client support:
-// a balancer that hashes a missing header sends it anywhere, and the
-// replica that answers returns the key for the next turns. When a replica
-// goes away, its conversations move to others, where their next turn is
-// served from the rendered history (a sticky miss) and the turns after it
-// continue there.
+// itself and returns it in the response header, for clients that do not
+// compute it; their first turn is routed by the balancer's fallback (round
+// robin in HAProxy), so such a conversation may move once, at its second
+// turn, which is then served from the rendered history. When a replica
+// goes away, its conversations move to others the same way: their next
+// turn misses (Stats.StickyMisses) and the turns after it continue there.
 func ConversationKey(req Request) string {
 	h := sha256.New()
 	keyField(h, "claudepool conversation key v1")
