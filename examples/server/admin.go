@@ -12,8 +12,9 @@ import (
 // adminHandler serves what must not be public, on its own listener (-admin):
 // expvar's /debug/vars, whose cmdline holds the -system prompt and whose
 // memstats describe the process, with the pool's Stats under "claudepool";
-// pprof under /debug/pprof/; and /stats and /metrics as on the public
-// listener.
+// pprof under /debug/pprof/; /stats, the pool's Stats as JSON, which
+// holds the last spawn error (it may quote the CLI's stderr); and /metrics
+// as on the public listener.
 func adminHandler(pool *claudepool.Pool) http.Handler {
 	api := newServer(pool)
 	mux := http.NewServeMux()

@@ -12,7 +12,7 @@ import (
 // options is the server's configuration, from flags and the environment.
 type options struct {
 	addr, admin, cli, system, model string
-	size, maxProcs                  int
+	size, maxProcs, maxOutputTokens int
 	startup, timeout, heartbeat     time.Duration
 	readyDelay, drain, closeTimeout time.Duration
 	mock, verbose                   bool
@@ -25,21 +25,22 @@ type options struct {
 
 // envNames maps each flag to the environment variable that sets it.
 var envNames = map[string]string{
-	"addr":          "CLAUDEPOOL_ADDR",
-	"admin":         "CLAUDEPOOL_ADMIN_ADDR",
-	"cli":           "CLAUDEPOOL_CLI",
-	"size":          "CLAUDEPOOL_SIZE",
-	"max-procs":     "CLAUDEPOOL_MAX_PROCS",
-	"model":         "CLAUDEPOOL_MODEL",
-	"system":        "CLAUDEPOOL_SYSTEM",
-	"startup":       "CLAUDEPOOL_STARTUP",
-	"timeout":       "CLAUDEPOOL_TIMEOUT",
-	"heartbeat":     "CLAUDEPOOL_HEARTBEAT",
-	"ready-delay":   "CLAUDEPOOL_READY_DELAY",
-	"drain":         "CLAUDEPOOL_DRAIN",
-	"close-timeout": "CLAUDEPOOL_CLOSE_TIMEOUT",
-	"mock":          "CLAUDEPOOL_MOCK",
-	"v":             "CLAUDEPOOL_VERBOSE",
+	"addr":              "CLAUDEPOOL_ADDR",
+	"admin":             "CLAUDEPOOL_ADMIN_ADDR",
+	"cli":               "CLAUDEPOOL_CLI",
+	"size":              "CLAUDEPOOL_SIZE",
+	"max-procs":         "CLAUDEPOOL_MAX_PROCS",
+	"model":             "CLAUDEPOOL_MODEL",
+	"max-output-tokens": "CLAUDEPOOL_MAX_OUTPUT_TOKENS",
+	"system":            "CLAUDEPOOL_SYSTEM",
+	"startup":           "CLAUDEPOOL_STARTUP",
+	"timeout":           "CLAUDEPOOL_TIMEOUT",
+	"heartbeat":         "CLAUDEPOOL_HEARTBEAT",
+	"ready-delay":       "CLAUDEPOOL_READY_DELAY",
+	"drain":             "CLAUDEPOOL_DRAIN",
+	"close-timeout":     "CLAUDEPOOL_CLOSE_TIMEOUT",
+	"mock":              "CLAUDEPOOL_MOCK",
+	"v":                 "CLAUDEPOOL_VERBOSE",
 }
 
 // parseOptions reads the flags in args and the environment through getenv.
@@ -55,6 +56,7 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (o
 	fs.IntVar(&o.size, "size", 2, "warm processes to keep ready")
 	fs.IntVar(&o.maxProcs, "max-procs", 0, "cap on live processes, warm and busy; a chat beyond it waits for a slot (0: 4 × size, at least 8)")
 	fs.StringVar(&o.model, "model", "", "the pool's model, given to each process at spawn (a request naming another is switched per chat)")
+	fs.IntVar(&o.maxOutputTokens, "max-output-tokens", 0, "the max_tokens every process asks the API for (the CLI's CLAUDE_CODE_MAX_OUTPUT_TOKENS); 0: the CLI's default. A request's own max_tokens is not honoured")
 	fs.StringVar(&o.system, "system", "", "the pool's system prompt, given to warm processes ahead of requests (a request's own system prompt is then served cold)")
 	fs.DurationVar(&o.startup, "startup", time.Minute, "how long the pool may take to get its warm processes ready")
 	fs.DurationVar(&o.timeout, "timeout", defaultChatTimeout, "longest a single chat may take")
@@ -93,6 +95,9 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (o
 	}
 	if o.maxProcs < o.size {
 		return o, fmt.Errorf("-max-procs %d is below -size %d", o.maxProcs, o.size)
+	}
+	if o.maxOutputTokens < 0 {
+		return o, fmt.Errorf("-max-output-tokens %d: want 0 or more", o.maxOutputTokens)
 	}
 	if o.heartbeat <= 0 {
 		return o, fmt.Errorf("-heartbeat %v: want a positive interval", o.heartbeat)

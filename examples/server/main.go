@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -75,6 +76,9 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		}
 		defer stopMock() // after the pool's Close: deferred calls run last-first
 		cfg.Env = env
+	}
+	if o.maxOutputTokens > 0 {
+		cfg.Env = append(cfg.Env, "CLAUDE_CODE_MAX_OUTPUT_TOKENS="+strconv.Itoa(o.maxOutputTokens))
 	}
 	pool, err := claudepool.NewPool(cfg)
 	if err != nil {

@@ -105,7 +105,7 @@ func TestRunListenersAndDrain(t *testing.T) {
 		return resp.StatusCode, string(b)
 	}
 	public, admin := "http://"+a.public, "http://"+a.admin
-	for _, path := range []string{"/debug/vars", "/debug/pprof/", "/debug/pprof/cmdline"} {
+	for _, path := range []string{"/debug/vars", "/debug/pprof/", "/debug/pprof/cmdline", "/stats"} {
 		code, _ := get(public + path)
 		require.Equal(t, http.StatusNotFound, code, "public %s", path)
 	}
@@ -118,6 +118,9 @@ func TestRunListenersAndDrain(t *testing.T) {
 	require.Equal(t, http.StatusOK, code)
 	code, _ = get(admin + "/metrics")
 	require.Equal(t, http.StatusOK, code)
+	code, body = get(admin + "/stats")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, body, `"idle":`)
 	code, body = get(public + "/readyz")
 	require.Equal(t, http.StatusOK, code, body)
 

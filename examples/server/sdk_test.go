@@ -62,7 +62,8 @@ func TestE2ESDK(t *testing.T) {
 		Size:            1,
 		MaxProcs:        2,
 		PartialMessages: true,
-		Env:             append(api.Env(), "HOME="+home),
+		// What -max-output-tokens sets: the max_tokens of every API call.
+		Env: append(api.Env(), "HOME="+home, "CLAUDE_CODE_MAX_OUTPUT_TOKENS=1234"),
 	})
 	require.NoError(t, err)
 	t.Cleanup(func() {
@@ -92,6 +93,7 @@ func TestE2ESDK(t *testing.T) {
 	var systems []string
 	for _, r := range reqs {
 		require.Equal(t, "claude-sonnet-4-5", r.Model)
+		require.Equal(t, 1234, r.MaxTokens, "the pool's cap, not the request's max_tokens (256)")
 		systems = append(systems, strings.Join(r.System, "\n"))
 	}
 	require.True(t, slices.ContainsFunc(systems, func(s string) bool {

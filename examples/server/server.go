@@ -50,7 +50,6 @@ func newServer(pool *claudepool.Pool) *server {
 	}
 	s.mux.HandleFunc("POST /chat", func(w http.ResponseWriter, r *http.Request) { s.serveChat(w, r, chatFormat{}) })
 	s.mux.HandleFunc("POST /v1/messages", func(w http.ResponseWriter, r *http.Request) { s.serveChat(w, r, messagesFormat{}) })
-	s.mux.HandleFunc("GET /stats", s.stats)
 	s.mux.HandleFunc("GET /metrics", s.metrics)
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.HandleFunc("GET /readyz", s.readyz)

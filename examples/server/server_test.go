@@ -308,9 +308,13 @@ func TestStats(t *testing.T) {
 	_, err := io.Copy(io.Discard, resp.Body)
 	require.NoError(t, err)
 
-	resp, body := ts.get(t, "/stats")
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	require.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+	resp, _ = ts.get(t, "/stats")
+	require.Equal(t, http.StatusNotFound, resp.StatusCode, "/stats is on the admin listener only")
+	rec := httptest.NewRecorder()
+	adminHandler(ts.pool).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/stats", nil))
+	require.Equal(t, http.StatusOK, rec.Code)
+	require.Equal(t, "application/json", rec.Header().Get("Content-Type"))
+	body := rec.Body.String()
 	var st struct {
 		WarmAcquires int64 `json:"warm_acquires"`
 		ColdAcquires int64 `json:"cold_acquires"`
