@@ -220,21 +220,56 @@ type messagesReply struct {
 	rid    string
 }
 
+// Events of a streamed reply, their fields in the API's order.
+type (
+	messageStart struct {
+		Type    string  `json:"type"`
+		Message message `json:"message"`
+	}
+	blockStart struct {
+		Type         string    `json:"type"`
+		Index        int       `json:"index"`
+		ContentBlock textBlock `json:"content_block"`
+	}
+	blockDelta struct {
+		Type  string    `json:"type"`
+		Index int       `json:"index"`
+		Delta textDelta `json:"delta"`
+	}
+	textDelta struct {
+		Type string `json:"type"` // "text_delta"
+		Text string `json:"text"`
+	}
+	blockStop struct {
+		Type  string `json:"type"`
+		Index int    `json:"index"`
+	}
+	messageDelta struct {
+		Type  string `json:"type"`
+		Delta struct {
+			StopReason   string  `json:"stop_reason"`
+			StopSequence *string `json:"stop_sequence"`
+		} `json:"delta"`
+		Usage usage `json:"usage"`
+	}
+	typeOnly struct {
+		Type string `json:"type"` // ping, message_stop
+	}
+)
+
 func (m *messagesReply) begin(model string) {
 	m.sse.open()
-	m.sse.event("message_start", map[string]any{"type": "message_start",
-		"message": message{ID: m.id, Type: "message", Role: "assistant", Model: model, Content: []textBlock{}}})
-	m.sse.event("content_block_start", map[string]any{"type": "content_block_start", "index": 0,
-		"content_block": textBlock{Type: "text"}})
+	m.sse.event("message_start", messageStart{"message_start",
+		message{ID: m.id, Type: "message", Role: "assistant", Model: model, Content: []textBlock{}}})
+	m.sse.event("content_block_start", blockStart{"content_block_start", 0, textBlock{Type: "text"}})
 	m.ping()
 }
 
 func (m *messagesReply) text(t string) {
-	m.sse.event("content_block_delta", map[string]any{"type": "content_block_delta", "index": 0,
-		"delta": map[string]string{"type": "text_delta", "text": t}})
+	m.sse.event("content_block_delta", blockDelta{"content_block_delta", 0, textDelta{"text_delta", t}})
 }
 
-func (m *messagesReply) ping() { m.sse.event("ping", map[string]string{"type": "ping"}) }
+func (m *messagesReply) ping() { m.sse.event("ping", typeOnly{"ping"}) }
 
 func (m *messagesReply) fail(e apiError) { m.sse.event("error", newMessagesError(e, m.rid)) }
 
@@ -248,11 +283,11 @@ func (m *messagesReply) end(res *claudepool.Result, text, model string, _ claude
 			Usage: usageOf(res.Usage)})
 		return
 	}
-	m.sse.event("content_block_stop", map[string]any{"type": "content_block_stop", "index": 0})
-	m.sse.event("message_delta", map[string]any{"type": "message_delta",
-		"delta": map[string]any{"stop_reason": stop, "stop_sequence": nil},
-		"usage": usageOf(res.Usage)})
-	m.sse.event("message_stop", map[string]string{"type": "message_stop"})
+	m.sse.event("content_block_stop", blockStop{"content_block_stop", 0})
+	d := messageDelta{Type: "message_delta", Usage: usageOf(res.Usage)}
+	d.Delta.StopReason = stop
+	m.sse.event("message_delta", d)
+	m.sse.event("message_stop", typeOnly{"message_stop"})
 }
 
 // newMessageID returns an id in the shape of the API's, msg_ and 24 random
