@@ -50,8 +50,8 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (o
 	var o options
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
 	fs.SetOutput(usage)
-	fs.StringVar(&o.addr, "addr", "localhost:8080", "public listen address: chats, /healthz, /readyz, /stats, /metrics")
-	fs.StringVar(&o.admin, "admin", "", "admin listen address for expvar and pprof, e.g. 127.0.0.1:6060; empty: off")
+	fs.StringVar(&o.addr, "addr", "localhost:8080", "public listen address: chats, /healthz, /readyz, /metrics")
+	fs.StringVar(&o.admin, "admin", "", "admin listen address for expvar, pprof and /stats, e.g. 127.0.0.1:6060; empty: off")
 	fs.StringVar(&o.cli, "cli", claudepool.DefaultCommand, "the claude executable, a path or a name in PATH")
 	fs.IntVar(&o.size, "size", 2, "warm processes to keep ready")
 	fs.IntVar(&o.maxProcs, "max-procs", 0, "cap on live processes, warm and busy; a chat beyond it waits for a slot (0: 4 × size, at least 8)")
