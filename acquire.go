@@ -12,8 +12,9 @@ import (
 // one is ready, without waiting for one; otherwise it spawns a cold
 // process at once (which answers after the CLI's start-up time). With
 // MaxProcs reached, it waits for a slot or a warm process until ctx ends
-// and then returns an error wrapping ctx.Err(). Every acquire asks the
-// pool to refill.
+// and then returns an error wrapping ctx.Err(); beyond Config.MaxWaiting
+// waiting callers, or after Config.MaxWait, it returns an error wrapping
+// ErrOverloaded instead. Every acquire asks the pool to refill.
 //
 // A warm process from Acquire has no conversation. Without Config.Prompt
 // it has received no initialize; with it, it has that prompt already.
@@ -148,9 +149,16 @@ func (p *Pool) acquireCold(ctx context.Context, start time.Time, want *SystemPro
 		p.releaseSlot()
 		if !errors.Is(err, ErrClosed) {
 			p.counters.spawnFailures.Add(1)
+			p.mu.Lock()
+			p.spawnStreak++
+			p.lastSpawnErr = err
+			p.mu.Unlock()
 		}
 		return nil, err
 	}
+	p.mu.Lock()
+	p.spawnStreak, p.lastSpawnErr = 0, nil
+	p.mu.Unlock()
 	proc.life = p.newLife(false)
 	proc.life.uses = 1
 	wait := time.Since(start)
@@ -158,6 +166,9 @@ func (p *Pool) acquireCold(ctx context.Context, start time.Time, want *SystemPro
 	p.track(proc, stateLeased)
 	p.counters.cold.Add(1)
 	p.lat.coldAcquire.record(wait)
+	if p.cfg.SpareDecay > 0 {
+		p.wakeFill() // the demand grew
+	}
 	p.logAcquire(proc)
 	return proc, nil
 }
@@ -166,6 +177,19 @@ func (p *Pool) acquireCold(ctx context.Context, start time.Time, want *SystemPro
 // (nil, nil), with an idle process that came back (proc, nil), or with an
 // error.
 func (p *Pool) waitSlot(ctx context.Context, start time.Time, want *SystemPrompt) (*Process, error) {
+	if n := p.waiting.Add(1); p.cfg.MaxWaiting > 0 && n > int64(p.cfg.MaxWaiting) {
+		p.waiting.Add(-1)
+		p.counters.overloaded.Add(1)
+		return nil, fmt.Errorf("%w: %d callers are waiting for a process slot already (MaxProcs %d, MaxWaiting %d)",
+			ErrOverloaded, n-1, p.cfg.MaxProcs, p.cfg.MaxWaiting)
+	}
+	defer p.waiting.Add(-1)
+	var maxWait <-chan time.Time
+	if p.cfg.MaxWait > 0 {
+		t := time.NewTimer(p.cfg.MaxWait - time.Since(start))
+		defer t.Stop()
+		maxWait = t.C
+	}
 	var evicted <-chan struct{} // closed once the process retired for a slot is reaped
 	for {
 		p.mu.Lock()
@@ -197,6 +221,10 @@ func (p *Pool) waitSlot(ctx context.Context, start time.Time, want *SystemPrompt
 		case <-ctx.Done():
 			p.counters.slotTimeouts.Add(1)
 			return nil, fmt.Errorf("claudepool: waiting for a process slot (MaxProcs %d): %w", p.cfg.MaxProcs, ctx.Err())
+		case <-maxWait:
+			p.counters.slotTimeouts.Add(1)
+			p.counters.overloaded.Add(1)
+			return nil, fmt.Errorf("%w: no process slot within MaxWait %v (MaxProcs %d)", ErrOverloaded, p.cfg.MaxWait, p.cfg.MaxProcs)
 		case <-p.ctx.Done():
 			return nil, ErrClosed
 		}

@@ -121,7 +121,8 @@ type Config struct {
 
 	// MaxProcs caps the processes alive at once, warm and busy together.
 	// 0 means no cap. It must be 0 or at least Size. When the cap is
-	// reached, Acquire waits for a slot until its context ends.
+	// reached, Acquire waits for a slot until its context ends, or until
+	// MaxWait; MaxWaiting bounds the callers waiting at once.
 	MaxProcs int
 
 	// MaxUses is the most chats one process serves; after each chat that
@@ -230,7 +231,46 @@ type Config struct {
 	// Logger receives the pool's logs: every acquire at Debug, spawn
 	// failures at Warn. Nil means silent.
 	Logger *slog.Logger
+
+	// MaxWaiting bounds the callers that wait for a MaxProcs slot at once.
+	// A caller that would wait beyond it gets an error wrapping
+	// ErrOverloaded at once, instead of piling up. 0 means no bound. It
+	// has no effect without MaxProcs, where nobody waits.
+	MaxWaiting int
+
+	// MaxWait bounds how long a caller waits for a MaxProcs slot; it then
+	// gets an error wrapping ErrOverloaded (its context may end sooner,
+	// with the context's error). 0 means no bound but the context.
+	MaxWait time.Duration
+
+	// SpareDecay makes the warm spares follow demand. Size stays the
+	// floor; the refill keeps as many idle spares as the peak number of
+	// processes serving chats at once (leased) seen recently, up to
+	// MaxProcs (spares beyond Size are spawned only into free slots,
+	// never by evicting a process). The peak is remembered for one to two
+	// periods of SpareDecay: after that long without such concurrency,
+	// the spares beyond it are retired (RetireSpare) down to Size.
+	//
+	// A spare costs the CLI's memory (about 190 MB for the real CLI), and
+	// without MaxProcs nothing bounds the spares but the peak: set
+	// MaxProcs with it. 0, the default, keeps Size spares whatever the
+	// demand; DefaultSpareDecay is a reasonable period.
+	SpareDecay time.Duration
+
+	// OnStreamEnd, when set, is called once for every stream that
+	// StreamChat returned, when it has ended (its result, error, context
+	// end or Close), with its outcome, latencies and result (usage and
+	// cost): the place to feed tracing or metrics such as OpenTelemetry's
+	// GenAI conventions. It runs on the stream's own goroutine, holding
+	// no lock of the pool, after the outcome is final; Stream.Close and
+	// Pool.Close wait for it, so it must return quickly and must not
+	// block on the stream's consumer.
+	OnStreamEnd func(StreamEnd)
 }
+
+// DefaultSpareDecay is a reasonable Config.SpareDecay: spares grown for a
+// burst stay about one to two minutes after it.
+const DefaultSpareDecay = time.Minute
 
 // normalize validates a Config, fills in the defaults and copies what the
 // caller could change later. It returns the CLI's absolute path.
@@ -240,6 +280,9 @@ func (cfg Config) normalize() (Config, string, error) {
 	}
 	if cfg.MaxProcs > 0 && cfg.MaxProcs < cfg.Size {
 		return cfg, "", fmt.Errorf("claudepool: MaxProcs (%d) is less than Size (%d)", cfg.MaxProcs, cfg.Size)
+	}
+	if cfg.MaxWaiting < 0 || cfg.MaxWait < 0 || cfg.SpareDecay < 0 {
+		return cfg, "", errors.New("claudepool: MaxWaiting, MaxWait and SpareDecay must not be negative")
 	}
 	if cfg.MaxIdle < 0 || cfg.ReadyTimeout < 0 || cfg.StopGrace < 0 || cfg.SpawnBackoff < 0 || cfg.MaxLineBytes < 0 {
 		return cfg, "", errors.New("claudepool: durations and MaxLineBytes must not be negative")

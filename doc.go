@@ -123,4 +123,27 @@
 // first event, the first text and the result. Stream.Latency and
 // Stream.Acquire give the same for one request. Stats marshals to JSON
 // for a status or metrics endpoint.
+//
+// # Operating
+//
+// Stats also exposes each latency histogram whole (AcquireHistogram,
+// FirstEventHistogram, ... return cumulative counts over the fixed bounds
+// of HistogramBounds, with the count and the sum), so that a monitoring
+// system gets real histograms; counts of stream outcomes by kind
+// (Outcome), tokens and cost from the results; callers waiting for a
+// MaxProcs slot; and health: the last spawn error, consecutive spawn
+// failures and consecutive authentication failures (API status 401 or
+// 403). The module github.com/claudepool/claudepool/prom exports all of
+// it as a Prometheus collector. Config.OnStreamEnd is called as each
+// stream ends, with its outcome, latencies and usage, for tracing or
+// OpenTelemetry's GenAI metrics.
+//
+// WaitReady proves that the CLI starts and answers; it makes no API call,
+// so a bad API key passes it. Pool.CheckAPI makes one minimal chat to
+// prove the credentials, at the price of one API call.
+//
+// Under overload, Config.MaxWaiting and Config.MaxWait shed callers that
+// would wait for a slot with an error wrapping ErrOverloaded, and
+// Config.SpareDecay lets the warm spares grow toward the recent demand,
+// up to MaxProcs, and shrink back to Size after a quiet period.
 package claudepool

@@ -37,6 +37,12 @@ var (
 	// ErrNotReady is wrapped when a spawned process does not answer its
 	// readiness probe or a control request within Config.ReadyTimeout.
 	ErrNotReady = errors.New("claudepool: process not ready")
+
+	// ErrOverloaded is wrapped when a caller would wait for a MaxProcs
+	// slot beyond Config.MaxWaiting, or waited longer than
+	// Config.MaxWait: the pool sheds the request instead of queueing it.
+	// No process was taken; the request may be retried later.
+	ErrOverloaded = errors.New("claudepool: overloaded")
 )
 
 // ExitError reports a CLI process that ended without a result line: it

@@ -15,8 +15,33 @@ import (
 type histogram struct {
 	count   atomic.Int64
 	max     atomic.Int64
+	sum     atomic.Int64 // nanoseconds
 	buckets [histBuckets]atomic.Int64
+	// coarse counts the same values in the buckets of HistogramBounds,
+	// exactly, plus one for the values above the last bound.
+	coarse [len(histogramBounds) + 1]atomic.Int64
 }
+
+// histogramBounds are the upper bounds of the buckets Stats exports (see
+// Histogram).
+var histogramBounds = [...]time.Duration{
+	10 * time.Microsecond, 100 * time.Microsecond,
+	time.Millisecond, 2500 * time.Microsecond, 5 * time.Millisecond,
+	10 * time.Millisecond, 25 * time.Millisecond, 50 * time.Millisecond,
+	100 * time.Millisecond, 250 * time.Millisecond, 500 * time.Millisecond,
+	time.Second, 2500 * time.Millisecond, 5 * time.Second,
+	10 * time.Second, 30 * time.Second, time.Minute,
+	2 * time.Minute, 5 * time.Minute,
+}
+
+// HistogramBounds returns the upper bounds of the buckets of every
+// Histogram, in increasing order: 10µs, 100µs, 1ms, 2.5ms, 5ms, 10ms,
+// 25ms, 50ms, 100ms, 250ms, 500ms, 1s, 2.5s, 5s, 10s, 30s, 1m, 2m and 5m.
+// They cover a warm acquire (microseconds), a warm chat's first event
+// (tens of milliseconds), a cold start-up (about a second) and a reply
+// bounded by the CLI's retries (minutes), and stay the same for every
+// histogram and every pool, as Prometheus needs to aggregate them.
+func HistogramBounds() []time.Duration { return histogramBounds[:] }
 
 const (
 	histSubBits = 3
@@ -58,6 +83,12 @@ func (h *histogram) record(d time.Duration) {
 		ns = 0
 	}
 	h.buckets[bucketOf(ns)].Add(1)
+	i := 0
+	for i < len(histogramBounds) && time.Duration(ns) > histogramBounds[i] {
+		i++
+	}
+	h.coarse[i].Add(1)
+	h.sum.Add(ns)
 	h.count.Add(1)
 	for {
 		m := h.max.Load()
@@ -144,4 +175,42 @@ type CountSummary struct {
 func (h *histogram) counts() CountSummary {
 	s := h.summary()
 	return CountSummary{Count: s.Count, P50: int64(s.P50), P90: int64(s.P90), P99: int64(s.P99), Max: int64(s.Max)}
+}
+
+// Histogram is a snapshot of one latency histogram in the form Prometheus
+// and OpenTelemetry histograms take: cumulative counts over the fixed
+// bounds of HistogramBounds, the number of values and their sum. Each
+// value is counted exactly in the first bucket whose bound it does not
+// exceed; the 12.5% approximation of LatencySummary does not apply here.
+// The zero value means nothing was recorded.
+type Histogram struct {
+	// Buckets are cumulative: Buckets[i].Count values were at most
+	// Buckets[i].UpperBound. Every bound of HistogramBounds is listed,
+	// also when its count is 0; values above the last bound are counted
+	// in Count only (the +Inf bucket).
+	Buckets []Bucket
+	// Count is the number of values recorded.
+	Count int64
+	// Sum is the sum of the values recorded.
+	Sum time.Duration
+}
+
+// Bucket is one cumulative bucket of a Histogram.
+type Bucket struct {
+	UpperBound time.Duration // inclusive
+	Count      int64         // values at most UpperBound
+}
+
+// snapshot reads the coarse buckets. Count is their total, so that the
+// buckets and Count agree even while values are being recorded; Sum may
+// lag or lead them by a value recorded meanwhile.
+func (h *histogram) snapshot() Histogram {
+	out := Histogram{Buckets: make([]Bucket, len(histogramBounds)), Sum: time.Duration(h.sum.Load())}
+	var cum int64
+	for i, b := range histogramBounds {
+		cum += h.coarse[i].Load()
+		out.Buckets[i] = Bucket{UpperBound: b, Count: cum}
+	}
+	out.Count = cum + h.coarse[len(histogramBounds)].Load()
+	return out
 }

@@ -71,6 +71,7 @@ const (
 	RetireIdle        RetireReason = "idle"         // idle longer than Config.MaxIdle
 	RetireEvicted     RetireReason = "evicted"      // gave its place to a request with another prompt
 	RetireSurplus     RetireReason = "surplus"      // more idle processes of other prompts than the pool keeps
+	RetireSpare       RetireReason = "spare"        // a spare beyond Size kept for a demand that has passed (Config.SpareDecay)
 	RetireClosed      RetireReason = "closed"       // the pool was closed
 )
 
@@ -88,6 +89,7 @@ func (p *Pool) track(proc *Process, state int32) {
 	p.live[proc] = struct{}{}
 	proc.state.Store(state)
 	p.count[state]++
+	p.noteDemandLocked()
 	p.mu.Unlock()
 	p.wg.Add(2)
 	go func() {
@@ -150,7 +152,7 @@ func (p *Pool) spawnWarm() {
 		}
 		return
 	}
-	p.consecutiveFailures = 0
+	p.consecutiveFailures, p.spawnStreak = 0, 0
 	p.lastSpawnErr = nil
 	p.nextAttempt = time.Time{}
 	if proc.state.Load() != stateStarting {
@@ -189,6 +191,7 @@ func (p *Pool) spawnFailedLocked(err error) (backoff time.Duration) {
 		backoff = 0
 	} else {
 		p.counters.spawnFailures.Add(1)
+		p.spawnStreak++
 	}
 	p.nextAttempt = time.Now().Add(backoff)
 	p.lastSpawnErr = err
@@ -280,6 +283,7 @@ func (p *Pool) leaveIdleLocked(proc *Process) {
 func (p *Pool) claimLocked(proc *Process, start time.Time) {
 	p.leaveIdleLocked(proc)
 	p.setStateLocked(proc, stateLeased)
+	p.noteDemandLocked()
 	proc.life.uses++
 	wait := time.Since(start)
 	proc.life.acquire = AcquireInfo{Warm: true, Reused: proc.life.uses > 1, Uses: proc.life.uses,

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -57,7 +58,18 @@ type Pool struct {
 	// consecutiveFailures counts spawn failures since the last success.
 	consecutiveFailures int
 	nextAttempt         time.Time
-	lastSpawnErr        error
+	// lastSpawnErr is the error of the last failed spawn, warm or cold;
+	// nil after a successful one.
+	lastSpawnErr error
+	// spawnStreak counts failed spawns, warm and cold, since the last
+	// successful one (for Stats; consecutiveFailures drives the backoff).
+	spawnStreak int
+	// demand tracks the peak of leased processes for Config.SpareDecay.
+	demand demand
+
+	// waiting counts callers waiting for a MaxProcs slot.
+	waiting atomic.Int64
+	usage   usageCounters
 
 	counters counters
 	lat      latencies
@@ -116,9 +128,13 @@ func NewPool(cfg Config) (*Pool, error) {
 // pool is closed. On ctx expiry the error also wraps the last spawn error,
 // if any, so that a broken CLI is visible at start-up.
 //
-// A ready process has started and answered a control request; that needs
-// no API call, so WaitReady proves nothing about the API key or the
-// network.
+// What it proves: the CLI starts, and each ready process answered a
+// control request (mcp_status), and received Config.Prompt and confirmed
+// Config.Models when they are set. What it does not: that needs no API
+// call (Models aside), so a bad or revoked API key, an unreachable API or
+// an exhausted quota all pass WaitReady, and then every chat fails with a
+// *ResultError (API status 401, ...). CheckAPI proves those with one
+// request; Stats.ConsecutiveAuthFailures watches them afterwards.
 func (p *Pool) WaitReady(ctx context.Context) error {
 	for {
 		p.mu.Lock()

@@ -2,6 +2,7 @@ package claudepool
 
 import (
 	"encoding/json"
+	"math"
 	"sync/atomic"
 )
 
@@ -17,6 +18,8 @@ type counters struct {
 	reuses        atomic.Int64
 	deadAtClaim   atomic.Int64
 	retired       [len(retireReasonsArray)]atomic.Int64
+	outcomes      [len(outcomesArray)]atomic.Int64
+	overloaded    atomic.Int64 // callers shed with ErrOverloaded
 	// Held conversations: continued; missed because no process holds the
 	// history, or because one does with another prompt or model; reset
 	// after HoldConversations; reset for another chat.
@@ -29,7 +32,10 @@ type counters struct {
 
 // retireReasonsArray fixes the number of retire reasons at compile time.
 var retireReasonsArray = [...]RetireReason{RetireMaxUses, RetireMemory, RetireResetFailed,
-	RetireUnclean, RetireIdle, RetireEvicted, RetireSurplus, RetireClosed}
+	RetireUnclean, RetireIdle, RetireEvicted, RetireSurplus, RetireSpare, RetireClosed}
+
+// RetireReasons lists every RetireReason, in a fixed order.
+func RetireReasons() []RetireReason { return append([]RetireReason(nil), retireReasonsArray[:]...) }
 
 // latencies are the pool's histograms.
 type latencies struct {
@@ -68,6 +74,38 @@ type Stats struct {
 	warmFirstEvent, coldFirstEvent                 LatencySummary
 	warmFirstText, coldFirstText                   LatencySummary
 	warmResult, coldResult                         LatencySummary
+
+	outcomes                  map[Outcome]int64
+	tokens                    TokenCounts
+	costUSD                   float64
+	waiting, overloaded       int64
+	lastSpawnErr              error
+	spawnStreak, authFailures int64
+	spareTarget               int
+
+	hists [numHists]Histogram
+}
+
+// The histograms Stats exports, in latencies' order.
+const (
+	histWarmAcquire = iota
+	histColdAcquire
+	histSpawnToReady
+	histWarmFirstEvent
+	histColdFirstEvent
+	histWarmFirstText
+	histColdFirstText
+	histWarmResult
+	histColdResult
+	histReset
+	numHists
+)
+
+// all returns the latency histograms in the order of the hist* constants.
+func (l *latencies) all() [numHists]*histogram {
+	return [numHists]*histogram{&l.warmAcquire, &l.coldAcquire, &l.spawnToReady,
+		&l.warmFirstEvent, &l.coldFirstEvent, &l.warmFirstText, &l.coldFirstText,
+		&l.warmResult, &l.coldResult, &l.reset}
 }
 
 // Stats returns a snapshot of the pool's state, counters and latencies.
@@ -88,8 +126,25 @@ func (p *Pool) Stats() Stats {
 			st.held++
 		}
 	}
+	st.lastSpawnErr = p.lastSpawnErr
+	st.spawnStreak = int64(p.spawnStreak)
+	st.spareTarget = p.spareTargetLocked()
 	p.mu.Unlock()
 	c, l := &p.counters, &p.lat
+	st.outcomes = make(map[Outcome]int64, len(outcomesArray))
+	for i, o := range outcomesArray {
+		st.outcomes[o] = c.outcomes[i].Load()
+	}
+	u := &p.usage
+	st.tokens = TokenCounts{Input: u.input.Load(), Output: u.output.Load(),
+		CacheRead: u.cacheRead.Load(), CacheCreation: u.cacheCreation.Load()}
+	st.costUSD = math.Float64frombits(u.costBits.Load())
+	st.authFailures = u.authFailures.Load()
+	st.waiting = p.waiting.Load()
+	st.overloaded = c.overloaded.Load()
+	for i, h := range l.all() {
+		st.hists[i] = h.snapshot()
+	}
 	st.warmAcquires = c.warm.Load()
 	st.coldAcquires = c.cold.Load()
 	st.spawnFailures = c.spawnFailures.Load()
@@ -259,6 +314,78 @@ func (s Stats) ResultTime(warm bool) LatencySummary {
 	return s.coldResult
 }
 
+// Outcomes counts the streams that ended with outcome o (see OutcomeOf).
+func (s Stats) Outcomes(o Outcome) int64 { return s.outcomes[o] }
+
+// Tokens sums the usage of every stream's result, failed ones included.
+func (s Stats) Tokens() TokenCounts { return s.tokens }
+
+// CostUSD sums the CLI's cost estimate (total_cost_usd) of every stream's
+// result, failed ones included.
+func (s Stats) CostUSD() float64 { return s.costUSD }
+
+// Waiting is the number of callers waiting for a MaxProcs slot now.
+func (s Stats) Waiting() int64 { return s.waiting }
+
+// Overloaded counts callers turned away with ErrOverloaded
+// (Config.MaxWaiting, Config.MaxWait).
+func (s Stats) Overloaded() int64 { return s.overloaded }
+
+// LastSpawnError is the error of the last spawn that failed, warm or
+// cold; nil when no spawn failed since the last successful one. A spawn
+// fails when the executable cannot be started, or, for a warm process,
+// when it does not become ready.
+func (s Stats) LastSpawnError() error { return s.lastSpawnErr }
+
+// ConsecutiveSpawnFailures counts the spawns that failed since the last
+// successful one.
+func (s Stats) ConsecutiveSpawnFailures() int64 { return s.spawnStreak }
+
+// ConsecutiveAuthFailures counts the results in a row whose API call was
+// refused for authentication (api_error_status 401 or 403): a bad or
+// revoked key, which WaitReady cannot see. Any successful result resets
+// it; other failures leave it as it is.
+func (s Stats) ConsecutiveAuthFailures() int64 { return s.authFailures }
+
+// SpareTarget is the number of idle spares the refill aims for: Size, or
+// with Config.SpareDecay the recent peak of busy processes when it is
+// higher, within MaxProcs.
+func (s Stats) SpareTarget() int { return s.spareTarget }
+
+// AcquireHistogram is the histogram of warm (true) or cold (false)
+// acquire waits (see WarmAcquireWait, ColdAcquireWait).
+func (s Stats) AcquireHistogram(warm bool) Histogram {
+	return s.pick(warm, histWarmAcquire, histColdAcquire)
+}
+
+// SpawnToReadyHistogram is the histogram of SpawnToReady.
+func (s Stats) SpawnToReadyHistogram() Histogram { return s.hists[histSpawnToReady] }
+
+// FirstEventHistogram is the histogram of FirstEvent(warm).
+func (s Stats) FirstEventHistogram(warm bool) Histogram {
+	return s.pick(warm, histWarmFirstEvent, histColdFirstEvent)
+}
+
+// FirstTextHistogram is the histogram of FirstText(warm).
+func (s Stats) FirstTextHistogram(warm bool) Histogram {
+	return s.pick(warm, histWarmFirstText, histColdFirstText)
+}
+
+// ResultHistogram is the histogram of ResultTime(warm).
+func (s Stats) ResultHistogram(warm bool) Histogram {
+	return s.pick(warm, histWarmResult, histColdResult)
+}
+
+// ResetHistogram is the histogram of Resets.
+func (s Stats) ResetHistogram() Histogram { return s.hists[histReset] }
+
+func (s Stats) pick(warm bool, w, c int) Histogram {
+	if warm {
+		return s.hists[w]
+	}
+	return s.hists[c]
+}
+
 // MarshalJSON encodes the snapshot for a metrics or status endpoint.
 func (s Stats) MarshalJSON() ([]byte, error) {
 	type phase struct {
@@ -273,6 +400,11 @@ func (s Stats) MarshalJSON() ([]byte, error) {
 		MissSettings int64 `json:"miss_settings"`
 		HoldsExpired int64 `json:"holds_expired"`
 		HoldsTaken   int64 `json:"holds_taken"`
+	}
+	type health struct {
+		LastSpawnError           string `json:"last_spawn_error,omitempty"`
+		ConsecutiveSpawnFailures int64  `json:"consecutive_spawn_failures"`
+		ConsecutiveAuthFailures  int64  `json:"consecutive_auth_failures"`
 	}
 	type stats struct {
 		Idle           int                    `json:"idle"`
@@ -298,6 +430,17 @@ func (s Stats) MarshalJSON() ([]byte, error) {
 		SpawnToReady   LatencySummary         `json:"spawn_to_ready"`
 		Warm           phase                  `json:"warm"`
 		Cold           phase                  `json:"cold"`
+		Outcomes       map[Outcome]int64      `json:"outcomes"`
+		Tokens         TokenCounts            `json:"tokens"`
+		CostUSD        float64                `json:"cost_usd"`
+		Waiting        int64                  `json:"waiting"`
+		Overloaded     int64                  `json:"overloaded"`
+		SpareTarget    int                    `json:"spare_target"`
+		Health         health                 `json:"health"`
+	}
+	lastErr := ""
+	if s.lastSpawnErr != nil {
+		lastErr = s.lastSpawnErr.Error()
 	}
 	return json.Marshal(stats{
 		Idle: s.idle, Busy: s.busy, Starting: s.starting, Resetting: s.resetting, Held: s.held,
@@ -308,7 +451,10 @@ func (s Stats) MarshalJSON() ([]byte, error) {
 		Sticky:      sticky{s.stickyHits, s.stickyMissNone, s.stickyMissSettings, s.holdsExpired, s.holdsTaken},
 		DeadIdle:    s.deadIdle, SlotTimeouts: s.slotTimeouts, PromptCold: s.promptCold,
 		MalformedLines: s.malformedLines, SpawnToReady: s.spawnToReady,
-		Warm: phase{s.warmAcquireWait, s.warmFirstEvent, s.warmFirstText, s.warmResult},
-		Cold: phase{s.coldAcquireWait, s.coldFirstEvent, s.coldFirstText, s.coldResult},
+		Warm:     phase{s.warmAcquireWait, s.warmFirstEvent, s.warmFirstText, s.warmResult},
+		Cold:     phase{s.coldAcquireWait, s.coldFirstEvent, s.coldFirstText, s.coldResult},
+		Outcomes: s.outcomes, Tokens: s.tokens, CostUSD: s.costUSD, Waiting: s.waiting,
+		Overloaded: s.overloaded, SpareTarget: s.spareTarget,
+		Health: health{lastErr, s.spawnStreak, s.authFailures},
 	})
 }

@@ -319,6 +319,7 @@ func (s *Stream) run() {
 	s.ended = true
 	close(s.notify)
 	s.mu.Unlock()
+	s.reportEnd(err)
 }
 
 // push queues an event for the caller.
