@@ -13,13 +13,15 @@ export CLAUDEPOOL_CLI ?= $(CLI)
 
 all: lint test
 
-## test: every test with the race detector, the e2e suite against the real CLI included
+## test: every test with the race detector, the e2e suite against the real CLI included, and prom/'s
 test: cli
 	$(GO) test -race -count=1 -timeout 20m ./...
+	cd prom && $(GO) test -race -count=1 ./...
 
 ## unit: the tests that need no real CLI
 unit:
 	CLAUDEPOOL_SKIP_E2E=1 $(GO) test -race -count=1 ./...
+	cd prom && $(GO) test -race -count=1 ./...
 
 ## e2e: the real-CLI suite only
 e2e: cli
@@ -57,7 +59,7 @@ fuzz:
 		echo "== $$t"; CLAUDEPOOL_SKIP_E2E=1 $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-30s} . || exit 1; \
 	done
 
-## lint: gofmt check, go vet, staticcheck, go mod tidy check
+## lint: gofmt check, go vet, staticcheck, go mod tidy check (the root and prom/ modules)
 lint: fmt vet staticcheck tidy
 
 fmt:
@@ -65,18 +67,24 @@ fmt:
 
 vet:
 	$(GO) vet ./...
+	cd prom && $(GO) vet ./...
 
 $(STATICCHECK):
 	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 staticcheck: $(STATICCHECK)
 	$(STATICCHECK) ./...
+	cd prom && $(STATICCHECK) ./...
 
 tidy:
 	@cp go.mod /tmp/claudepool.go.mod.bak; cp go.sum /tmp/claudepool.go.sum.bak; \
 	$(GO) mod tidy; \
 	if ! git diff --quiet -- go.mod go.sum; then echo "go mod tidy changed go.mod/go.sum"; git diff -- go.mod go.sum; \
 		cp /tmp/claudepool.go.mod.bak go.mod; cp /tmp/claudepool.go.sum.bak go.sum; exit 1; fi
+	@cd prom && cp go.mod /tmp/claudepool-prom.go.mod.bak; cp go.sum /tmp/claudepool-prom.go.sum.bak; \
+	$(GO) mod tidy; \
+	if ! git diff --quiet -- go.mod go.sum; then echo "go mod tidy changed prom/go.mod or prom/go.sum"; git diff -- go.mod go.sum; \
+		cp /tmp/claudepool-prom.go.mod.bak go.mod; cp /tmp/claudepool-prom.go.sum.bak go.sum; exit 1; fi
 
 ## cover: unit tests with a coverage report
 cover:

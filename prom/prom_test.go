@@ -1,0 +1,188 @@
+package prom_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/claudepool/claudepool"
+	"github.com/claudepool/claudepool/prom"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
+	"go.uber.org/goleak"
+)
+
+// fakeCLI is the root module's fake claude (testdata/fakeclaude), built
+// by TestMain: internal/fakecli cannot be imported from this module.
+var fakeCLI string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "claudepool-prom-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fakeCLI = filepath.Join(dir, "claude")
+	cmd := exec.Command("go", "build", "-o", fakeCLI, "./testdata/fakeclaude")
+	cmd.Dir = ".."
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build the fake CLI: %v: %s\n", err, out)
+		_ = os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		_ = os.RemoveAll(dir)
+		os.Exit(code)
+	}))
+}
+
+// newPool returns a pool of fake CLIs, closed at cleanup.
+func newPool(t *testing.T) *claudepool.Pool {
+	t.Helper()
+	pool, err := claudepool.NewPool(claudepool.Config{Command: fakeCLI, Size: 1, MaxProcs: 2,
+		StopGrace: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := pool.Close(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	return pool
+}
+
+// chat runs one chat to its end.
+func chat(t *testing.T, ctx context.Context, pool *claudepool.Pool, text string) {
+	t.Helper()
+	s, err := claudepool.NewAdapter(pool).StreamChat(ctx, claudepool.Request{
+		Messages: []claudepool.Message{{Role: claudepool.RoleUser, Content: text}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for s.Next() {
+	}
+	if err := s.Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCollector(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	pool := newPool(t)
+	if err := pool.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	chat(t, ctx, pool, "hello")
+
+	c := prom.NewCollector(pool, prometheus.Labels{"pool": "test"})
+	problems, err := testutil.CollectAndLint(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	types := map[string]dto.MetricType{}
+	for _, mf := range mfs {
+		types[mf.GetName()] = mf.GetType()
+	}
+	want := map[string]dto.MetricType{
+		"claudepool_acquires_total":             dto.MetricType_COUNTER,
+		"claudepool_outcomes_total":             dto.MetricType_COUNTER,
+		"claudepool_spawn_failures_total":       dto.MetricType_COUNTER,
+		"claudepool_reuses_total":               dto.MetricType_COUNTER,
+		"claudepool_retired_total":              dto.MetricType_COUNTER,
+		"claudepool_tokens_total":               dto.MetricType_COUNTER,
+		"claudepool_cost_usd_total":             dto.MetricType_COUNTER,
+		"claudepool_overloaded_total":           dto.MetricType_COUNTER,
+		"claudepool_waiting_callers":            dto.MetricType_GAUGE,
+		"claudepool_processes":                  dto.MetricType_GAUGE,
+		"claudepool_live_processes":             dto.MetricType_GAUGE,
+		"claudepool_consecutive_auth_failures":  dto.MetricType_GAUGE,
+		"claudepool_consecutive_spawn_failures": dto.MetricType_GAUGE,
+		"claudepool_acquire_duration_seconds":   dto.MetricType_HISTOGRAM,
+		"claudepool_spawn_to_ready_seconds":     dto.MetricType_HISTOGRAM,
+		"claudepool_first_event_seconds":        dto.MetricType_HISTOGRAM,
+		"claudepool_first_text_seconds":         dto.MetricType_HISTOGRAM,
+		"claudepool_result_seconds":             dto.MetricType_HISTOGRAM,
+		"claudepool_reset_duration_seconds":     dto.MetricType_HISTOGRAM,
+	}
+	for name, typ := range want {
+		got, ok := types[name]
+		if !ok {
+			t.Errorf("family %s missing", name)
+		} else if got != typ {
+			t.Errorf("family %s is a %v, want a %v", name, got, typ)
+		}
+	}
+	for name := range types {
+		if !strings.HasPrefix(name, "claudepool_") {
+			t.Errorf("family %s lacks the claudepool_ prefix", name)
+		}
+	}
+
+	// The one chat: a warm acquire, an ok outcome, and its histograms.
+	err = testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP claudepool_acquires_total Processes acquired for requests, by kind: warm (ready in the pool) or cold (spawned for the request).
+# TYPE claudepool_acquires_total counter
+claudepool_acquires_total{kind="cold",pool="test"} 0
+claudepool_acquires_total{kind="warm",pool="test"} 1
+`), "claudepool_acquires_total")
+	if err != nil {
+		t.Error(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			switch {
+			case mf.GetName() == "claudepool_outcomes_total" && labels["kind"] == "ok":
+				if v := m.GetCounter().GetValue(); v != 1 {
+					t.Errorf("ok outcomes: %v, want 1", v)
+				}
+			case mf.GetName() == "claudepool_tokens_total" && labels["type"] == "input":
+				if v := m.GetCounter().GetValue(); v <= 0 {
+					t.Errorf("input tokens: %v, want > 0", v)
+				}
+			case mf.GetName() == "claudepool_result_seconds" && labels["kind"] == "warm":
+				h := m.GetHistogram()
+				if h.GetSampleCount() != 1 || h.GetSampleSum() <= 0 {
+					t.Errorf("warm result histogram: count %d, sum %v", h.GetSampleCount(), h.GetSampleSum())
+				}
+				if n := len(h.GetBucket()); n != len(claudepool.HistogramBounds()) {
+					t.Errorf("warm result histogram has %d buckets, want %d", n, len(claudepool.HistogramBounds()))
+				}
+				if !slices.IsSortedFunc(h.GetBucket(), func(a, b *dto.Bucket) int {
+					return int(a.GetCumulativeCount()) - int(b.GetCumulativeCount())
+				}) {
+					t.Error("buckets are not cumulative")
+				}
+			}
+		}
+	}
+	if n := testutil.CollectAndCount(c, "claudepool_processes"); n != 4 {
+		t.Errorf("claudepool_processes has %d series, want 4", n)
+	}
+}
