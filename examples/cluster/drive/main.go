@@ -87,7 +87,12 @@ func main() {
 	if o.kill != "" {
 		ok = d.phase(2, o.kill) && ok
 	}
+	fmt.Println()
+	for _, line := range d.summary {
+		fmt.Println(line)
+	}
 	if !ok {
+		fmt.Println("FAILED")
 		os.Exit(1)
 	}
 }
@@ -108,10 +113,11 @@ func fatalf(format string, args ...any) {
 }
 
 type driver struct {
-	o      options
-	client *http.Client
-	mu     sync.Mutex
-	down   map[string]bool // replicas killed
+	o       options
+	client  *http.Client
+	mu      sync.Mutex
+	down    map[string]bool // replicas killed
+	summary []string        // a line per phase, printed at the end
 }
 
 // turn is the outcome of one turn.
@@ -286,11 +292,17 @@ func (d *driver) phase(n int, kill string) bool {
 		fmt.Printf("  FAIL: %s was not killed\n", kill)
 		good = false
 	default:
-		d.recovery(results, kill, killedAt)
+		rec := d.recovery(results, kill, killedAt)
+		d.summary = append(d.summary, fmt.Sprintf("phase 2, %s killed mid-run: %d/%d turns answered, %d lost; sticky before the kill %s, moved conversations' next turn %s, every other turn after it %s",
+			kill, answered, len(results), lost, rec[0], rec[1], rec[2]))
 	}
-	if kill == "" && conts > 0 && float64(hits) < 0.95*float64(conts) {
-		fmt.Printf("  FAIL: sticky hit rate below 95%%\n")
-		good = false
+	if kill == "" {
+		d.summary = append(d.summary, fmt.Sprintf("phase 1, %d replicas up: %d/%d turns answered, %d lost; sticky hit rate of turns 2-%d %d/%d = %s (from Stats; 95%% wanted); latency p50 turn 1 %s, turns 2-%d %s",
+			len(live), answered, len(results), lost, o.turns, hits, conts, pct(hits, conts), d.p50(results, 1, 1), o.turns, d.p50(results, 2, o.turns)))
+		if conts == 0 || float64(hits) < 0.95*float64(conts) {
+			fmt.Printf("  FAIL: sticky hit rate below 95%%\n")
+			good = false
+		}
 	}
 	return good
 }
@@ -299,7 +311,7 @@ func (d *driver) phase(n int, kill string) bool {
 // kill: before it; the first turn after it of a conversation the killed
 // replica had served (it moves, and misses by design); and the rest after
 // it, whose hit rate shows the recovery.
-func (d *driver) recovery(results []turn, kill string, at time.Time) {
+func (d *driver) recovery(results []turn, kill string, at time.Time) [3]string {
 	byConv := map[int][]turn{}
 	for _, t := range results {
 		byConv[t.conv] = append(byConv[t.conv], t)
@@ -341,6 +353,18 @@ func (d *driver) recovery(results []turn, kill string, at time.Time) {
 	fmt.Printf("  turns 2-%d sent before the kill: %d/%d sticky = %s\n", d.o.turns, beforeH, beforeN, pct(beforeH, beforeN))
 	fmt.Printf("  first turn after the kill of each conversation %s had served (moved, served from the rendered history): %d/%d sticky\n", kill, movedH, movedN)
 	fmt.Printf("  every other turn 2-%d after the kill: %d/%d sticky = %s (recovered)\n", d.o.turns, afterH, afterN, pct(afterH, afterN))
+	return [3]string{fmt.Sprintf("%d/%d", beforeH, beforeN), fmt.Sprintf("%d/%d", movedH, movedN), fmt.Sprintf("%d/%d", afterH, afterN)}
+}
+
+// p50 is the median latency of the answered turns from turn lo to hi.
+func (d *driver) p50(results []turn, lo, hi int) string {
+	var ls []time.Duration
+	for _, t := range results {
+		if t.n >= lo && t.n <= hi && t.err == nil {
+			ls = append(ls, t.latency)
+		}
+	}
+	return quantile(ls, 0.5)
 }
 
 // conversation runs one conversation, and calls onTurn after each turn.
