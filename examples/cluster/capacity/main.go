@@ -93,6 +93,7 @@ func run(cli string, chats, turns, callers int, dur time.Duration) error {
 	// 2. One process reused for many chats, each a new conversation; the
 	// reset after each chat is counted in its CPU.
 	a := claudepool.NewAdapter(p)
+	spawns0 := p.Stats().SpawnToReady().Count + p.Stats().ColdAcquires()
 	c0 := cpuMark()
 	var pid int
 	uses := map[int]int{}
@@ -107,7 +108,7 @@ func run(cli string, chats, turns, callers int, dur time.Duration) error {
 		pid = s.Acquire().PID
 		uses[pid]++
 		settle(p, 3) // the reset done: its CPU is in this chat's share
-		if n := uses[pid]; n == 1 || n == 10 || n == 30 || n == 60 || n == 90 {
+		if n := uses[pid]; n == 1 && i == 0 || n == 10 || n == 30 || n == 60 || n == 90 {
 			m := cpuMark()
 			measured += m.sub(c0)
 			growth = append(growth, fmt.Sprintf("%d chats %s", n, mib(rssOf(pid))))
@@ -115,8 +116,9 @@ func run(cli string, chats, turns, callers int, dur time.Duration) error {
 		}
 	}
 	perChat := (measured + cpuMark().sub(c0)) / time.Duration(chats)
-	fmt.Printf("CPU per chat on a reused process (its reset included): %s  (%d chats, %d reuses, %d spawns)\n",
-		perChat, chats, p.Stats().Reuses(), p.Stats().ColdAcquires())
+	st := p.Stats()
+	fmt.Printf("CPU per chat on a reused process (its reset included): %s  (%d chats, %d reuses, %d spawns to replace processes retired after MaxUses, included)\n",
+		perChat, chats, st.Reuses(), st.SpawnToReady().Count+st.ColdAcquires()-spawns0)
 	var reusedRSS []int64
 	for _, c := range children() {
 		reusedRSS = append(reusedRSS, rssOf(c))
@@ -214,7 +216,7 @@ func run(cli string, chats, turns, callers int, dur time.Duration) error {
 		callers, wall.Round(time.Second), done.Load(), failed.Load(), rate, cliCPU.Seconds()/wall.Seconds(), self.Seconds()/wall.Seconds())
 	fmt.Printf("chats per second per core: %.1f (chats/s over cores busy); %.1f per core of this %d-core machine\n",
 		rate/cores, rate/float64(runtime.NumCPU()), runtime.NumCPU())
-	st := p.Stats()
+	st = p.Stats()
 	fmt.Printf("  warm %d, cold %d, reuses %d, first event p50 warm %s, result p50 warm %s\n",
 		st.WarmAcquires(), st.ColdAcquires(), st.Reuses(), st.FirstEvent(true).P50, st.ResultTime(true).P50)
 	return nil
