@@ -36,7 +36,9 @@ func (a *Adapter) Pool() *Pool { return a.pool }
 // error. Otherwise StreamChat leases a process without blocking: an idle
 // one that carries the request's system prompt (it served such a chat
 // before), else a fresh warm one, else a cold spawn (see Config.Prompt
-// and Config.MaxProcs). Then, in the background, it applies what the
+// and Config.MaxProcs). At the MaxProcs cap it waits for a slot until ctx
+// ends; beyond Config.MaxWaiting waiting callers or after Config.MaxWait
+// it returns an error wrapping ErrOverloaded instead. Then, in the background, it applies what the
 // process lacks — an initialize control request with the system prompt
 // if the process has none yet, set_model when Model differs from the
 // process's — each awaited within Config.ReadyTimeout, and writes the

@@ -104,7 +104,8 @@
 // process is taken), ErrLineTooLong (a stdout line over
 // Config.MaxLineBytes), ErrNotReady (no answer to a control request within
 // Config.ReadyTimeout), ErrStreamClosed (Stream.Close ended the stream
-// before its result). Typed errors from Stream.Err: *ResultError when
+// before its result), ErrOverloaded (a caller shed by Config.MaxWaiting
+// or Config.MaxWait). Typed errors from Stream.Err: *ResultError when
 // the result line has is_error set (API errors, authentication failures;
 // decided on is_error alone, never on the subtype), and *ExitError when
 // the CLI exits without a result (exit code, signal, stderr tail). When
