@@ -16,7 +16,7 @@ import (
 // holds the last spawn error (it may quote the CLI's stderr); and /metrics
 // as on the public listener.
 func adminHandler(pool *claudepool.Pool) http.Handler {
-	api := newServer(pool)
+	api := &server{pool: pool}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /debug/vars", func(w http.ResponseWriter, _ *http.Request) {
 		// expvar.Handler's output plus the pool, without expvar.Publish:

@@ -13,6 +13,9 @@ import (
 type options struct {
 	addr, admin, cli, system, model string
 	size, maxProcs, maxOutputTokens int
+	maxWaiting                      int
+	maxWait                         time.Duration
+	checkAPI                        bool
 	startup, timeout, heartbeat     time.Duration
 	readyDelay, drain, closeTimeout time.Duration
 	mock, verbose                   bool
@@ -32,6 +35,9 @@ var envNames = map[string]string{
 	"max-procs":         "CLAUDEPOOL_MAX_PROCS",
 	"model":             "CLAUDEPOOL_MODEL",
 	"max-output-tokens": "CLAUDEPOOL_MAX_OUTPUT_TOKENS",
+	"max-waiting":       "CLAUDEPOOL_MAX_WAITING",
+	"max-wait":          "CLAUDEPOOL_MAX_WAIT",
+	"check-api":         "CLAUDEPOOL_CHECK_API",
 	"system":            "CLAUDEPOOL_SYSTEM",
 	"startup":           "CLAUDEPOOL_STARTUP",
 	"timeout":           "CLAUDEPOOL_TIMEOUT",
@@ -56,6 +62,9 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (o
 	fs.IntVar(&o.size, "size", 2, "warm processes to keep ready")
 	fs.IntVar(&o.maxProcs, "max-procs", 0, "cap on live processes, warm and busy; a chat beyond it waits for a slot (0: 4 × size, at least 8)")
 	fs.StringVar(&o.model, "model", "", "the pool's model, given to each process at spawn (a request naming another is switched per chat)")
+	fs.IntVar(&o.maxWaiting, "max-waiting", 0, "chats that may wait for a slot at -max-procs at once; more get a 529 (0: as many as -max-procs)")
+	fs.DurationVar(&o.maxWait, "max-wait", 10*time.Second, "longest a chat waits for a slot at -max-procs before it gets a 529")
+	fs.BoolVar(&o.checkAPI, "check-api", false, "at start-up, send one minimal chat and fail the start when the API refuses it (costs one API call)")
 	fs.IntVar(&o.maxOutputTokens, "max-output-tokens", 0, "the max_tokens every process asks the API for (the CLI's CLAUDE_CODE_MAX_OUTPUT_TOKENS); 0: the CLI's default. A request's own max_tokens is not honoured")
 	fs.StringVar(&o.system, "system", "", "the pool's system prompt, given to warm processes ahead of requests (a request's own system prompt is then served cold)")
 	fs.DurationVar(&o.startup, "startup", time.Minute, "how long the pool may take to get its warm processes ready")
@@ -95,6 +104,12 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (o
 	}
 	if o.maxProcs < o.size {
 		return o, fmt.Errorf("-max-procs %d is below -size %d", o.maxProcs, o.size)
+	}
+	if o.maxWaiting == 0 {
+		o.maxWaiting = o.maxProcs
+	}
+	if o.maxWaiting < 0 || o.maxWait < 0 {
+		return o, fmt.Errorf("-max-waiting %d, -max-wait %v: want 0 or more", o.maxWaiting, o.maxWait)
 	}
 	if o.maxOutputTokens < 0 {
 		return o, fmt.Errorf("-max-output-tokens %d: want 0 or more", o.maxOutputTokens)

@@ -37,6 +37,9 @@ func (s *server) notReady() string {
 	if st.Idle()+st.Busy()+st.Resetting() == 0 {
 		return "no warm process"
 	}
+	if st.ConsecutiveAuthFailures() >= authFailuresUnready {
+		s.recheckAPI()
+	}
 	return healthReason(st)
 }
 

@@ -68,7 +68,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	if o.system != "" {
 		cfg.Prompt = &claudepool.SystemPrompt{System: o.system}
 	}
-	configureShedding(&cfg)
+	configureShedding(&cfg, o)
 	if o.mock {
 		env, stopMock, err := startMock()
 		if err != nil {
@@ -100,11 +100,19 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		return fmt.Errorf("pool not ready: %w", err)
 	}
 	log.Info("pool ready", "size", o.size, "max_procs", o.maxProcs, "took", time.Since(start).Round(time.Millisecond))
+	if o.checkAPI {
+		// WaitReady proves the CLI starts, not that the API takes its key.
+		if err := pool.CheckAPI(wctx); err != nil {
+			return fmt.Errorf("API check: %w", err)
+		}
+		log.Info("API check passed")
+	}
 
 	api := newServer(pool)
 	api.chatTimeout = o.timeout
 	api.heartbeat = o.heartbeat
 	api.log = log
+	defer api.stop() // before the pool's Close
 
 	ln, err := net.Listen("tcp", o.addr)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,6 +35,15 @@ type server struct {
 	heartbeat   time.Duration // between SSE heartbeats while a reply is quiet
 
 	draining atomic.Bool // set when the drain starts: /readyz answers 503
+
+	// Background API checks while authentication fails (recheckAPI).
+	bgCtx     context.Context
+	bgCancel  context.CancelFunc
+	bg        sync.WaitGroup
+	bgMu      sync.Mutex
+	checking  bool        // a check runs
+	lastCheck time.Time   // when the last one started
+	onRecheck func(error) // tests: called when a check ended
 }
 
 // newServer returns the HTTP handler of the example. It does not own pool:
@@ -48,6 +58,7 @@ func newServer(pool *claudepool.Pool) *server {
 		chatTimeout: defaultChatTimeout,
 		heartbeat:   defaultHeartbeat,
 	}
+	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
 	s.mux.HandleFunc("POST /chat", func(w http.ResponseWriter, r *http.Request) { s.serveChat(w, r, chatFormat{}) })
 	s.mux.HandleFunc("POST /v1/messages", func(w http.ResponseWriter, r *http.Request) { s.serveChat(w, r, messagesFormat{}) })
 	s.mux.HandleFunc("GET /metrics", s.metrics)

@@ -82,7 +82,8 @@ func newTestServerConfig(t *testing.T, configure func(*claudepool.Config), env .
 		defer func() { ts.done <- struct{}{} }()
 		ts.api.ServeHTTP(w, r)
 	}))
-	t.Cleanup(ts.Close) // runs before the pool's Close
+	t.Cleanup(ts.api.stop) // runs before the pool's Close
+	t.Cleanup(ts.Close)    // runs first
 	return ts
 }
 
@@ -363,16 +364,23 @@ func TestMetrics(t *testing.T) {
 		"# TYPE claudepool_acquires_total counter\n",
 		"claudepool_acquires_total{kind=\"warm\"} 1\n",
 		"claudepool_acquires_total{kind=\"cold\"} 0\n",
-		"# TYPE claudepool_idle_processes gauge\n",
-		"claudepool_busy_processes 0\n",
+		"claudepool_outcomes_total{kind=\"ok\"} 1\n",
+		"# TYPE claudepool_processes gauge\n",
+		"claudepool_processes{state=\"busy\"} 0\n",
 		"claudepool_spawn_failures_total 0\n",
-		"# TYPE claudepool_first_text_seconds gauge\n",
-		"claudepool_first_text_seconds{kind=\"warm\",quantile=\"0.5\"} ",
-		"claudepool_spawn_to_ready_seconds{quantile=\"0.99\"} ",
-		"claudepool_result_seconds{kind=\"cold\",quantile=\"1\"} 0\n",
+		"claudepool_consecutive_auth_failures 0\n",
+		"claudepool_tokens_total{type=\"output\"} ",
+		"claudepool_retired_total{reason=\"spare\"} 0\n",
+		"# TYPE claudepool_first_text_seconds histogram\n",
+		"claudepool_first_text_seconds_bucket{kind=\"warm\",le=\"+Inf\"} 1\n",
+		"claudepool_first_text_seconds_count{kind=\"warm\"} 1\n",
+		"claudepool_first_text_seconds_sum{kind=\"warm\"} ",
+		"claudepool_result_seconds_count{kind=\"cold\"} 0\n",
+		"claudepool_spawn_to_ready_seconds_bucket{le=\"+Inf\"} ",
 	} {
 		require.Contains(t, body, want)
 	}
+	require.NotContains(t, body, "quantile")
 	// Every line is a comment or a sample in the text format.
 	sample := regexp.MustCompile(`^[a-z_]+(\{[a-z]+="[^"]*"(,[a-z]+="[^"]*")*\})? [0-9.e+-]+$`)
 	for _, line := range strings.Split(strings.TrimSuffix(body, "\n"), "\n") {
