@@ -14,7 +14,7 @@ type options struct {
 	addr, admin, cli, system, model string
 	size, maxProcs, maxOutputTokens int
 	maxWaiting                      int
-	maxWait                         time.Duration
+	maxWait, spareDecay             time.Duration
 	checkAPI                        bool
 	startup, timeout, heartbeat     time.Duration
 	readyDelay, drain, closeTimeout time.Duration
@@ -38,6 +38,7 @@ var envNames = map[string]string{
 	"max-waiting":       "CLAUDEPOOL_MAX_WAITING",
 	"max-wait":          "CLAUDEPOOL_MAX_WAIT",
 	"check-api":         "CLAUDEPOOL_CHECK_API",
+	"spare-decay":       "CLAUDEPOOL_SPARE_DECAY",
 	"system":            "CLAUDEPOOL_SYSTEM",
 	"startup":           "CLAUDEPOOL_STARTUP",
 	"timeout":           "CLAUDEPOOL_TIMEOUT",
@@ -64,6 +65,7 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (o
 	fs.StringVar(&o.model, "model", "", "the pool's model, given to each process at spawn (a request naming another is switched per chat)")
 	fs.IntVar(&o.maxWaiting, "max-waiting", 0, "chats that may wait for a slot at -max-procs at once; more get a 529 (0: as many as -max-procs)")
 	fs.DurationVar(&o.maxWait, "max-wait", 10*time.Second, "longest a chat waits for a slot at -max-procs before it gets a 529")
+	fs.DurationVar(&o.spareDecay, "spare-decay", 0, "let warm spares grow with demand up to -max-procs and shrink after this long without it, e.g. 1m; 0: always -size spares")
 	fs.BoolVar(&o.checkAPI, "check-api", false, "at start-up, send one minimal chat and fail the start when the API refuses it (costs one API call)")
 	fs.IntVar(&o.maxOutputTokens, "max-output-tokens", 0, "the max_tokens every process asks the API for (the CLI's CLAUDE_CODE_MAX_OUTPUT_TOKENS); 0: the CLI's default. A request's own max_tokens is not honoured")
 	fs.StringVar(&o.system, "system", "", "the pool's system prompt, given to warm processes ahead of requests (a request's own system prompt is then served cold)")
@@ -108,8 +110,8 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (o
 	if o.maxWaiting == 0 {
 		o.maxWaiting = o.maxProcs
 	}
-	if o.maxWaiting < 0 || o.maxWait < 0 {
-		return o, fmt.Errorf("-max-waiting %d, -max-wait %v: want 0 or more", o.maxWaiting, o.maxWait)
+	if o.maxWaiting < 0 || o.maxWait < 0 || o.spareDecay < 0 {
+		return o, fmt.Errorf("-max-waiting %d, -max-wait %v, -spare-decay %v: want 0 or more", o.maxWaiting, o.maxWait, o.spareDecay)
 	}
 	if o.maxOutputTokens < 0 {
 		return o, fmt.Errorf("-max-output-tokens %d: want 0 or more", o.maxOutputTokens)

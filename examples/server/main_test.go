@@ -36,6 +36,7 @@ func TestOptionsFromEnvironment(t *testing.T) {
 	env := envOf(map[string]string{
 		"CLAUDEPOOL_ADDR": ":9000", "CLAUDEPOOL_SIZE": "3", "CLAUDEPOOL_MOCK": "true",
 		"CLAUDEPOOL_DRAIN": "10s", "CLAUDEPOOL_ADMIN_ADDR": "127.0.0.1:6060", "CLAUDEPOOL_CLI": "/opt/claude",
+		"CLAUDEPOOL_SPARE_DECAY": "1m", "CLAUDEPOOL_MAX_WAIT": "3s", "CLAUDEPOOL_CHECK_API": "1",
 	})
 	o, err := parseOptions(nil, env, io.Discard)
 	require.NoError(t, err)
@@ -46,6 +47,10 @@ func TestOptionsFromEnvironment(t *testing.T) {
 	require.Equal(t, 10*time.Second, o.drain)
 	require.Equal(t, "127.0.0.1:6060", o.admin)
 	require.Equal(t, "/opt/claude", o.cli)
+	require.Equal(t, time.Minute, o.spareDecay)
+	require.Equal(t, 3*time.Second, o.maxWait)
+	require.Equal(t, 12, o.maxWaiting, "as many as max-procs")
+	require.True(t, o.checkAPI)
 
 	// A flag on the command line wins over the environment.
 	o, err = parseOptions([]string{"-size", "5", "-addr", ":9001"}, env, io.Discard)

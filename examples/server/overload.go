@@ -28,10 +28,11 @@ func isOverloaded(err error) bool { return errors.Is(err, claudepool.ErrOverload
 
 // configureShedding bounds the callers that wait for a process: at most
 // o.maxWaiting at once, each for at most o.maxWait. The others get a 529
-// (503 on /chat) at once.
+// (503 on /chat) at once. With o.spareDecay the warm spares follow demand.
 func configureShedding(cfg *claudepool.Config, o options) {
 	cfg.MaxWaiting = o.maxWaiting
 	cfg.MaxWait = o.maxWait
+	cfg.SpareDecay = o.spareDecay
 }
 
 // healthReason returns why the pool's health makes the server unready, or
