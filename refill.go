@@ -40,11 +40,13 @@ func (p *Pool) fill() {
 // fail it starts one at a time, and no earlier than the backoff allows; it
 // then returns how long to wait before trying again.
 //
-// Size counts the idle processes that can serve a request without a
-// prompt of its own (fresh ones, and those with the pool's default
-// prompt), spawns in flight, processes being reset (most come back idle
-// within tens of milliseconds), held replacements and processes retired
-// to free a slot.
+// The target is Size, or with Config.SpareDecay the recent demand (see
+// followDemandLocked); only the part up to Size may evict processes at
+// the MaxProcs cap. The target counts the idle processes that can serve
+// a request without a prompt of its own (fresh ones, and those with the
+// pool's default prompt), spawns in flight, processes being reset (most
+// come back idle within tens of milliseconds), held replacements and
+// processes retired to free a slot.
 func (p *Pool) launchSpawns() time.Duration {
 	p.mu.Lock()
 	defer p.mu.Unlock()
