@@ -3,10 +3,11 @@
 //
 // Phase 1 runs -conversations conversations of -turns turns each, with
 // every replica up; phase 2 runs as many again and kills the replica
-// -kill (SIGKILL, as a crash would) once -kill-after of its turns have
-// been answered. Each turn sends the whole history, as a Messages API
-// client does, with the conversation's key (claudepool.ConversationKey)
-// in X-Conversation-Key, on which the balancer hashes. The report gives,
+// -kill (SIGKILL, as a crash would) in the middle of a turn, once
+// -kill-after turns have been answered. Each turn sends the whole history,
+// as a Messages API client does, with the conversation's key
+// (claudepool.ConversationKey) in X-Conversation-Key, on which the
+// balancer hashes. The report gives,
 // per phase, the turns answered and lost, the sticky hit rate of turns 2
 // and later from each replica's Stats, the per-turn latency, and, for
 // phase 2, how the conversations of the killed replica moved.
@@ -39,7 +40,7 @@ type options struct {
 	replicas                       []replica
 	conversations, turns, conc     int
 	killAfter, attempts            int
-	timeout                        time.Duration
+	timeout, inflight              time.Duration
 }
 
 type replica struct {
@@ -56,6 +57,7 @@ func main() {
 	flag.StringVar(&pids, "pids", "", "name=pid,... of the replicas, for -kill")
 	flag.StringVar(&o.kill, "kill", "", "the replica to kill in phase 2 (empty: no phase 2)")
 	flag.IntVar(&o.killAfter, "kill-after", 50, "phase 2 kills the replica after this many turns were answered")
+	flag.DurationVar(&o.inflight, "inflight", 100*time.Millisecond, "how long after a turn was sent to the replica it is killed, the turn in flight")
 	flag.StringVar(&o.system, "system", "You are a concise assistant.", "the conversations' system prompt")
 	flag.IntVar(&o.conversations, "conversations", 30, "conversations per phase")
 	flag.IntVar(&o.turns, "turns", 5, "turns per conversation")
@@ -157,7 +159,7 @@ func (d *driver) phase(n int, kill string) bool {
 	live := d.liveReplicas()
 	fmt.Printf("\n== phase %d: %d replicas, %d conversations x %d turns, %d at a time", n, len(live), o.conversations, o.turns, o.conc)
 	if kill != "" {
-		fmt.Printf(", %s killed after %d answered turns", kill, o.killAfter)
+		fmt.Printf(", %s killed mid-turn after %d answered turns", kill, o.killAfter)
 	}
 	fmt.Println()
 	before := d.stats(live)
@@ -170,26 +172,37 @@ func (d *driver) phase(n int, kill string) bool {
 		killedAt time.Time
 		killNote string
 	)
-	// The kill comes right after the replica answered a turn of a
-	// conversation that has more to come, once enough turns were
-	// answered: that conversation's next turn finds it gone.
+	// The kill comes while the replica answers a turn: once enough turns
+	// were answered, as a conversation the replica served sends its next
+	// turn there, the replica is killed -inflight later, mid-turn. The
+	// balancer must then answer that turn elsewhere.
 	var killOnce sync.Once
+	var killWG sync.WaitGroup
+	beforeSend := func(prev string) {
+		mu.Lock()
+		due := kill != "" && answered >= o.killAfter && prev == kill
+		mu.Unlock()
+		if due {
+			killOnce.Do(func() {
+				killWG.Add(1)
+				go func() {
+					defer killWG.Done()
+					time.Sleep(o.inflight)
+					at, note := d.killReplica(kill)
+					mu.Lock()
+					killedAt, killNote = at, note
+					mu.Unlock()
+				}()
+			})
+		}
+	}
 	onTurn := func(t turn) {
 		mu.Lock()
 		results = append(results, t)
 		if t.err == nil {
 			answered++
 		}
-		due := kill != "" && answered >= o.killAfter && t.replica == kill && t.n < o.turns
 		mu.Unlock()
-		if due {
-			killOnce.Do(func() {
-				at, note := d.killReplica(kill)
-				mu.Lock()
-				killedAt, killNote = at, note
-				mu.Unlock()
-			})
-		}
 	}
 	convs := make(chan int)
 	var wg sync.WaitGroup
@@ -198,7 +211,7 @@ func (d *driver) phase(n int, kill string) bool {
 		go func() {
 			defer wg.Done()
 			for c := range convs {
-				d.conversation(n, c, onTurn)
+				d.conversation(n, c, beforeSend, onTurn)
 			}
 		}()
 	}
@@ -207,6 +220,7 @@ func (d *driver) phase(n int, kill string) bool {
 	}
 	close(convs)
 	wg.Wait()
+	killWG.Wait()
 
 	after := d.stats(d.liveReplicas())
 	lost := 0
@@ -293,8 +307,8 @@ func (d *driver) phase(n int, kill string) bool {
 		good = false
 	default:
 		rec := d.recovery(results, kill, killedAt)
-		d.summary = append(d.summary, fmt.Sprintf("phase 2, %s killed mid-run: %d/%d turns answered, %d lost; sticky before the kill %s, moved conversations' next turn %s, every other turn after it %s",
-			kill, answered, len(results), lost, rec[0], rec[1], rec[2]))
+		d.summary = append(d.summary, fmt.Sprintf("phase 2, %s killed mid-run: %d/%d turns answered, %d lost; sticky turns 2-%d before the kill %s, turns that moved %s, every other turn after the kill %s",
+			kill, answered, len(results), lost, o.turns, rec[0], rec[1], rec[2]))
 	}
 	if kill == "" {
 		d.summary = append(d.summary, fmt.Sprintf("phase 1, %d replicas up: %d/%d turns answered, %d lost; sticky hit rate of turns 2-%d %d/%d = %s (from Stats; 95%% wanted); latency p50 turn 1 %s, turns 2-%d %s",
@@ -307,36 +321,40 @@ func (d *driver) phase(n int, kill string) bool {
 	return good
 }
 
-// recovery splits phase 2's continuations by when they ran relative to the
-// kill: before it; the first turn after it of a conversation the killed
-// replica had served (it moves, and misses by design); and the rest after
-// it, whose hit rate shows the recovery.
+// recovery splits phase 2's continuations: the turns that moved (the turn
+// before was answered by the killed replica, this one by another: a miss by
+// design, served from the rendered history), the others sent before the
+// kill, and the others sent after it, whose hit rate shows the recovery.
 func (d *driver) recovery(results []turn, kill string, at time.Time) [3]string {
 	byConv := map[int][]turn{}
 	for _, t := range results {
 		byConv[t.conv] = append(byConv[t.conv], t)
 	}
 	var beforeH, beforeN, movedH, movedN, afterH, afterN int64
+	var moved []string
 	for _, ts := range byConv {
 		slices.SortFunc(ts, func(a, b turn) int { return a.n - b.n })
-		onKilled := false
-		moved := false
+		prev := ""
 		for _, t := range ts {
 			if t.err != nil {
-				continue
+				break
 			}
 			if t.n > 1 {
 				switch {
+				case prev == kill && t.replica != kill:
+					when := "after"
+					if t.sent.Before(at) {
+						when = "in flight at"
+					}
+					moved = append(moved, fmt.Sprintf("turn %d %s the kill, answered by %s in %s", t.n, when, t.replica, t.latency.Round(time.Millisecond)))
+					movedN++
+					if t.sticky {
+						movedH++
+					}
 				case t.sent.Before(at):
 					beforeN++
 					if t.sticky {
 						beforeH++
-					}
-				case onKilled && !moved:
-					moved = true
-					movedN++
-					if t.sticky {
-						movedH++
 					}
 				default:
 					afterN++
@@ -345,13 +363,11 @@ func (d *driver) recovery(results []turn, kill string, at time.Time) [3]string {
 					}
 				}
 			}
-			if t.sent.Before(at) {
-				onKilled = t.replica == kill
-			}
+			prev = t.replica
 		}
 	}
-	fmt.Printf("  turns 2-%d sent before the kill: %d/%d sticky = %s\n", d.o.turns, beforeH, beforeN, pct(beforeH, beforeN))
-	fmt.Printf("  first turn after the kill of each conversation %s had served (moved, served from the rendered history): %d/%d sticky\n", kill, movedH, movedN)
+	fmt.Printf("  turns 2-%d before the kill: %d/%d sticky = %s\n", d.o.turns, beforeH, beforeN, pct(beforeH, beforeN))
+	fmt.Printf("  turns that moved from %s to another replica (served from the rendered history): %d/%d sticky: %s\n", kill, movedH, movedN, strings.Join(moved, "; "))
 	fmt.Printf("  every other turn 2-%d after the kill: %d/%d sticky = %s (recovered)\n", d.o.turns, afterH, afterN, pct(afterH, afterN))
 	return [3]string{fmt.Sprintf("%d/%d", beforeH, beforeN), fmt.Sprintf("%d/%d", movedH, movedN), fmt.Sprintf("%d/%d", afterH, afterN)}
 }
@@ -367,17 +383,24 @@ func (d *driver) p50(results []turn, lo, hi int) string {
 	return quantile(ls, 0.5)
 }
 
-// conversation runs one conversation, and calls onTurn after each turn.
-func (d *driver) conversation(phase, c int, onTurn func(turn)) {
+// conversation runs one conversation. It calls beforeSend before each
+// turn after the first, with the replica that answered the turn before,
+// and onTurn after each turn.
+func (d *driver) conversation(phase, c int, beforeSend func(prev string), onTurn func(turn)) {
 	o := d.o
 	req := claudepool.Request{System: o.system}
+	prev := ""
 	for k := 1; k <= o.turns; k++ {
 		text := fmt.Sprintf("Phase %d, conversation %d, turn %d: tell me something about the number %d.", phase, c+1, k, c*10+k)
 		if k == 1 {
 			text = fmt.Sprintf("Phase %d, conversation %d begins: my favourite number is %d.", phase, c+1, c+1)
 		}
 		req.Messages = append(req.Messages, claudepool.Message{Role: claudepool.RoleUser, Content: text})
+		if k > 1 {
+			beforeSend(prev)
+		}
 		t, answer := d.send(req)
+		prev = t.replica
 		t.conv, t.n = phase*1000+c, k
 		onTurn(t)
 		if t.err != nil {
