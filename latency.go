@@ -41,7 +41,7 @@ var histogramBounds = [...]time.Duration{
 // (tens of milliseconds), a cold start-up (about a second) and a reply
 // bounded by the CLI's retries (minutes), and stay the same for every
 // histogram and every pool, as Prometheus needs to aggregate them.
-func HistogramBounds() []time.Duration { return histogramBounds[:] }
+func HistogramBounds() []time.Duration { return append([]time.Duration(nil), histogramBounds[:]...) }
 
 const (
 	histSubBits = 3
