@@ -458,6 +458,8 @@ func (p *Pool) expire(proc *Process, gen int) {
 
 // exited is called by a process's reaper once it has exited.
 func (p *Pool) exited(proc *Process) {
+	// Nothing can be written to it any more: release the pipe.
+	_ = proc.CloseStdin()
 	p.mu.Lock()
 	if proc.state.Load() == stateIdle {
 		p.leaveIdleLocked(proc)

@@ -446,6 +446,7 @@ func (s *Stream) handshake() error {
 		}
 		s.pool.counters.deadAtClaim.Add(1)
 		s.pool.log.Warn("claudepool: process was dead at claim; taking another", "pid", p.pid, "err", err)
+		p.abandonOutput() // nobody reads it any more
 		s.endLease(false)
 		next, _, aerr := s.pool.acquire(s.ctx, s.start, &s.prompt, false)
 		if aerr != nil {
