@@ -147,7 +147,12 @@ func turn(ctx context.Context, a *claudepool.Adapter, o options, msgs []claudepo
 	if o.verbose {
 		info, lat := s.Acquire(), s.Latency()
 		kind := "cold"
-		if info.Warm {
+		switch {
+		case info.Sticky:
+			kind = "sticky"
+		case info.Reused:
+			kind = "reused"
+		case info.Warm:
 			kind = "warm"
 		}
 		fmt.Fprintf(errOut, "[%s acquire in %v (pid %d), first text after %v, result after %v]\n",
