@@ -60,6 +60,17 @@
 // --max-turns, environment) need a pool each, configured through
 // Config.Args and Config.Env.
 //
+// A process whose chat ended cleanly holds that conversation for a while
+// (Config.HoldConversations, 2 minutes by default) instead of being reset
+// at once. A later request that continues it — its messages are that
+// chat's, the reply's text (Result.Text) and one new user message, with
+// the same system prompt and model — goes to that process, which receives
+// the new message alone: the API sees real turns, and the earlier ones
+// stay in its prompt cache. Matching is by content, so no session id
+// travels; any other request is served as sent, its history rendered into
+// one message (RenderTranscript). A held conversation gives way, reset,
+// when a process is needed and none other suits.
+//
 // The replacement of a warm process that StreamChat took starts once the
 // chat's first event has arrived (within 500 ms at most): the CLI's
 // start-up takes a CPU-second, and on a small machine it would otherwise
