@@ -142,8 +142,10 @@ func compareChats(b *testing.B, warmPool, coldPool *Pool) (warm, cold StreamLate
 }
 
 // BenchmarkStreamChat compares warm and cold chats against a fake CLI
-// with a realistic 600 ms start-up.
+// with a realistic 600 ms start-up. Each chat has a process of its own
+// (MaxUses 1): a warm one started ahead of time, or a cold one spawned
+// for it.
 func BenchmarkStreamChat(b *testing.B) {
 	const startup = fakecli.EnvStartupDelay + "=600ms"
-	compareChats(b, benchPool(b, Config{Size: 1}, startup), benchPool(b, Config{}, startup))
+	compareChats(b, benchPool(b, Config{Size: 1, MaxUses: 1}, startup), benchPool(b, Config{MaxUses: 1}, startup))
 }
