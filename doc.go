@@ -71,12 +71,10 @@
 // one message (RenderTranscript). A held conversation gives way, reset,
 // when a process is needed and none other suits.
 //
-// The refill's work that a chat makes necessary — the replacement of the
-// warm process it took, or the reset of a process for the next chat —
-// waits until the CLI has sent the chat's API request (its first event
-// after the init line, within 500 ms at most): a start-up takes a
-// CPU-second, and even a reset measurably slows, on a small machine, the
-// chat that is just beginning.
+// The replacement of a warm process that StreamChat took starts once the
+// chat's first event has arrived (within 500 ms at most): the CLI's
+// start-up takes a CPU-second, and on a small machine it would otherwise
+// slow the chat that is just beginning.
 //
 // Processes run in their own process group, in a private working
 // directory, with --no-session-persistence, and with no tools unless

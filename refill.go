@@ -181,17 +181,15 @@ func (p *Pool) wakeFill() {
 }
 
 // maxRefillDelay bounds how long a chat holds back the replacement of its
-// process; the real CLI has sent its API request 50 to 100 ms after the
-// user line.
+// process; the real CLI prints its first event about 50 ms after the user
+// line.
 const maxRefillDelay = 500 * time.Millisecond
 
 // holdRefill postpones the replacement of a warm process a chat is about
 // to take. The replacement's start-up costs about a CPU-second on the real
 // CLI; started at once, it competes with the claimed process for the CPU
-// exactly while that one prepares its API request; a reset, a tenth of
-// that, still slows it measurably on a small machine. The chat releases
-// the hold at its first event after the CLI's init line, or at its end.
-// The returned release is idempotent, and runs by itself after
+// exactly while that one prepares its first answer. The returned release
+// ends the hold; it is idempotent, and runs by itself after
 // maxRefillDelay.
 func (p *Pool) holdRefill() (release func()) {
 	p.mu.Lock()

@@ -370,12 +370,7 @@ func (s *Stream) serve() error {
 			continue
 		}
 		s.observe(ev)
-		if ev.Type != EventInit {
-			// The CLI prints its init line before its own work on the
-			// turn (about 30 ms on a reused process); whatever comes
-			// next follows the API request.
-			s.releaseRefill()
-		}
+		s.releaseRefill()
 		switch {
 		case ev.Type == EventInit:
 			p.life.session = ev.SessionID

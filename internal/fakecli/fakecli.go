@@ -36,10 +36,6 @@ const (
 	// EnvChunkDelay is a Go duration waited between chunks, and before the
 	// assistant line when partial messages are off; default 0.
 	EnvChunkDelay = "FAKE_CHUNK_DELAY"
-	// EnvInitDelay is a Go duration waited after a turn's system/init line,
-	// before anything else of the turn, as the real CLI works on a turn
-	// between its init line and its API request; default 0.
-	EnvInitDelay = "FAKE_INIT_DELAY"
 	// EnvStartupDelay is a Go duration before which no stdin line is answered
 	// (lines are read and recorded meanwhile, then answered in order); default 0.
 	EnvStartupDelay = "FAKE_STARTUP_DELAY"

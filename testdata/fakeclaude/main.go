@@ -28,7 +28,6 @@ type config struct {
 	reply        *string // nil: echo the user text
 	chunks       int
 	chunkDelay   time.Duration
-	initDelay    time.Duration
 	startupDelay time.Duration
 	exitCode     *int // nil: the mode's default
 	textTimeout  time.Duration
@@ -171,7 +170,6 @@ func loadConfig(args []string) (*config, error) {
 	env(fakecli.EnvReply, func(v string) error { cfg.reply = &v; return nil })
 	env(fakecli.EnvChunks, integer(&cfg.chunks))
 	env(fakecli.EnvChunkDelay, duration(&cfg.chunkDelay))
-	env(fakecli.EnvInitDelay, duration(&cfg.initDelay))
 	env(fakecli.EnvStartupDelay, duration(&cfg.startupDelay))
 	env(fakecli.EnvExitCode, func(v string) error {
 		n, e := strconv.Atoi(v)

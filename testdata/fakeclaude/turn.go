@@ -97,11 +97,6 @@ func (t *turn) play() bool {
 		return t.hang()
 	}
 	t.out.line(t.init)
-	// The real CLI does its own work on the turn between its init line
-	// and its API request.
-	if !t.wait(t.cfg.initDelay) {
-		return false
-	}
 	if t.mode == fakecli.ModeErrorResult {
 		t.out.line(t.apiErrorAssistant())
 		t.out.line(t.apiErrorResult())
