@@ -6,10 +6,7 @@ package claudepool
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -66,44 +63,8 @@ func TestE2EChatsSurviveLockedThreadExits(t *testing.T) {
 	p, _ := e.pool(t, Config{})
 	a := NewAdapter(p)
 
-	const chats = 2
-	type started struct {
-		s    *Stream
-		text string
-		err  error
-	}
-	out := make(chan started, chats)
-	for i := range chats {
-		go func() {
-			// Never unlocked: the thread that spawned the CLI ends once
-			// the turn has begun.
-			runtime.LockOSThread()
-			text := "chat " + strconv.Itoa(i) + " [hold]"
-			s, err := a.StreamChat(ctx, userMsg(text))
-			if err == nil && !s.Next() {
-				err = fmt.Errorf("no first event: %w", s.Err())
-			}
-			out <- started{s, text, err}
-		}()
-	}
-	var streams []started
-	for range chats {
-		st := <-out
-		if st.s != nil {
-			t.Cleanup(func() { _ = st.s.Close() })
-		}
-		require.NoError(t, st.err)
-		streams = append(streams, st)
-	}
-	var wg sync.WaitGroup
-	for range 100 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			runtime.LockOSThread()
-		}()
-	}
-	wg.Wait()
+	streams := chatsOnDyingThreads(t, ctx, a, 2, " [hold]")
+	endThreads(100)
 
 	// The replies are held until now: the turns outlived the threads.
 	release()

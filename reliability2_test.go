@@ -130,48 +130,8 @@ func TestChatsSurviveLockedThreadExits(t *testing.T) {
 
 	// Three: a goroutine locked to the main thread does not end it (the
 	// runtime parks that thread instead), and at most one can be.
-	const chats = 3
-	type started struct {
-		s    *Stream
-		text string
-		err  error
-	}
-	out := make(chan started, chats)
-	for i := range chats {
-		go func() {
-			// Never unlocked: this goroutine's thread ends with it, once
-			// its StreamChat has spawned the CLI and the turn has begun
-			// (a process that dies before its user line is replaced).
-			runtime.LockOSThread()
-			text := "chat " + strconv.Itoa(i)
-			s, err := a.StreamChat(ctx, userMsg(text))
-			if err == nil && !s.Next() {
-				err = fmt.Errorf("no first event: %w", s.Err())
-			}
-			out <- started{s, text, err}
-		}()
-	}
-	var streams []started
-	for range chats {
-		st := <-out
-		if st.s != nil {
-			t.Cleanup(func() { _ = st.s.Close() })
-		}
-		require.NoError(t, st.err)
-		streams = append(streams, st)
-	}
-
-	// Unrelated code ends 100 more threads while the chats wait on the
-	// CLI.
-	var wg sync.WaitGroup
-	for range 100 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			runtime.LockOSThread()
-		}()
-	}
-	wg.Wait()
+	streams := chatsOnDyingThreads(t, ctx, a, 3, "")
+	endThreads(100)
 
 	for _, st := range streams {
 		require.NoError(t, runChat(st.s, st.text), "chat %q (pid %d)", st.text, st.s.Acquire().PID)
@@ -469,4 +429,59 @@ func TestNewPoolRejectsNUL(t *testing.T) {
 			require.ErrorContains(t, err, "NUL")
 		})
 	}
+}
+
+// lockedChat is a chat started by a goroutine that ended locked to its
+// OS thread.
+type lockedChat struct {
+	s    *Stream
+	text string
+	err  error
+}
+
+// chatsOnDyingThreads starts n chats, each from a goroutine that locks its
+// OS thread and returns without unlocking it, which ends the thread, once
+// the chat's turn has begun: each spawn ran on a thread that is then gone.
+// The chats' texts are "chat <i>" and suffix.
+func chatsOnDyingThreads(t *testing.T, ctx context.Context, a *Adapter, n int, suffix string) []lockedChat {
+	t.Helper()
+	out := make(chan lockedChat, n)
+	for i := range n {
+		go func() {
+			// Never unlocked: this goroutine's thread ends with it, once
+			// its StreamChat has spawned the CLI and the turn has begun
+			// (a process that dies before its user line is replaced).
+			runtime.LockOSThread()
+			text := "chat " + strconv.Itoa(i) + suffix
+			s, err := a.StreamChat(ctx, userMsg(text))
+			if err == nil && !s.Next() {
+				err = fmt.Errorf("no first event: %w", s.Err())
+			}
+			out <- lockedChat{s, text, err}
+		}()
+	}
+	var chats []lockedChat
+	for range n {
+		c := <-out
+		if c.s != nil {
+			t.Cleanup(func() { _ = c.s.Close() })
+		}
+		require.NoError(t, c.err)
+		chats = append(chats, c)
+	}
+	return chats
+}
+
+// endThreads ends n OS threads, as unrelated code does with goroutines
+// that return locked to their thread.
+func endThreads(n int) {
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread()
+		}()
+	}
+	wg.Wait()
 }
