@@ -6,7 +6,6 @@ package claudepool
 
 import (
 	"context"
-	"log/slog"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,25 +15,6 @@ import (
 	"github.com/claudepool/claudepool/claudepooltest"
 	"github.com/stretchr/testify/require"
 )
-
-// poolCommand is e.pool with command, a wrapper around e.cli, in place of
-// e.cli.
-func (e *e2eEnv) poolCommand(tb testing.TB, cfg Config, command string) (*Pool, *logRecorder) {
-	tb.Helper()
-	logs := newLogRecorder()
-	cfg.Command = command
-	cfg.Dir = e.dir
-	cfg.Env = append(append(e.mock.Env(), "HOME="+e.home), cfg.Env...)
-	cfg.Logger = slog.New(logs)
-	p, err := NewPool(cfg)
-	require.NoError(tb, err)
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_ = p.Close(ctx)
-	})
-	return p, logs
-}
 
 // holdMarked holds the reply of every request whose text contains
 // "[hold]" until release is called; the others are echoed at once.

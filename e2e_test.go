@@ -66,8 +66,15 @@ func newE2E(tb testing.TB, cfg claudepooltest.Config) *e2eEnv {
 // e are closed, no CLI process of e may be left.
 func (e *e2eEnv) pool(tb testing.TB, cfg Config) (*Pool, *logRecorder) {
 	tb.Helper()
+	return e.poolCommand(tb, cfg, e.cli)
+}
+
+// poolCommand is pool with command, such as a wrapper around e.cli, in
+// place of e.cli.
+func (e *e2eEnv) poolCommand(tb testing.TB, cfg Config, command string) (*Pool, *logRecorder) {
+	tb.Helper()
 	logs := newLogRecorder()
-	cfg.Command = e.cli
+	cfg.Command = command
 	cfg.Dir = e.dir
 	cfg.Env = append(append(e.mock.Env(), "HOME="+e.home), cfg.Env...)
 	cfg.Logger = slog.New(logs)
