@@ -115,13 +115,17 @@ type Config struct {
 	// package documentation). Entries here win.
 	Env []string
 
-	// Size is the number of warm processes to keep ready. 0 means every
-	// acquire spawns a cold process.
+	// Size is the number of warm spares to keep ready: idle processes
+	// that hold no conversation and carry the pool's prompt (Prompt) or
+	// none yet. Processes that come back from chats are reused on top of
+	// it. 0 means no spares: a chat that finds no idle process spawns a
+	// cold one.
 	Size int
 
-	// MaxProcs caps the processes alive at once, warm and busy together.
-	// 0 means no cap. It must be 0 or at least Size. When the cap is
-	// reached, Acquire waits for a slot until its context ends, or until
+	// MaxProcs caps the processes alive at once: spares, busy, resetting
+	// and those holding conversations together. 0 means no cap. It must
+	// be 0 or at least Size. When the cap is reached, Acquire waits for a
+	// slot or a process coming back until its context ends, or until
 	// MaxWait; MaxWaiting bounds the callers waiting at once.
 	MaxProcs int
 
