@@ -54,12 +54,6 @@ func (s *idleSet) oldestExcept(want *SystemPrompt) *Process {
 	return nil
 }
 
-// oldestForeign returns the least recently used idle process for which
-// foreign is true, or nil.
-func (s *idleSet) oldestForeign(foreign func(*Process) bool) *Process {
-	return s.oldest(foreign)
-}
-
 // oldest returns the least recently used idle process for which match is
 // true, or nil.
 func (s *idleSet) oldest(match func(*Process) bool) *Process {

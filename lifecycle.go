@@ -232,7 +232,7 @@ func (p *Pool) toIdleLocked(proc *Process) {
 		// Without MaxProcs nothing else bounds the processes kept for
 		// prompts that may never come back.
 		if n := p.idle.count(p.isForeign); n > max(p.cfg.Size, 1) {
-			p.retireLocked(p.idle.oldestForeign(p.isForeign), RetireSurplus)
+			p.retireLocked(p.idle.oldest(p.isForeign), RetireSurplus)
 		}
 	}
 	p.notifyLocked()

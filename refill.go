@@ -83,7 +83,7 @@ func (p *Pool) launchSpawns() time.Duration {
 					p.resetLocked(h)
 					continue
 				}
-				if old := p.idle.oldestForeign(p.isForeign); old != nil {
+				if old := p.idle.oldest(p.isForeign); old != nil {
 					old.life.evictedForSpare = true
 					p.evicting++
 					p.retireLocked(old, RetireEvicted)
