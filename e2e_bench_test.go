@@ -369,26 +369,53 @@ type poolWant struct {
 func settle(b *testing.B, pools []poolWant) {
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		ok := true
+		settled := true
 		for _, w := range pools {
-			st := w.pool.Stats()
-			if st.Starting() != 0 || st.Busy() != 0 || st.Resetting() != 0 || st.Idle() != w.idle || st.Live() != w.idle {
-				ok = false
-				break
+			if !waitPool(b, w.pool, deadline, func(st Stats) bool { return quietStats(st) && st.Idle() == w.idle }) {
+				settled = false
 			}
 		}
-		if ok {
+		// A pool waited for may have settled before another did; all must
+		// hold at once.
+		if settled {
 			return
 		}
-		if time.Now().After(deadline) {
-			for i, w := range pools {
-				st := w.pool.Stats()
-				b.Logf("pool %d: starting %d busy %d resetting %d idle %d live %d, want %d idle", i,
-					st.Starting(), st.Busy(), st.Resetting(), st.Idle(), st.Live(), w.idle)
-			}
-			b.Fatal("the pools did not settle within 2 minutes")
+	}
+}
+
+// quiet waits until nothing is in progress in p: no spawn, chat or reset,
+// every retired process reaped.
+func quiet(b *testing.B, p *Pool) {
+	waitPool(b, p, time.Now().Add(2*time.Minute), quietStats)
+}
+
+// quietStats reports whether a snapshot has nothing in progress.
+func quietStats(st Stats) bool {
+	return st.Starting() == 0 && st.Busy() == 0 && st.Resetting() == 0 && st.Idle() == st.Live()
+}
+
+// waitPool waits on p's change signal until ok holds for its Stats, and
+// fails b at deadline. It reports whether ok held without waiting.
+func waitPool(b *testing.B, p *Pool, deadline time.Time, ok func(Stats) bool) (already bool) {
+	b.Helper()
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	for already = true; ; already = false {
+		// The signal is taken before the snapshot, so that no change
+		// between the two goes unnoticed.
+		p.mu.Lock()
+		changed := p.changed
+		p.mu.Unlock()
+		st := p.Stats()
+		if ok(st) {
+			return already
 		}
-		time.Sleep(5 * time.Millisecond)
+		select {
+		case <-changed:
+		case <-timer.C:
+			b.Fatalf("the pool did not settle within 2 minutes: starting %d busy %d resetting %d idle %d live %d",
+				st.Starting(), st.Busy(), st.Resetting(), st.Idle(), st.Live())
+		}
 	}
 }
 

@@ -132,19 +132,3 @@ func BenchmarkE2EConversation(b *testing.B) {
 		})
 	}
 }
-
-// quiet waits until nothing is in progress in p: no spawn, chat or reset,
-// every retired process reaped.
-func quiet(b *testing.B, p *Pool) {
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		st := p.Stats()
-		if st.Starting() == 0 && st.Busy() == 0 && st.Resetting() == 0 && st.Idle() == st.Live() {
-			return
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("the pool did not settle within 2 minutes: %+v", st)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}

@@ -157,6 +157,7 @@ func (p *Pool) spawnWarm() {
 	p.nextAttempt = time.Time{}
 	if proc.state.Load() != stateStarting {
 		// It exited after answering; the reaper has accounted for it.
+		p.notifyLocked()
 		p.mu.Unlock()
 		return
 	}
