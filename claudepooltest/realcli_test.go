@@ -134,6 +134,22 @@ func (p *cliProc) next(typ string, timeout time.Duration) map[string]any {
 	}
 }
 
+// textDeltas returns the text deltas of the streamed reply, up to its
+// message_stop.
+func (p *cliProc) textDeltas() []string {
+	var got []string
+	for {
+		m := p.next("stream_event", 30*time.Second)
+		ev := m["event"].(map[string]any)
+		if ev["type"] == "content_block_delta" {
+			got = append(got, ev["delta"].(map[string]any)["text"].(string))
+		}
+		if ev["type"] == "message_stop" {
+			return got
+		}
+	}
+}
+
 func (p *cliProc) control(id string, req map[string]any) map[string]any {
 	p.t.Helper()
 	p.send(map[string]any{"type": "control_request", "request_id": id, "request": req})
@@ -252,17 +268,7 @@ func TestRealCLI(t *testing.T) {
 		p.control("r1", map[string]any{"subtype": "mcp_status"})
 		p.send(userLine("hello"))
 		require.NoError(t, p.stdin.Close())
-		var got []string
-		for {
-			m := p.next("stream_event", 30*time.Second)
-			ev := m["event"].(map[string]any)
-			if ev["type"] == "content_block_delta" {
-				got = append(got, ev["delta"].(map[string]any)["text"].(string))
-			}
-			if ev["type"] == "message_stop" {
-				break
-			}
-		}
+		got := p.textDeltas()
 		require.Equal(t, []string{"one ", "two ", "three"}, got)
 		res := p.next("result", 30*time.Second)
 		require.Equal(t, false, res["is_error"])
@@ -278,17 +284,7 @@ func TestRealCLI(t *testing.T) {
 		p.control("r1", map[string]any{"subtype": "mcp_status"})
 		p.send(userLine("hello"))
 		require.NoError(t, p.stdin.Close())
-		var got []string
-		for {
-			m := p.next("stream_event", 30*time.Second)
-			ev := m["event"].(map[string]any)
-			if ev["type"] == "content_block_delta" {
-				got = append(got, ev["delta"].(map[string]any)["text"].(string))
-			}
-			if ev["type"] == "message_stop" {
-				break
-			}
-		}
+		got := p.textDeltas()
 		ended := time.Now()
 		require.Len(t, got, outputTokens(text), "one delta per token")
 		require.Equal(t, text, strings.Join(got, ""))
