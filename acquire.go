@@ -53,9 +53,9 @@ func (p *Pool) TryAcquire() (*Process, error) {
 // acquire takes the idle process that suits a request with system prompt
 // want (one that carries it, else a fresh one; see idleSet.best), or
 // spawns a cold one. With hold, the replacement of a warm process it
-// takes waits until the returned release is called (see holdRefill);
-// release is never nil.
-func (p *Pool) acquire(ctx context.Context, start time.Time, want *SystemPrompt, hold bool) (*Process, func(), error) {
+// takes waits for the returned hold (see refillHold), which is nil
+// without one.
+func (p *Pool) acquire(ctx context.Context, start time.Time, want *SystemPrompt, hold bool) (*Process, *refillHold, error) {
 	if p.isClosed() {
 		return nil, nil, ErrClosed
 	}
@@ -66,20 +66,23 @@ func (p *Pool) acquire(ctx context.Context, start time.Time, want *SystemPrompt,
 	p.mu.Lock()
 	proc, dirty := p.takeLocked(want, start)
 	p.mu.Unlock()
+	if proc == nil || dirty {
+		p.releaseHolds()
+	}
 	if dirty && p.cleanLeased(ctx, proc) != nil {
 		proc = nil
 	}
-	release := func() {}
+	var hr *refillHold
 	if proc != nil && hold {
-		release = p.holdRefill()
+		hr = p.holdRefill()
 	}
 	p.wakeFill()
 	if proc != nil {
 		p.logAcquire(proc)
-		return proc, release, nil
+		return proc, hr, nil
 	}
 	proc, err := p.acquireCold(ctx, start, want)
-	return proc, release, err
+	return proc, hr, err
 }
 
 // takeLocked leases the idle process that suits a request with prompt
@@ -104,7 +107,7 @@ func (p *Pool) takeLocked(want *SystemPrompt, start time.Time) (proc *Process, d
 // lease takes a process for a chat: the one that holds the conversation
 // the request continues (cont, nil when it continues none), else as
 // acquire does.
-func (p *Pool) lease(ctx context.Context, start time.Time, want *SystemPrompt, cont *contKeys, hold bool) (*Process, func(), error) {
+func (p *Pool) lease(ctx context.Context, start time.Time, want *SystemPrompt, cont *contKeys, hold bool) (*Process, *refillHold, error) {
 	if cont != nil && !p.isClosed() && ctx.Err() == nil {
 		p.mu.Lock()
 		proc := p.idle.holding(cont.key)
@@ -120,7 +123,7 @@ func (p *Pool) lease(ctx context.Context, start time.Time, want *SystemPrompt, c
 		p.mu.Unlock()
 		if proc != nil {
 			p.logAcquire(proc)
-			return proc, func() {}, nil
+			return proc, nil, nil
 		}
 	}
 	return p.acquire(ctx, start, want, hold)

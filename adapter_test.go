@@ -323,10 +323,42 @@ func TestStreamChatRefillAfterFirstEvent(t *testing.T) {
 	firstEvent := before.Add(s.Latency().FirstEvent) // no later than the event
 
 	started := fp.logs.waitFor(t, "claudepool: process started", 2)
-	require.False(t, started[1].Time.Before(firstEvent),
-		"replacement started %v before the first event", firstEvent.Sub(started[1].Time))
+	require.GreaterOrEqual(t, started[1].Time.Sub(firstEvent), refillGrace,
+		"the replacement starts refillGrace after the first event at the earliest, when the CLI has sent its API request")
 	require.NoError(t, s.Close())
 	require.NoError(t, fp.WaitReady(ctx))
+}
+
+// A caller that finds no idle process ends the holds of the chats before
+// it: the refill then works for it at once instead of waiting for their
+// first events.
+func TestStreamChatShortageEndsRefillHolds(t *testing.T) {
+	ctx := testCtx(t)
+	fp := newFakePool(t, Config{Size: 1})
+	require.NoError(t, fp.WaitReady(ctx))
+	a := NewAdapter(fp.Pool)
+	holds := func() int {
+		fp.mu.Lock()
+		defer fp.mu.Unlock()
+		return fp.held
+	}
+	// The first chat's process prints nothing, so nothing but a shortage
+	// ends its hold before maxRefillDelay.
+	claimed := time.Now()
+	s1, err := a.StreamChat(ctx, userMsg("x "+fakecli.Marker(fakecli.ModeHang)))
+	require.NoError(t, err)
+	defer s1.Close()
+	s2, err := a.StreamChat(ctx, userMsg("y"))
+	require.NoError(t, err)
+	defer s2.Close()
+	require.False(t, s2.Acquire().Warm, "the second chat found no idle process")
+	if time.Since(claimed) < maxRefillDelay {
+		require.Zero(t, holds(), "the shortage ended the first chat's hold")
+	}
+	require.NoError(t, fp.WaitReady(ctx), "the refill replaces the first chat's process")
+	require.NoError(t, s1.Close())
+	drain(t, s2)
+	require.NoError(t, s2.Err())
 }
 
 // A chat whose process never prints an event holds the refill back for

@@ -48,8 +48,9 @@ type Pool struct {
 	// failure.
 	spawning int
 	// held counts replacements postponed until the chat that took a
-	// warm process has started (see holdRefill).
-	held int
+	// warm process has started (see refillHold), and holds has them.
+	held  int
+	holds map[*refillHold]struct{}
 	// evicting counts processes retired to free a slot for a spare and
 	// not reaped yet.
 	evicting int

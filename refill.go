@@ -181,36 +181,92 @@ func (p *Pool) wakeFill() {
 }
 
 // maxRefillDelay bounds how long a chat holds back the replacement of its
-// process; the real CLI prints its first event about 50 ms after the user
+// process; the real CLI prints its first event about 20 ms after the user
 // line.
 const maxRefillDelay = 500 * time.Millisecond
 
-// holdRefill postpones the replacement of a warm process a chat is about
-// to take. The replacement's start-up costs about a CPU-second on the real
-// CLI; started at once, it competes with the claimed process for the CPU
-// exactly while that one prepares its first answer. The returned release
-// ends the hold; it is idempotent, and runs by itself after
-// maxRefillDelay.
-func (p *Pool) holdRefill() (release func()) {
+// refillGrace is how long a hold lasts past the chat's first event. The
+// real CLI (2.1.330) prints system/init 15-20 ms after the user line and
+// sends its API request 15-25 ms later; work started in that window, such
+// as a /clear of 30-40 ms of CPU, delays the request on a small machine.
+// After the request the CLI waits on the API and the CPU is free.
+const refillGrace = 30 * time.Millisecond
+
+// refillHold postpones the replacement of a warm process a chat took. The
+// replacement's start-up (about a CPU-second on the real CLI), or the reset
+// of a held conversation (30-40 ms), competes with the claimed process for
+// the CPU exactly while that one prepares its API request. A hold ends at
+// the first of: its release, refillGrace after settle, maxRefillDelay
+// after it began, or a caller that finds no idle process without a
+// conversation (Pool.releaseHolds): the refill then works for that caller
+// at once. All its methods are safe on a nil *refillHold, which holds
+// nothing.
+type refillHold struct {
+	p       *Pool
+	once    sync.Once
+	mu      sync.Mutex // guards timer, which the timer's own call may read, and settled
+	timer   *time.Timer
+	settled bool
+}
+
+// holdRefill starts a hold on the refill.
+func (p *Pool) holdRefill() *refillHold {
+	h := &refillHold{p: p}
 	p.mu.Lock()
 	p.held++
-	p.mu.Unlock()
-	var once sync.Once
-	var mu sync.Mutex // guards timer, which the timer's own call may read
-	var timer *time.Timer
-	release = func() {
-		once.Do(func() {
-			mu.Lock()
-			timer.Stop()
-			mu.Unlock()
-			p.mu.Lock()
-			p.held--
-			p.mu.Unlock()
-			p.wakeFill()
-		})
+	if p.holds == nil {
+		p.holds = make(map[*refillHold]struct{})
 	}
-	mu.Lock()
-	timer = time.AfterFunc(maxRefillDelay, release)
-	mu.Unlock()
-	return release
+	p.holds[h] = struct{}{}
+	p.mu.Unlock()
+	h.mu.Lock()
+	h.timer = time.AfterFunc(maxRefillDelay, h.release)
+	h.mu.Unlock()
+	return h
+}
+
+// release ends the hold now. It is idempotent.
+func (h *refillHold) release() {
+	if h == nil {
+		return
+	}
+	h.once.Do(func() {
+		h.mu.Lock()
+		h.timer.Stop()
+		h.mu.Unlock()
+		p := h.p
+		p.mu.Lock()
+		p.held--
+		delete(p.holds, h)
+		p.mu.Unlock()
+		p.wakeFill()
+	})
+}
+
+// settle ends the hold refillGrace from its first call, unless it ends
+// sooner. The chat calls it at each event.
+func (h *refillHold) settle() {
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	if !h.settled {
+		h.settled = true
+		h.timer.Reset(refillGrace) // after a release, its second call does nothing
+	}
+	h.mu.Unlock()
+}
+
+// releaseHolds ends every hold: a caller found no idle process it could
+// take as it is, so the refill must not wait for other chats.
+func (p *Pool) releaseHolds() {
+	p.mu.Lock()
+	holds := make([]*refillHold, 0, len(p.holds))
+	for h := range p.holds {
+		holds = append(holds, h)
+	}
+	p.mu.Unlock()
+	for _, h := range holds {
+		h.release()
+	}
 }

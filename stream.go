@@ -28,9 +28,9 @@ type Stream struct {
 	prompt SystemPrompt // the system prompt the turn runs with
 	model  string       // the model to switch to; "" for the pool's
 	start  time.Time
-	// releaseRefill lets the pool replace the stream's warm process; the
-	// chat calls it at its first event or its end.
-	releaseRefill func()
+	// refill holds back the replacement of the stream's warm process
+	// until the chat has sent its API request; nil when there is none.
+	refill *refillHold
 
 	leaseMu sync.Mutex // guards proc, acquire, leased and interrupted
 	proc    *Process
@@ -77,27 +77,27 @@ type StreamLatency struct {
 
 // newStream hands proc to a new Stream and starts its reader and watcher,
 // as goroutines of the pool, which Close joins.
-func newStream(ctx context.Context, p *Pool, proc *Process, releaseRefill func(), enc *encodedRequest, prompt SystemPrompt, model string, start time.Time) (*Stream, error) {
+func newStream(ctx context.Context, p *Pool, proc *Process, refill *refillHold, enc *encodedRequest, prompt SystemPrompt, model string, start time.Time) (*Stream, error) {
 	s := &Stream{
-		pool:          p,
-		proc:          proc,
-		acquire:       proc.life.acquire,
-		leased:        true,
-		ctx:           ctx,
-		enc:           enc,
-		prompt:        prompt,
-		model:         model,
-		start:         start,
-		releaseRefill: releaseRefill,
-		runDone:       make(chan struct{}),
-		abortCh:       make(chan struct{}),
-		notify:        make(chan struct{}),
+		pool:    p,
+		proc:    proc,
+		acquire: proc.life.acquire,
+		leased:  true,
+		ctx:     ctx,
+		enc:     enc,
+		prompt:  prompt,
+		model:   model,
+		start:   start,
+		refill:  refill,
+		runDone: make(chan struct{}),
+		abortCh: make(chan struct{}),
+		notify:  make(chan struct{}),
 	}
 	s.latency.Acquire = proc.life.acquire.Wait
 	s.stopCtx = context.AfterFunc(ctx, func() { s.abort(ctx.Err()) })
 	if err := p.goChat(s.run, s.watch); err != nil {
 		s.stopCtx()
-		releaseRefill()
+		refill.release()
 		_ = proc.Stop(context.Background())
 		p.release(proc, false, nil)
 		return nil, err
@@ -311,7 +311,7 @@ func (s *Stream) watch() {
 func (s *Stream) run() {
 	defer close(s.runDone)
 	defer s.stopCtx()
-	defer s.releaseRefill()
+	defer s.refill.release()
 	err := s.serve()
 	s.record()
 	s.mu.Lock()
@@ -370,7 +370,7 @@ func (s *Stream) serve() error {
 			continue
 		}
 		s.observe(ev)
-		s.releaseRefill()
+		s.refill.settle()
 		switch {
 		case ev.Type == EventInit:
 			p.life.session = ev.SessionID
