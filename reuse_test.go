@@ -711,3 +711,62 @@ func TestResetInFlightAtClose(t *testing.T) {
 	require.Zero(t, st.Reuses())
 	requireClean(t, fp, fds)
 }
+
+// A warm process with the pool's prompt runs one /clear before it counts
+// as ready, and its first chat is served as any other: the prompt set at
+// spawn, the user's text alone.
+func TestPrimeWarmProcess(t *testing.T) {
+	ctx := testCtx(t)
+	fp := newPrimedPool(t, Config{Size: 1, MaxProcs: 1, Prompt: &SystemPrompt{System: "pool"}}, fakecli.EnvEchoHistory+"=1")
+	require.NoError(t, fp.WaitReady(ctx))
+	pid := fp.pids()[0]
+	require.Equal(t, []string{"mcp_status", "initialize", "user:/clear"}, received(t, fp, pid),
+		"primed before it counts as ready")
+
+	s, evs := chatOK(t, ctx, NewAdapter(fp.Pool), userMsg("one"))
+	require.Equal(t, pid, s.Acquire().PID)
+	require.True(t, s.Acquire().Warm)
+	require.Equal(t, 1, s.Acquire().Uses, "the prime is not a use")
+	require.False(t, s.Acquire().Reused)
+	require.Contains(t, string(evs[0].Raw), `"fake_system_prompt":["pool"]`)
+	require.Equal(t, "echo: one", s.Result().Text)
+	require.Zero(t, fp.Stats().Resets().Count, "the prime is not a reset")
+}
+
+// Without the pool's prompt a warm process is not primed: the CLI ignores
+// an initialize after any user line, so the chat's prompt must come
+// first. A cold spawn is never primed: it would delay its chat.
+func TestPrimeOnlyWithPrompt(t *testing.T) {
+	ctx := testCtx(t)
+	t.Run("no pool prompt", func(t *testing.T) {
+		fp := newPrimedPool(t, Config{Size: 1, MaxProcs: 1})
+		require.NoError(t, fp.WaitReady(ctx))
+		req := userMsg("one")
+		req.System = "mine"
+		s, evs := chatOK(t, ctx, NewAdapter(fp.Pool), req)
+		require.True(t, s.Acquire().Warm)
+		require.Contains(t, string(evs[0].Raw), `"fake_system_prompt":["mine"]`)
+		require.Equal(t, []string{"mcp_status", "initialize", "user:one"}, received(t, fp, s.Acquire().PID)[:3])
+	})
+	t.Run("cold", func(t *testing.T) {
+		fp := newPrimedPool(t, Config{Prompt: &SystemPrompt{System: "pool"}})
+		s, _ := chatOK(t, ctx, NewAdapter(fp.Pool), userMsg("one"))
+		require.False(t, s.Acquire().Warm)
+		require.Equal(t, []string{"initialize", "user:one"}, received(t, fp, s.Acquire().PID)[:2])
+	})
+}
+
+// A prime that fails fails the spawn: the process never serves a chat,
+// and the error says what failed.
+func TestPrimeFailureFailsSpawn(t *testing.T) {
+	ctx := testCtx(t)
+	fp := newPrimedPool(t, Config{Size: 1, Prompt: &SystemPrompt{System: "pool"}, ReadyTimeout: time.Second},
+		fakecli.EnvResetMode+"="+fakecli.ResetNoReset)
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	err := fp.WaitReady(wctx)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.ErrorContains(t, err, "prime: ")
+	require.Positive(t, fp.Stats().SpawnFailures())
+	require.Zero(t, fp.Stats().Idle())
+}

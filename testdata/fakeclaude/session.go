@@ -196,6 +196,10 @@ func (s *session) handle(line string, cur *turn) (code int, exit bool) {
 	case "control_request":
 		s.control(m, cur)
 	case "user":
+		// The CLI initializes itself at its first user line, /clear
+		// included, with its own prompt: an initialize after it changes
+		// nothing (measured on 2.1.330).
+		s.initialized = true
 		s.queue = append(s.queue, userText(m.Message.Content))
 	}
 	return 0, false
