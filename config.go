@@ -223,17 +223,6 @@ type Config struct {
 	// for a CLI logged in with OAuth.
 	UserSettings bool
 
-	// NoPrime skips the /clear a warm process runs before it counts as
-	// ready, when Prompt is set. A CLI runs the code that handles a
-	// message cold the first time; the /clear runs much of it once, off
-	// the chats' path, which takes about 60 ms off the first chat on each
-	// warm process (CLI 2.1.330, median of 5) for 30-40 ms of CPU at
-	// spawn. The chat then carries the CLI's note of the /clear (about 100
-	// input tokens), as every chat on a reused process does. Without
-	// Prompt there is no prime: the CLI ignores an initialize that comes
-	// after a user line, so a process must meet its chat's prompt first.
-	NoPrime bool
-
 	// PartialMessages makes the CLI stream partial messages (text deltas)
 	// as EventPartial events (--include-partial-messages).
 	PartialMessages bool

@@ -259,8 +259,7 @@ func childCPU(b *testing.B) time.Duration {
 // warm (a fresh process from the pool), reused (a process that served an
 // earlier chat and was reset) and warm-model (a fresh process, with a
 // Model named in the request: set_model, and the CLI's probe of the model
-// before it answers); with the prompt=pool, also warm-unprimed (a fresh
-// process with Config.NoPrime). One op is one chat of each kind, interleaved, each
+// before it answers). One op is one chat of each kind, interleaved, each
 // after every pool has settled (no spawn, reset or exit in progress).
 // With the system prompt in each request (prompt=request) and as the
 // pool's Config.Prompt (prompt=pool). Metrics, medians in ms:
@@ -298,13 +297,6 @@ func BenchmarkE2E(b *testing.B) {
 				{name: "warm-model", pool: fresh, model: "sonnet", isKind: func(a AcquireInfo) bool { return a.Warm && !a.Reused }},
 			}
 			settled := []poolWant{{cold, 0}, {fresh, 1}, {reused, 1}}
-			if bc.poolWide {
-				// Config.Prompt primes warm processes; this pool shows
-				// what the prime saves.
-				unprimed, _ := e.pool(b, Config{Size: 1, Prompt: prompt, MaxUses: 1, PartialMessages: true, NoPrime: true})
-				kinds = append(kinds, &e2eKind{name: "warm-unprimed", pool: unprimed, isKind: func(a AcquireInfo) bool { return a.Warm && !a.Reused }})
-				settled = append(settled, poolWant{unprimed, 1})
-			}
 			// The reused pool's process: spawned cold for this chat, kept.
 			if c := runBenchChat(ctx, NewAdapter(reused), "hello", system); c.err != nil {
 				b.Fatal(c.err)

@@ -65,24 +65,3 @@ func TestE2EReuse(t *testing.T) {
 	require.Positive(t, st.IdleRSS(), "the idle process's RSS, read after its reset")
 	t.Logf("reset p50 %v, idle RSS %d MB", st.Resets().P50, st.IdleRSS()>>20)
 }
-
-// A warm process with the pool's prompt is primed with a /clear before it
-// counts as ready: the prime sends no API request, and the first chat on
-// the process runs with the pool's prompt and model.
-func TestE2EPrime(t *testing.T) {
-	ctx := e2eCtx(t, 2*time.Minute)
-	e := newE2E(t, claudepooltest.Config{})
-	const system = "You are the prime test's assistant."
-	p, _ := e.pool(t, Config{Size: 1, MaxProcs: 1, Model: "sonnet", Prompt: &SystemPrompt{System: system}})
-	require.NoError(t, p.WaitReady(ctx))
-	require.Empty(t, e.mock.Requests(), "the prime sends no API request")
-
-	s, _ := chatOK(t, ctx, NewAdapter(p), Request{Messages: []Message{{Role: RoleUser, Content: "first chat"}}})
-	require.True(t, s.Acquire().Warm)
-	require.Equal(t, 1, s.Acquire().Uses)
-	require.Equal(t, claudepooltest.EchoPrefix+"first chat", s.Result().Text)
-	reqs := e.mock.Requests()
-	require.Len(t, reqs, 1)
-	require.Equal(t, "claude-sonnet-5-5", reqs[0].Model)
-	require.Contains(t, strings.Join(reqs[0].System, "\n"), system, "the prompt set before the prime stays")
-}

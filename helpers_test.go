@@ -42,18 +42,7 @@ type fakePool struct {
 	logs *logRecorder
 }
 
-//
-// Its warm processes skip the priming /clear (Config.NoPrime), so that a
-// test sees on stdin exactly what chats and resets sent; newPrimedPool
-// keeps it.
 func newFakePool(t *testing.T, cfg Config, env ...string) *fakePool {
-	t.Helper()
-	cfg.NoPrime = true
-	return newPrimedPool(t, cfg, env...)
-}
-
-// newPrimedPool is newFakePool with cfg.NoPrime as given.
-func newPrimedPool(t *testing.T, cfg Config, env ...string) *fakePool {
 	t.Helper()
 	rec := t.TempDir()
 	logs := newLogRecorder()

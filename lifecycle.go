@@ -130,13 +130,6 @@ func (p *Pool) spawnWarm() {
 		if err == nil && p.cfg.Prompt != nil {
 			err = proc.initialize(p.ctx, *p.cfg.Prompt)
 		}
-		// The prime needs the prompt set first: an initialize after any
-		// user line, /clear included, changes nothing.
-		if err == nil && !p.cfg.NoPrime && p.cfg.Prompt != nil {
-			if err = proc.clearConversation(p.ctx); err != nil {
-				err = fmt.Errorf("prime: %w", err)
-			}
-		}
 	}
 
 	p.mu.Lock()

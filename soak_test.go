@@ -143,7 +143,7 @@ func TestSoak(t *testing.T) {
 	start := time.Now()
 	// The fake echoes every user text of its conversation since the last
 	// reset: a chat that saw another chat's text fails its reply check.
-	fp := newPrimedPool(t, Config{Size: soakSize, MaxProcs: soakMaxProcs, PartialMessages: true,
+	fp := newFakePool(t, Config{Size: soakSize, MaxProcs: soakMaxProcs, PartialMessages: true,
 		StopGrace: 50 * time.Millisecond, ReadyTimeout: 2 * time.Second, MaxLineBytes: 1 << 20, MaxUses: 50},
 		fakecli.EnvChunks+"=4", fakecli.EnvHugeBytes+"=2000000", fakecli.EnvEchoHistory+"=1")
 	a := NewAdapter(fp.Pool)

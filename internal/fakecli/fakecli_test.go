@@ -421,6 +421,24 @@ func TestSystemPromptAndModel(t *testing.T) {
 	require.Equal(t, strings.Join(append([]string{claudePath}, streamArgs...), "\n")+"\n", string(args))
 }
 
+// The CLI initializes itself at its first user line, /clear included: an
+// initialize after it changes nothing.
+func TestInitializeAfterUserLineIgnored(t *testing.T) {
+	p := startStream(t)
+	p.send(user("/clear"))
+	cr := p.expect("conversation_reset", "")
+	p.afterReset(cr["session_id"].(string), true)
+	p.send(control("i1", "initialize", `"systemPrompt":["too late"]`))
+	p.next()
+	p.send(user("hi"))
+	init := p.expect("system", "init")
+	require.NotContains(t, init, "fake_system_prompt")
+	p.expect("assistant", "")
+	p.expect("result", "success")
+	p.closeStdin()
+	p.eof()
+}
+
 func TestAppendSystemPrompt(t *testing.T) {
 	p := startStream(t)
 	p.send(control("i1", "initialize", `"appendSystemPrompt":"Also be kind."`), user("hi"))
