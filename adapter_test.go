@@ -340,7 +340,7 @@ func TestStreamChatShortageEndsRefillHolds(t *testing.T) {
 	holds := func() int {
 		fp.mu.Lock()
 		defer fp.mu.Unlock()
-		return fp.held
+		return len(fp.holds)
 	}
 	// The first chat's process prints nothing, so nothing but a shortage
 	// ends its hold before maxRefillDelay.

@@ -47,9 +47,8 @@ type Pool struct {
 	// spawning counts warm spawns in flight, from launch to idle or
 	// failure.
 	spawning int
-	// held counts replacements postponed until the chat that took a
-	// warm process has started (see refillHold), and holds has them.
-	held  int
+	// holds has the replacements postponed until the chat that took a
+	// warm process has started (see refillHold).
 	holds map[*refillHold]struct{}
 	// evicting counts processes retired to free a slot for a spare and
 	// not reaped yet.

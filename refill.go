@@ -57,7 +57,7 @@ func (p *Pool) launchSpawns() time.Duration {
 	if wait := time.Until(p.nextAttempt); wait > 0 {
 		return minWait(wait, period)
 	}
-	have := p.idle.count(p.isSpare) + p.spawning + p.count[stateResetting] + p.held + p.evicting
+	have := p.idle.count(p.isSpare) + p.spawning + p.count[stateResetting] + len(p.holds) + p.evicting
 	deficit := p.spareTargetLocked() - have
 	// Below Size, a spare may take the place of an idle process kept for
 	// another prompt or a conversation; beyond it, only a free slot.
@@ -212,16 +212,17 @@ type refillHold struct {
 // holdRefill starts a hold on the refill.
 func (p *Pool) holdRefill() *refillHold {
 	h := &refillHold{p: p}
+	// h.mu until the timer is set: releaseHolds may find h as soon as it
+	// is registered.
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	p.mu.Lock()
-	p.held++
 	if p.holds == nil {
 		p.holds = make(map[*refillHold]struct{})
 	}
 	p.holds[h] = struct{}{}
 	p.mu.Unlock()
-	h.mu.Lock()
 	h.timer = time.AfterFunc(maxRefillDelay, h.release)
-	h.mu.Unlock()
 	return h
 }
 
@@ -236,7 +237,6 @@ func (h *refillHold) release() {
 		h.mu.Unlock()
 		p := h.p
 		p.mu.Lock()
-		p.held--
 		delete(p.holds, h)
 		p.mu.Unlock()
 		p.wakeFill()
