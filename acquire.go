@@ -42,6 +42,9 @@ func (p *Pool) TryAcquire() (*Process, error) {
 		p.claimLocked(proc, start)
 	}
 	p.mu.Unlock()
+	if proc == nil {
+		p.releaseHolds()
+	}
 	p.wakeFill()
 	if proc == nil {
 		return nil, ErrNotAvailable

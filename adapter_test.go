@@ -332,33 +332,47 @@ func TestStreamChatRefillAfterFirstEvent(t *testing.T) {
 // A caller that finds no idle process ends the holds of the chats before
 // it: the refill then works for it at once instead of waiting for their
 // first events.
-func TestStreamChatShortageEndsRefillHolds(t *testing.T) {
-	ctx := testCtx(t)
-	fp := newFakePool(t, Config{Size: 1})
-	require.NoError(t, fp.WaitReady(ctx))
-	a := NewAdapter(fp.Pool)
-	holds := func() int {
-		fp.mu.Lock()
-		defer fp.mu.Unlock()
-		return len(fp.holds)
+func TestShortageEndsRefillHolds(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		short func(t *testing.T, ctx context.Context, fp *fakePool)
+	}{
+		{"StreamChat", func(t *testing.T, ctx context.Context, fp *fakePool) {
+			s, err := NewAdapter(fp.Pool).StreamChat(ctx, userMsg("y"))
+			require.NoError(t, err)
+			require.False(t, s.Acquire().Warm, "the second chat found no idle process")
+			drain(t, s)
+			require.NoError(t, s.Err())
+			require.NoError(t, s.Close())
+		}},
+		{"TryAcquire", func(t *testing.T, ctx context.Context, fp *fakePool) {
+			_, err := fp.TryAcquire()
+			require.ErrorIs(t, err, ErrNotAvailable)
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			fp := newFakePool(t, Config{Size: 1})
+			require.NoError(t, fp.WaitReady(ctx))
+			holds := func() int {
+				fp.mu.Lock()
+				defer fp.mu.Unlock()
+				return len(fp.holds)
+			}
+			// The first chat's process prints nothing, so nothing but a
+			// shortage ends its hold before maxRefillDelay.
+			claimed := time.Now()
+			s1, err := NewAdapter(fp.Pool).StreamChat(ctx, userMsg("x "+fakecli.Marker(fakecli.ModeHang)))
+			require.NoError(t, err)
+			defer s1.Close()
+			tt.short(t, ctx, fp)
+			if time.Since(claimed) < maxRefillDelay {
+				require.Zero(t, holds(), "the shortage ended the first chat's hold")
+			}
+			require.NoError(t, fp.WaitReady(ctx), "the refill replaces the first chat's process")
+			require.NoError(t, s1.Close())
+		})
 	}
-	// The first chat's process prints nothing, so nothing but a shortage
-	// ends its hold before maxRefillDelay.
-	claimed := time.Now()
-	s1, err := a.StreamChat(ctx, userMsg("x "+fakecli.Marker(fakecli.ModeHang)))
-	require.NoError(t, err)
-	defer s1.Close()
-	s2, err := a.StreamChat(ctx, userMsg("y"))
-	require.NoError(t, err)
-	defer s2.Close()
-	require.False(t, s2.Acquire().Warm, "the second chat found no idle process")
-	if time.Since(claimed) < maxRefillDelay {
-		require.Zero(t, holds(), "the shortage ended the first chat's hold")
-	}
-	require.NoError(t, fp.WaitReady(ctx), "the refill replaces the first chat's process")
-	require.NoError(t, s1.Close())
-	drain(t, s2)
-	require.NoError(t, s2.Err())
 }
 
 // A chat whose process never prints an event holds the refill back for

@@ -71,9 +71,9 @@
 // one message (RenderTranscript). A held conversation gives way, reset,
 // when a process is needed and none other suits.
 //
-// The replacement of a warm process that StreamChat took starts shortly
-// after the chat's first event, once the CLI has sent its API request
-// (within 500 ms at most), or at once when a caller finds no idle
+// The replacement of a warm process that StreamChat took starts 30 ms
+// after the chat's first event, about when the CLI has sent its API
+// request (within 500 ms at most), or at once when a caller finds no idle
 // process: the CLI's start-up takes a CPU-second and a reset tens of
 // milliseconds, and on a small machine either would otherwise slow the
 // chat that is just beginning.

@@ -29,7 +29,8 @@ type Stream struct {
 	model  string       // the model to switch to; "" for the pool's
 	start  time.Time
 	// refill holds back the replacement of the stream's warm process
-	// until the chat has sent its API request; nil when there is none.
+	// until about when the CLI has sent its API request; nil when there
+	// is none.
 	refill *refillHold
 
 	leaseMu sync.Mutex // guards proc, acquire, leased and interrupted
