@@ -50,6 +50,13 @@ type Pool struct {
 	// holds has the replacements postponed until the chat that took a
 	// warm process has started (see refillHold).
 	holds map[*refillHold]struct{}
+	// deferred has the processes whose reset waits for the next chat's
+	// start (see release); deferTimer bounds that wait.
+	deferred   []*Process
+	deferTimer *time.Timer
+	// holdSeq numbers the refill's holds; deferSince is its value when
+	// the oldest deferred reset was deferred.
+	holdSeq, deferSince uint64
 	// evicting counts processes retired to free a slot for a spare and
 	// not reaped yet.
 	evicting int
@@ -180,6 +187,15 @@ func (p *Pool) close(ctx context.Context) error {
 	p.cancel()
 	for p.idle.len() > 0 {
 		p.retireLocked(p.idle.procs[0], RetireClosed)
+	}
+	for _, proc := range p.deferred {
+		if proc.state.Load() == stateResetting {
+			p.retireLocked(proc, RetireClosed)
+		}
+	}
+	p.deferred = nil
+	if p.deferTimer != nil {
+		p.deferTimer.Stop()
 	}
 	p.notifyLocked()
 	if n := p.count[stateLeased]; n > 0 {

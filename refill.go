@@ -207,6 +207,7 @@ type refillHold struct {
 	mu      sync.Mutex // guards timer, which the timer's own call may read, and settled
 	timer   *time.Timer
 	settled bool
+	seq     uint64 // the pool's holdSeq when it began
 }
 
 // holdRefill starts a hold on the refill.
@@ -220,6 +221,8 @@ func (p *Pool) holdRefill() *refillHold {
 	if p.holds == nil {
 		p.holds = make(map[*refillHold]struct{})
 	}
+	p.holdSeq++
+	h.seq = p.holdSeq
 	p.holds[h] = struct{}{}
 	p.mu.Unlock()
 	h.timer = time.AfterFunc(maxRefillDelay, h.release)
@@ -238,6 +241,11 @@ func (h *refillHold) release() {
 		p := h.p
 		p.mu.Lock()
 		delete(p.holds, h)
+		if h.seq > p.deferSince {
+			// A chat that started after the deferred resets is under
+			// way: they need not wait any more.
+			p.startDeferredLocked(false)
+		}
 		p.mu.Unlock()
 		p.wakeFill()
 	})
@@ -257,8 +265,9 @@ func (h *refillHold) settle() {
 	h.mu.Unlock()
 }
 
-// releaseHolds ends every hold: a caller found no idle process it could
-// take as it is, so the refill must not wait for other chats.
+// releaseHolds ends every hold and starts the deferred resets: a caller
+// found no idle process it could take as it is, so neither the refill nor
+// a reset may wait for other chats.
 func (p *Pool) releaseHolds() {
 	p.mu.Lock()
 	holds := make([]*refillHold, 0, len(p.holds))
@@ -269,4 +278,7 @@ func (p *Pool) releaseHolds() {
 	for _, h := range holds {
 		h.release()
 	}
+	p.mu.Lock()
+	p.startDeferredLocked(true)
+	p.mu.Unlock()
 }

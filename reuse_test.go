@@ -711,3 +711,51 @@ func TestResetInFlightAtClose(t *testing.T) {
 	require.Zero(t, st.Reuses())
 	requireClean(t, fp, fds)
 }
+
+// With a spare ready for the next caller, the reset of a process a chat
+// released waits for the next chat's start or resetDeferral, so that its
+// CPU does not delay that chat's API request. Without a spare it starts at
+// once, and a caller short of a process starts a waiting one.
+func TestResetDeferral(t *testing.T) {
+	deferred := func(fp *fakePool) int {
+		fp.mu.Lock()
+		defer fp.mu.Unlock()
+		return len(fp.deferred)
+	}
+	t.Run("waits with a spare", func(t *testing.T) {
+		ctx := testCtx(t)
+		fp := newFakePool(t, Config{Size: 2})
+		require.NoError(t, fp.WaitReady(ctx))
+		start := time.Now()
+		s, _ := chatOK(t, ctx, NewAdapter(fp.Pool), userMsg("one"))
+		rec := waitLog(t, fp, logReset, recordOf(s.Acquire().PID))
+		require.GreaterOrEqual(t, rec.Time.Sub(start), resetDeferral,
+			"no chat started: the reset waited resetDeferral")
+		require.Zero(t, deferred(fp))
+	})
+	t.Run("at once without a spare", func(t *testing.T) {
+		ctx := testCtx(t)
+		fp := newFakePool(t, Config{})
+		s, _ := chatOK(t, ctx, NewAdapter(fp.Pool), userMsg("one"))
+		require.Zero(t, deferred(fp), "released without a spare: reset at once")
+		waitReset(t, fp, s.Acquire().PID, 1)
+	})
+	t.Run("a shortage starts it", func(t *testing.T) {
+		ctx := testCtx(t)
+		// MaxProcs 2: no third process; the chat's is deferred, the
+		// other one is the spare.
+		fp := newFakePool(t, Config{Size: 2, MaxProcs: 2})
+		require.NoError(t, fp.WaitReady(ctx))
+		s, _ := chatOK(t, ctx, NewAdapter(fp.Pool), userMsg("one"))
+		released := time.Now() // no earlier than the release
+		spare, err := fp.TryAcquire()
+		require.NoError(t, err)
+		defer spare.Stop(ctx)
+		_, err = fp.TryAcquire()
+		require.ErrorIs(t, err, ErrNotAvailable)
+		if time.Since(released) < resetDeferral {
+			require.Zero(t, deferred(fp), "the short caller started the deferred reset")
+		}
+		waitReset(t, fp, s.Acquire().PID, 1)
+	})
+}
