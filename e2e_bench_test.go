@@ -82,24 +82,39 @@ func loadDuration(b *testing.B) time.Duration {
 //
 // It runs against two APIs: one that answers at once (API=instant), which
 // shows what the pool and the CLI cost, and one with a realistic first
-// byte (API=500ms), which shows what a user feels.
+// byte (API=500ms), which shows what a user feels; and once more with one
+// caller, the realistic API and held conversations off (hold=off), where
+// every chat's process is reset as it comes back.
 func BenchmarkE2ELoad(b *testing.B) {
 	d := loadDuration(b)
+	type loadCase struct {
+		name      string
+		callers   int
+		firstByte time.Duration
+		cfg       Config
+	}
+	var cases []loadCase
 	for _, api := range []struct {
 		name      string
 		firstByte time.Duration
 	}{{"instant", 0}, {"500ms", benchFirstByteDelay}} {
 		for _, callers := range []int{1, 4, 8} {
-			b.Run(fmt.Sprintf("API=%s/K=%d", api.name, callers), func(b *testing.B) {
-				var total loadResult
-				b.ResetTimer()
-				for range b.N {
-					total.add(runLoad(b, callers, d, api.firstByte))
-				}
-				b.StopTimer()
-				total.report(b, callers, d, api.firstByte)
-			})
+			cases = append(cases, loadCase{fmt.Sprintf("API=%s/K=%d", api.name, callers), callers, api.firstByte, loadConfig()})
 		}
+	}
+	holdOff := loadConfig()
+	holdOff.HoldConversations = -1
+	cases = append(cases, loadCase{"API=500ms/K=1/hold=off", 1, benchFirstByteDelay, holdOff})
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			var total loadResult
+			b.ResetTimer()
+			for range b.N {
+				total.add(runLoad(b, c.callers, d, c.firstByte, c.cfg))
+			}
+			b.StopTimer()
+			total.report(b, c.callers, d, c.firstByte, c.cfg)
+		})
 	}
 }
 
@@ -126,13 +141,13 @@ func (r *loadResult) add(o loadResult) {
 // back to back until d has passed (chats in flight then finish), closes
 // the pool and returns what it measured. The benchmark timer runs during
 // the chats only; the CPU count covers the pool's whole life.
-func runLoad(b *testing.B, callers int, d, firstByte time.Duration) loadResult {
+func runLoad(b *testing.B, callers int, d, firstByte time.Duration, cfg Config) loadResult {
 	b.StopTimer()
 	e := newE2E(b, claudepooltest.Config{FirstByteDelay: firstByte})
 	ctx, cancel := context.WithTimeout(context.Background(), d+5*time.Minute)
 	defer cancel()
 	cpuBefore := childCPU(b)
-	p, _ := e.pool(b, loadConfig())
+	p, _ := e.pool(b, cfg)
 	if err := p.WaitReady(ctx); err != nil {
 		b.Fatal(err)
 	}
@@ -184,7 +199,7 @@ func runLoad(b *testing.B, callers int, d, firstByte time.Duration) loadResult {
 	return res
 }
 
-func (r *loadResult) report(b *testing.B, callers int, d, firstByte time.Duration) {
+func (r *loadResult) report(b *testing.B, callers int, d, firstByte time.Duration, cfg Config) {
 	n := len(r.chats)
 	if len(r.errs) > 0 {
 		b.ReportMetric(float64(len(r.errs)), "errors")
@@ -220,12 +235,18 @@ func (r *loadResult) report(b *testing.B, callers int, d, firstByte time.Duratio
 	b.ReportMetric(ms(quantile(overhead, 0.50)), "overhead-p50-ms")
 	b.ReportMetric(ms(cpuPerChat), "child-cpu-ms/chat")
 	// The benchmark's own summary, on stderr so that it shows without -v.
-	cfg := loadConfig()
-	fmt.Fprintf(os.Stderr, "E2ELoad K=%d, %v a run, pool {Size %d, MaxProcs %d, Prompt %q, Model %q, PartialMessages}, mock API first byte %v:\n"+
+	hold := "off"
+	switch {
+	case cfg.HoldConversations == 0:
+		hold = DefaultHoldConversations.String()
+	case cfg.HoldConversations > 0:
+		hold = cfg.HoldConversations.String()
+	}
+	fmt.Fprintf(os.Stderr, "E2ELoad K=%d, %v a run, pool {Size %d, MaxProcs %d, Prompt %q, Model %q, HoldConversations %s, PartialMessages}, mock API first byte %v:\n"+
 		"  %d chats in %v (%.2f/s), warm %.0f%%, reused %.0f%%, %d CLI processes started\n"+
 		"  first event p50 %v p99 %v; first text p50 %v; API first byte p50 %v; overhead p50 %v (to request p50 %v, first byte to first text p50 %v)\n"+
 		"  child CPU %v in all, %v a chat\n",
-		callers, d, cfg.Size, cfg.MaxProcs, cfg.Prompt.System, cfg.Model, firstByte,
+		callers, d, cfg.Size, cfg.MaxProcs, cfg.Prompt.System, cfg.Model, hold, firstByte,
 		n, r.elapsed.Round(time.Millisecond), chatsPerSec, pct(warm), pct(reused), r.started,
 		rnd(quantile(firstEvent, 0.50)), rnd(quantile(firstEvent, 0.99)), rnd(quantile(firstText, 0.50)),
 		rnd(quantile(api, 0.50)), rnd(quantile(overhead, 0.50)), rnd(quantile(toRequest, 0.50)), rnd(quantile(afterFirstByte, 0.50)),
