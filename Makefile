@@ -40,7 +40,7 @@ bench-e2e: cli
 	$(GO) test -run '^$$' -bench '^BenchmarkE2E$$' -benchtime 20x -count 1 .
 	$(GO) test -run '^$$' -bench '^BenchmarkE2EConversation$$' -benchtime 3x -count 1 .
 
-## bench-load: 1, 4 and 8 callers chatting back to back against the real CLI
+## bench-load: 1, 4 and 8 callers chatting back to back against the real CLI, and 1 with held conversations off,
 ## for CLAUDEPOOL_LOAD_SECONDS (default 20) each
 bench-load: cli
 	$(GO) test -run '^$$' -bench 'E2ELoad' -benchtime 1x -count 1 -timeout 30m .
