@@ -209,6 +209,9 @@ func (p *Pool) waitSlot(ctx context.Context, start time.Time, want *SystemPrompt
 			p.logAcquire(proc)
 			return proc, nil
 		}
+		// A reset deferred since this caller came must not keep it
+		// waiting.
+		p.startDeferredLocked(true)
 		if evicted == nil {
 			if old := p.idle.oldestExcept(want); old != nil {
 				// Its slot is the one to wait for, unless the refill

@@ -189,9 +189,7 @@ func (p *Pool) close(ctx context.Context) error {
 		p.retireLocked(p.idle.procs[0], RetireClosed)
 	}
 	for _, proc := range p.deferred {
-		if proc.state.Load() == stateResetting {
-			p.retireLocked(proc, RetireClosed)
-		}
+		p.retireLocked(proc, RetireClosed)
 	}
 	p.deferred = nil
 	if p.deferTimer != nil {
