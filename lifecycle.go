@@ -404,11 +404,9 @@ func (p *Pool) startDeferredLocked(force bool) {
 	if p.deferTimer != nil {
 		p.deferTimer.Stop()
 	}
+	// Close empties p.deferred and release defers nothing once closed, so
+	// the pool is open here.
 	for _, proc := range p.deferred {
-		if p.closed {
-			p.retireLocked(proc, RetireClosed)
-			continue
-		}
 		p.wg.Add(1)
 		go p.reset(proc)
 	}
