@@ -16,28 +16,32 @@ import (
 // waiting callers, or after Config.MaxWait, it returns an error wrapping
 // ErrOverloaded instead. Every acquire asks the pool to refill.
 //
-// A warm process from Acquire has no conversation. Without Config.Prompt
-// it has received no initialize; with it, it has that prompt already.
-// AcquireInfo.Warm tells a warm process from a cold one, which has
-// received nothing.
+// A warm process from Acquire has no conversation. With Config.Prompt it
+// has that prompt already; without it, it has received no initialize, or
+// the empty system prompt of an earlier chat, like every process the pool
+// counts as a spare (Process.SystemPrompt tells which). AcquireInfo.Warm
+// tells a warm process from a cold one, which has received nothing.
 //
 // The caller owns the process: it must read its output to the end or
 // call Stop. It never goes back to the pool. ctx bounds only the acquire;
 // it does not stop the process.
 func (p *Pool) Acquire(ctx context.Context) (*Process, error) {
-	proc, _, err := p.acquire(ctx, time.Now(), p.cfg.Prompt, false)
+	want := p.defaultPrompt()
+	proc, _, err := p.acquire(ctx, time.Now(), &want, false)
 	return proc, err
 }
 
 // TryAcquire returns a warm process if one is ready and ErrNotAvailable
-// otherwise. It never spawns and never blocks.
+// otherwise: one of the spares WaitReady waits for, as Acquire would take
+// it. It never spawns and never blocks.
 func (p *Pool) TryAcquire() (*Process, error) {
 	start := time.Now()
 	if p.isClosed() {
 		return nil, ErrClosed
 	}
+	want := p.defaultPrompt()
 	p.mu.Lock()
-	proc := p.idle.best(p.cfg.Prompt)
+	proc := p.idle.best(&want)
 	if proc != nil {
 		p.claimLocked(proc, start)
 	}

@@ -444,7 +444,8 @@ func TestStreamChatInvalidRequest(t *testing.T) {
 
 func TestStreamChatResultError(t *testing.T) {
 	ctx := testCtx(t)
-	fp := newFakePool(t, Config{Size: 1}, fakecli.EnvMode+"="+fakecli.ModeErrorResult, fakecli.EnvAPIStatus+"=401")
+	// The CLI does not retry a 400: its result reports it.
+	fp := newFakePool(t, Config{Size: 1}, fakecli.EnvMode+"="+fakecli.ModeErrorResult, fakecli.EnvAPIStatus+"=400")
 	require.NoError(t, fp.WaitReady(ctx))
 	s, err := NewAdapter(fp.Pool).StreamChat(ctx, userMsg("hi"))
 	require.NoError(t, err)
@@ -454,12 +455,12 @@ func TestStreamChatResultError(t *testing.T) {
 
 	var re *ResultError
 	require.ErrorAs(t, s.Err(), &re)
-	require.Equal(t, 401, re.APIErrorStatus)
+	require.Equal(t, 400, re.APIErrorStatus)
 	require.Equal(t, "success", re.Subtype, "failure is decided on is_error, not on subtype")
 	require.Equal(t, fakecli.DefaultErrorText, re.Message)
 	require.Equal(t, "api_error", re.TerminalReason)
 	require.Same(t, s.Result(), re.Result)
-	require.Contains(t, re.Error(), "API status 401")
+	require.Contains(t, re.Error(), "API status 400")
 }
 
 func TestStreamChatExitWithoutResult(t *testing.T) {

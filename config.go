@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -27,6 +28,14 @@ const (
 	// MaxSpawnBackoff caps the delay between spawn attempts while spawns
 	// keep failing.
 	MaxSpawnBackoff = 30 * time.Second
+	// DefaultMaxRetries is how often the CLI retries an API request that
+	// failed with a status that may succeed on retry, as the Anthropic
+	// SDKs do by default. The CLI's own default is 10, about three
+	// minutes of waiting.
+	DefaultMaxRetries = 2
+	// DefaultSurplusIdle is how long an idle spare beyond Size stays when
+	// nothing else bounds the idle processes (see Config.MaxIdle).
+	DefaultSurplusIdle = time.Minute
 )
 
 // baseArgs select the only input mode that can be pooled: with stream-json
@@ -155,8 +164,22 @@ type Config struct {
 
 	// MaxIdle retires a warm process that has been idle this long (each
 	// process gets up to 10% less, so that processes started together do
-	// not expire together) and spawns a fresh one. 0 means never.
+	// not expire together) and spawns a fresh one. 0 means no such limit;
+	// then, unless MaxProcs or SpareDecay bounds the processes, a spare
+	// beyond Size (left over from a burst of chats) is retired once idle
+	// for DefaultSurplusIdle, and the pool shrinks back to Size.
 	MaxIdle time.Duration
+
+	// MaxRetries is how often the CLI retries an API request that failed
+	// with a status that may succeed on retry (429, 5xx, 529 overloaded,
+	// a connection error), waiting longer each time (about 0.6, 1, 2, 5 s,
+	// ...). Every retry arrives as an EventRetry. A status that can never
+	// succeed on retry (400, 401, 403, 404, 413; see Retryable) ends the
+	// chat at once whatever this says: the pool interrupts the CLI's
+	// retries and keeps the process. 0 means DefaultMaxRetries; a
+	// negative value means none. It is passed as CLAUDE_CODE_MAX_RETRIES,
+	// which Env may override.
+	MaxRetries int
 
 	// ReadyTimeout bounds how long a new process may take to answer its
 	// first control request: the readiness probe of a warm process, the
@@ -217,7 +240,11 @@ type Config struct {
 	// (hooks, MCP servers, model), CLAUDE.md, plugins, the OAuth login
 	// and the keychain. By default (false) they run lean and hermetic:
 	// --bare --setting-sources "" --strict-mcp-config, with the CLI's
-	// telemetry, error reporting and non-essential traffic turned off.
+	// telemetry, error reporting and non-essential traffic turned off,
+	// and a configuration directory of the pool's own (CLAUDE_CONFIG_DIR,
+	// created by NewPool and removed by Close, unless Env sets it), so
+	// that nothing the processes write lands in the backend account's
+	// $HOME/.claude.
 	// Without UserSettings the CLI authenticates with ANTHROPIC_API_KEY
 	// (or an apiKeyHelper given with --settings in Args) only; set it
 	// for a CLI logged in with OAuth.
@@ -287,6 +314,9 @@ func (cfg Config) normalize() (Config, string, error) {
 	}
 	if cfg.MaxWaiting < 0 || cfg.MaxWait < 0 || cfg.SpareDecay < 0 {
 		return cfg, "", errors.New("claudepool: MaxWaiting, MaxWait and SpareDecay must not be negative")
+	}
+	if cfg.MaxRetries == 0 {
+		cfg.MaxRetries = DefaultMaxRetries
 	}
 	if cfg.MaxIdle < 0 || cfg.ReadyTimeout < 0 || cfg.StopGrace < 0 || cfg.SpawnBackoff < 0 || cfg.MaxLineBytes < 0 {
 		return cfg, "", errors.New("claudepool: durations and MaxLineBytes must not be negative")
@@ -383,13 +413,33 @@ func (cfg *Config) argv() []string {
 }
 
 // env returns the processes' environment: the parent's through the
-// allowlist, the lean defaults, then Config.Env.
-func (cfg *Config) env(parent []string) []string {
-	extra := cfg.Env
+// allowlist, the lean defaults with the pool's configuration directory
+// (configDir, "" for none), the retry policy, then Config.Env.
+func (cfg *Config) env(parent []string, configDir string) []string {
+	var extra []string
 	if !cfg.UserSettings {
-		extra = append(append([]string(nil), leanEnv...), cfg.Env...)
+		extra = append(extra, leanEnv...)
+		if configDir != "" {
+			extra = append(extra, "CLAUDE_CONFIG_DIR="+configDir)
+		}
 	}
-	return childEnv(parent, extra)
+	extra = append(extra, "CLAUDE_CODE_MAX_RETRIES="+strconv.Itoa(max(cfg.MaxRetries, 0)))
+	return childEnv(parent, append(extra, cfg.Env...))
+}
+
+// ownConfigDir reports whether the pool makes a configuration directory
+// of its own for the processes: unless they read the user's settings or
+// Env names one.
+func (cfg *Config) ownConfigDir() bool {
+	if cfg.UserSettings {
+		return false
+	}
+	for _, kv := range cfg.Env {
+		if strings.HasPrefix(kv, "CLAUDE_CONFIG_DIR=") {
+			return false
+		}
+	}
+	return true
 }
 
 // poolModel is what set_model puts a process back to.

@@ -74,13 +74,9 @@ func (p *Process) control(ctx context.Context, request map[string]any) (json.Raw
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("claudepool: %s: %w", subtype, err)
 	}
-	id := "cp_" + strconv.FormatUint(p.set.ids.Add(1), 36)
-	line, err := json.Marshal(controlRequest{Type: "control_request", RequestID: id, Request: request})
+	id, err := p.sendControl(request)
 	if err != nil {
-		return nil, fmt.Errorf("claudepool: encode %s request: %w", subtype, err)
-	}
-	if err := p.WriteLine(line); err != nil {
-		return nil, p.exitedBefore(subtype, err)
+		return nil, err
 	}
 	defer p.exchange(ctx)()
 	for {
@@ -97,10 +93,64 @@ func (p *Process) control(ctx context.Context, request map[string]any) (json.Raw
 			continue
 		}
 		if ctrl.Subtype != "success" {
-			return nil, fmt.Errorf("claudepool: %s request failed: %s", subtype, ctrl.Error)
+			return nil, &controlError{subtype: subtype, msg: ctrl.Error, code: ctrl.ErrorCode, model: ctrl.Model}
 		}
 		return ctrl.Response, nil
 	}
+}
+
+// sendControl writes a control request without waiting for its answer,
+// and returns its id: for a request made while a turn runs, whose answer
+// the turn's reader skips.
+func (p *Process) sendControl(request map[string]any) (id string, err error) {
+	subtype, _ := request["subtype"].(string)
+	id = "cp_" + strconv.FormatUint(p.set.ids.Add(1), 36)
+	line, err := json.Marshal(controlRequest{Type: "control_request", RequestID: id, Request: request})
+	if err != nil {
+		return "", fmt.Errorf("claudepool: encode %s request: %w", subtype, err)
+	}
+	if err := p.WriteLine(line); err != nil {
+		return "", p.exitedBefore(subtype, err)
+	}
+	return id, nil
+}
+
+// controlError is a control request the CLI answered with an error.
+type controlError struct {
+	subtype, msg string
+	// code and model come with set_model's refusal of a model: why, and
+	// the model the process keeps.
+	code, model string
+}
+
+func (e *controlError) Error() string {
+	return fmt.Sprintf("claudepool: %s request failed: %s", e.subtype, e.msg)
+}
+
+// modelRefusal reports whether err is set_model's refusal of a model: the
+// CLI names a reason and the model it keeps, and stays usable (2.1.330:
+// "Model 'x' not found" with error_code "not_found" after the API
+// answered 404 to its confirmation request).
+func modelRefusal(err error) (*controlError, bool) {
+	var ce *controlError
+	if errors.As(err, &ce) && ce.subtype == "set_model" && ce.code != "" && ce.model != "" {
+		return ce, true
+	}
+	return nil, false
+}
+
+// refusalStatus is the HTTP status of the API answer behind a refusal
+// code of set_model, 0 when the code names none.
+func refusalStatus(code string) int {
+	switch code {
+	case "not_found":
+		return 404
+	case "auth_failed":
+		return 401
+	case "restricted_by_org", "unavailable_for_account", "not_offered":
+		return 403
+	}
+	return 0
 }
 
 // exitedBefore describes a process that ended before answering what. It
@@ -139,9 +189,25 @@ func (p *Process) initialize(ctx context.Context, sp SystemPrompt) error {
 	return nil
 }
 
-// setModel switches the model for the next turns.
-func (p *Process) setModel(ctx context.Context, model string) error {
-	_, err := p.control(ctx, map[string]any{"subtype": "set_model", "model": model})
+// setModel switches the model for the next turns and returns the model
+// id the CLI resolved it to ("" when its answer names none).
+func (p *Process) setModel(ctx context.Context, model string) (string, error) {
+	resp, err := p.control(ctx, map[string]any{"subtype": "set_model", "model": model})
+	if err != nil {
+		return "", err
+	}
+	var r struct {
+		Model string `json:"model"`
+	}
+	_ = json.Unmarshal(resp, &r)
+	return r.Model, nil
+}
+
+// interrupt asks the CLI to end the turn in flight; the turn then ends
+// with an error_during_execution result and the process stays usable.
+// The answer is left to the turn's reader, which skips it.
+func (p *Process) interrupt() error {
+	_, err := p.sendControl(map[string]any{"subtype": "interrupt"})
 	return err
 }
 
@@ -149,10 +215,11 @@ func (p *Process) setModel(ctx context.Context, model string) error {
 // /clear and confirms it: a conversation_reset line, then a system/init
 // line with a session id other than the old conversation's, then the
 // reset's result. A line that is not JSON fails the reset too: a process
-// that prints garbage is not trusted with the next chat.
-func (p *Process) clearConversation(ctx context.Context) error {
+// that prints garbage is not trusted with the next chat. It returns the
+// model the new conversation's system/init names.
+func (p *Process) clearConversation(ctx context.Context) (model string, err error) {
 	if err := p.WriteLine(clearLine); err != nil {
-		return p.exitedBefore("/clear", err)
+		return "", p.exitedBefore("/clear", err)
 	}
 	defer p.exchange(ctx)()
 	sawReset := false
@@ -160,29 +227,32 @@ func (p *Process) clearConversation(ctx context.Context) error {
 	for {
 		line, err := p.ReadLine()
 		if err != nil {
-			return p.readErr(ctx, "/clear", err)
+			return "", p.readErr(ctx, "/clear", err)
 		}
 		ev, _, perr := parseLine(line)
 		if perr != nil {
 			p.set.malformed.Add(1)
-			return fmt.Errorf("%w: process %d printed a malformed line: %w", errResetUnconfirmed, p.pid, perr)
+			return "", fmt.Errorf("%w: process %d printed a malformed line: %w", errResetUnconfirmed, p.pid, perr)
 		}
 		switch {
 		case ev.Type == EventConversationReset:
 			sawReset = true
 		case ev.Type == EventInit && sawReset:
 			newSession = ev.SessionID
+			if ev.Init != nil {
+				model = ev.Init.Model
+			}
 		case ev.Type == EventResult || (ev.Type == EventUnknown && ev.Subtype == "result"):
 			switch {
 			case !sawReset:
-				return fmt.Errorf("%w: process %d answered /clear without conversation_reset", errResetUnconfirmed, p.pid)
+				return "", fmt.Errorf("%w: process %d answered /clear without conversation_reset", errResetUnconfirmed, p.pid)
 			case newSession == "" || newSession == p.life.session:
-				return fmt.Errorf("%w: process %d kept its session %q", errResetUnconfirmed, p.pid, p.life.session)
+				return "", fmt.Errorf("%w: process %d kept its session %q", errResetUnconfirmed, p.pid, p.life.session)
 			case ev.Result == nil || ev.Result.IsError:
-				return fmt.Errorf("%w: process %d reported an error for /clear", errResetUnconfirmed, p.pid)
+				return "", fmt.Errorf("%w: process %d reported an error for /clear", errResetUnconfirmed, p.pid)
 			}
 			p.life.session = newSession
-			return nil
+			return model, nil
 		}
 	}
 }

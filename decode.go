@@ -16,7 +16,11 @@ var errMalformedLine = errors.New("claudepool: malformed stdout line")
 // stdin.
 type controlResponse struct {
 	RequestID, Subtype, Error string
-	Response                  json.RawMessage
+	// ErrorCode and Model come with some errors: set_model's refusal of
+	// a model names why ("not_found", "auth_failed", ...) and the model
+	// the process keeps.
+	ErrorCode, Model string
+	Response         json.RawMessage
 }
 
 // parseLine parses one stdout line. It returns (ev, nil, nil) for an event,
@@ -403,6 +407,8 @@ type wireControlResponse struct {
 	Subtype   string          `json:"subtype"`
 	RequestID string          `json:"request_id"`
 	Error     json.RawMessage `json:"error"`
+	ErrorCode string          `json:"error_code"`
+	Model     string          `json:"model"`
 	Response  json.RawMessage `json:"response"`
 }
 
@@ -413,6 +419,8 @@ func (w wireControlResponse) controlResponse() *controlResponse {
 	c := &controlResponse{
 		RequestID: w.RequestID,
 		Subtype:   w.Subtype,
+		ErrorCode: w.ErrorCode,
+		Model:     w.Model,
 		Response:  nullToNil(w.Response),
 	}
 	if e := nullToNil(w.Error); e != nil {

@@ -90,7 +90,9 @@ func ExampleStream_Events() {
 func ExampleResultError() {
 	command := fakeCommand()
 	ctx := context.Background()
-	// This fake CLI answers like the real one with an invalid API key.
+	// This fake CLI answers like the real one with an invalid API key:
+	// it would retry the 401 ten times over minutes, and the pool ends
+	// the chat at the first.
 	pool, _ := claudepool.NewPool(claudepool.Config{
 		Command: command,
 		Env:     []string{fakecli.EnvMode + "=" + fakecli.ModeErrorResult},
@@ -114,7 +116,7 @@ func ExampleResultError() {
 	}
 	// Output:
 	// API status: 401
-	// message: Invalid API key · Fix external API key
+	// message: API error 401 Unauthorized (authentication_failed), which no retry can change
 }
 
 func ExamplePool_Stats() {

@@ -38,19 +38,24 @@ const (
 // pool's mutex while the process is idle; its leaseholder owns them while
 // it is leased or resetting.
 type life struct {
-	warm      bool          // started ahead of time
-	prompt    *SystemPrompt // set by its first initialize; nil while fresh
-	model     string        // last model set with set_model; "" is the pool's
-	session   string        // session id of its current conversation
-	uses      int           // chats served
-	maxUses   int           // its share of Config.MaxUses, with jitter
-	rss       int64         // resident bytes after its last reset; 0 unknown
-	readyAt   time.Time     // when it last became idle
-	idleTimer *time.Timer   // MaxIdle expiry of the current idle period
-	held      *held         // the conversation it holds while idle; nil when reset
-	idleGen   int           // counts its idle periods, so that a late timer of an earlier one does nothing
-	holdTimer *time.Timer   // ends the hold after Config.HoldConversations
-	acquire   AcquireInfo   // how its current leaseholder got it
+	warm   bool          // started ahead of time
+	prompt *SystemPrompt // set by its first initialize; nil while fresh
+	model  string        // last model set with set_model; "" is the pool's
+	// baseModel is the model id the pool's model resolves to on this
+	// process, from the first system/init it printed on the pool's model
+	// or set_model's answer for it; "" until known. A reset proves the
+	// process runs it again.
+	baseModel string
+	session   string      // session id of its current conversation
+	uses      int         // chats served
+	maxUses   int         // its share of Config.MaxUses, with jitter
+	rss       int64       // resident bytes after its last reset; 0 unknown
+	readyAt   time.Time   // when it last became idle
+	idleTimer *time.Timer // MaxIdle expiry of the current idle period
+	held      *held       // the conversation it holds while idle; nil when reset
+	idleGen   int         // counts its idle periods, so that a late timer of an earlier one does nothing
+	holdTimer *time.Timer // ends the hold after Config.HoldConversations
+	acquire   AcquireInfo // how its current leaseholder got it
 	// retired is set when the pool retires it; a process can also end
 	// on its own.
 	retired bool
@@ -70,8 +75,8 @@ const (
 	RetireUnclean     RetireReason = "unclean"      // its chat ended in a cancel, a crash or a protocol error
 	RetireIdle        RetireReason = "idle"         // idle longer than Config.MaxIdle
 	RetireEvicted     RetireReason = "evicted"      // gave its place to a request with another prompt
-	RetireSurplus     RetireReason = "surplus"      // more idle processes of other prompts than the pool keeps
-	RetireSpare       RetireReason = "spare"        // a spare beyond Size kept for a demand that has passed (Config.SpareDecay)
+	RetireSurplus     RetireReason = "surplus"      // kept for another prompt beyond what the pool keeps, or idle for DefaultSurplusIdle in an unbounded pool
+	RetireSpare       RetireReason = "spare"        // a spare beyond Size kept for a demand that has passed (Config.SpareDecay, or DefaultSurplusIdle in an unbounded pool)
 	RetireClosed      RetireReason = "closed"       // the pool was closed
 )
 
@@ -176,11 +181,13 @@ func (p *Pool) confirmModels(proc *Process) error {
 		if m == p.cfg.Model {
 			continue
 		}
-		if err := proc.setModel(p.ctx, m); err != nil {
+		if _, err := proc.setModel(p.ctx, m); err != nil {
 			return err
 		}
 	}
-	return proc.setModel(p.ctx, p.cfg.poolModel())
+	base, err := proc.setModel(p.ctx, p.cfg.poolModel())
+	proc.life.baseModel = base
+	return err
 }
 
 // spawnFailedLocked records a failed spawn and schedules the next attempt.
@@ -211,9 +218,14 @@ func (p *Pool) toIdleLocked(proc *Process) {
 	proc.life.readyAt = time.Now()
 	proc.life.idleGen++
 	gen := proc.life.idleGen
-	if p.cfg.MaxIdle > 0 {
+	switch {
+	case p.cfg.MaxIdle > 0:
 		ttl := p.cfg.MaxIdle - time.Duration(rand.Int64N(int64(p.cfg.MaxIdle)/10+1))
 		proc.life.idleTimer = time.AfterFunc(ttl, func() { p.expire(proc, gen) })
+	case p.slots == nil && p.cfg.SpareDecay == 0 && proc.life.held == nil:
+		// Nothing else bounds the idle processes: one the pool does
+		// not need for Size goes after surplusIdle.
+		proc.life.idleTimer = time.AfterFunc(p.surplusIdle, func() { p.shrink(proc, gen) })
 	}
 	if proc.life.held != nil {
 		proc.life.holdTimer = time.AfterFunc(p.cfg.HoldConversations, func() { p.endHold(proc, gen) })
@@ -336,6 +348,11 @@ func reasonIndex(r RetireReason) int {
 // reset for the next chat in the background, unless it has served its
 // share of Config.MaxUses; any other end retires it.
 func (p *Pool) release(proc *Process, clean bool, h *held) {
+	// A process that holds its conversation, or is deferred, is no
+	// spare: at the MaxProcs cap the refill then resets the least
+	// recently used held conversation to restore Size, off any chat's
+	// path.
+	defer p.wakeFill()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	switch {
@@ -491,16 +508,37 @@ func (p *Pool) cleanLeased(ctx context.Context, proc *Process) error {
 	return err
 }
 
-// clean clears a process's conversation and puts its model back.
+// clean clears a process's conversation and proves that it runs the
+// pool's model again: the new conversation's system/init must name the
+// process's base model. When a chat switched the model, or the init
+// names another one, set_model puts the pool's model back and its answer
+// must name the base model. A process that cannot prove it is not reused.
 func (p *Pool) clean(ctx context.Context, proc *Process) error {
-	err := proc.clearConversation(ctx)
-	if err == nil && proc.life.model != "" {
-		err = proc.setModel(ctx, p.cfg.poolModel())
-		if err == nil {
-			proc.life.model = ""
-		}
+	model, err := proc.clearConversation(ctx)
+	if err != nil {
+		return err
 	}
-	return err
+	l := &proc.life
+	if l.model == "" && (l.baseModel == "" || model == l.baseModel) {
+		// Nothing switched it since spawn: the init of a process whose
+		// model was never learned names its base model.
+		if l.baseModel == "" {
+			l.baseModel = model
+		}
+		return nil
+	}
+	got, err := proc.setModel(ctx, p.cfg.poolModel())
+	if err != nil {
+		return err
+	}
+	if l.baseModel == "" {
+		l.baseModel = got
+	}
+	if got != l.baseModel {
+		return fmt.Errorf("%w: process %d runs %q after its reset, not %q", errResetUnconfirmed, proc.pid, got, l.baseModel)
+	}
+	l.model = ""
+	return nil
 }
 
 // expire retires a process that stayed idle longer than MaxIdle.
@@ -512,6 +550,25 @@ func (p *Pool) expire(proc *Process, gen int) {
 	}
 	p.mu.Unlock()
 	p.wakeFill()
+}
+
+// shrink retires a process that stayed idle for surplusIdle, in a pool
+// whose idle processes nothing else bounds, when the pool does not need
+// it: a spare while there are more than Size, or a process kept for
+// another prompt.
+func (p *Pool) shrink(proc *Process, gen int) {
+	p.mu.Lock()
+	if proc.state.Load() == stateIdle && proc.life.idleGen == gen && !p.closed {
+		switch {
+		case p.isSpare(proc) && p.idle.count(p.isSpare) > p.cfg.Size:
+			p.retireLocked(proc, RetireSpare)
+			p.notifyLocked()
+		case p.isForeign(proc):
+			p.retireLocked(proc, RetireSurplus)
+			p.notifyLocked()
+		}
+	}
+	p.mu.Unlock()
 }
 
 // exited is called by a process's reaper once it has exited.

@@ -2,6 +2,7 @@ package claudepool
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -25,6 +26,13 @@ type Pool struct {
 	log     *slog.Logger
 	dir     string
 	ownDir  bool // dir was created by the pool
+	// surplusIdle is how long an idle process the pool does not need
+	// stays when nothing else bounds them: DefaultSurplusIdle, shorter in
+	// tests. Guarded by mu.
+	surplusIdle time.Duration
+	// configDir is the processes' CLAUDE_CONFIG_DIR, which the pool
+	// created and Close removes; "" when the pool made none.
+	configDir string
 
 	// ctx ends when Close starts: it cuts short probes, resets and waits
 	// for a slot.
@@ -101,6 +109,8 @@ func NewPool(cfg Config) (*Pool, error) {
 		killed:  make(chan struct{}),
 		live:    make(map[*Process]struct{}),
 		changed: make(chan struct{}),
+
+		surplusIdle: DefaultSurplusIdle,
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -115,6 +125,14 @@ func NewPool(cfg Config) (*Pool, error) {
 		}
 		p.dir, p.ownDir = dir, true
 	}
+	if cfg.ownConfigDir() {
+		dir, err := os.MkdirTemp("", "claudepool-config-")
+		if err != nil {
+			p.removeDirs()
+			return nil, fmt.Errorf("claudepool: create configuration directory: %w", err)
+		}
+		p.configDir = dir
+	}
 	p.set = &procSettings{
 		stopGrace:    cfg.StopGrace,
 		readyTimeout: cfg.ReadyTimeout,
@@ -122,7 +140,7 @@ func NewPool(cfg Config) (*Pool, error) {
 		log:          p.log,
 		exited:       p.exited,
 	}
-	p.spawner = newSpawner(path, cfg.argv(), cfg.env(os.Environ()), p.dir, p.ownDir, p.set)
+	p.spawner = newSpawner(path, cfg.argv(), cfg.env(os.Environ(), p.configDir), p.dir, p.ownDir, p.set)
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 
 	p.wg.Add(1)
@@ -222,13 +240,27 @@ func (p *Pool) close(ctx context.Context) error {
 	}
 	p.wg.Wait()
 	p.spawner.stop()
-	if p.ownDir {
-		if rmErr := os.RemoveAll(p.dir); rmErr != nil && err == nil {
-			err = fmt.Errorf("claudepool: remove working directory: %w", rmErr)
-		}
+	if rmErr := p.removeDirs(); rmErr != nil && err == nil {
+		err = rmErr
 	}
 	p.log.Debug("claudepool: pool closed")
 	return err
+}
+
+// removeDirs removes the directories the pool created.
+func (p *Pool) removeDirs() error {
+	var errs []error
+	if p.ownDir {
+		if err := os.RemoveAll(p.dir); err != nil {
+			errs = append(errs, fmt.Errorf("claudepool: remove working directory: %w", err))
+		}
+	}
+	if p.configDir != "" {
+		if err := os.RemoveAll(p.configDir); err != nil {
+			errs = append(errs, fmt.Errorf("claudepool: remove configuration directory: %w", err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // waitLive waits until every process was reaped, or stop is closed.

@@ -108,6 +108,17 @@ func (p *Process) Warm() bool { return p.life.acquire.Warm }
 // AcquireInfo reports how the process was acquired.
 func (p *Process) AcquireInfo() AcquireInfo { return p.life.acquire }
 
+// SystemPrompt returns the system prompt the process was given by its
+// first initialize, and false while it has had none: only the first
+// initialize of a process sets its prompt, so a caller of Acquire sends
+// its own only when ok is false.
+func (p *Process) SystemPrompt() (sp SystemPrompt, ok bool) {
+	if p.life.prompt == nil {
+		return SystemPrompt{}, false
+	}
+	return *p.life.prompt, true
+}
+
 // WriteLine writes line and a newline to the process's stdin. line must
 // not contain a newline.
 func (p *Process) WriteLine(line []byte) error {

@@ -364,7 +364,7 @@ func faults() []fault {
 				var re *ResultError
 				require.ErrorAs(t, o.error(), &re)
 				require.Equal(t, 401, re.APIErrorStatus)
-				require.Equal(t, fakecli.DefaultErrorText, re.Message)
+				require.Contains(t, re.Message, "API error 401")
 			},
 		},
 		{

@@ -243,7 +243,7 @@ func TestReuseAfterErrorResult(t *testing.T) {
 	o1 := chat(t, a, "x "+fakecli.Marker(fakecli.ModeErrorResult), faultBound)
 	var re *ResultError
 	require.ErrorAs(t, o1.err, &re)
-	require.Equal(t, fakecli.DefaultErrorText, re.Message)
+	require.Equal(t, 401, re.APIErrorStatus)
 	waitReset(t, fp, o1.pid, 1)
 
 	o2 := chat(t, a, "after the error", faultBound)

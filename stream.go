@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"net/http"
 	"os"
 	"sync"
 	"time"
@@ -32,6 +33,10 @@ type Stream struct {
 	// until about when the CLI has sent its API request; nil when there
 	// is none.
 	refill *refillHold
+	// failFast is the retry notice of an API status that cannot succeed
+	// on retry, after which the stream interrupted the turn; nil until
+	// then. Only the reader uses it.
+	failFast *Retry
 
 	leaseMu sync.Mutex // guards proc, acquire, leased and interrupted
 	proc    *Process
@@ -337,6 +342,11 @@ func (s *Stream) push(ev Event) {
 // ends the lease.
 func (s *Stream) serve() error {
 	if err := s.handshake(); err != nil {
+		if ce, ok := modelRefusal(err); ok {
+			// The CLI kept its model and stays usable: the chat fails
+			// as for any API error, and the process stays in the pool.
+			return s.refused(ce)
+		}
 		s.retire()
 		return err
 	}
@@ -370,11 +380,25 @@ func (s *Stream) serve() error {
 		if ctrl != nil {
 			continue
 		}
+		if ev.Type == EventResult && ev.Result != nil && s.failFast != nil {
+			ev.Result = failedFast(ev.Result, s.failFast)
+		}
 		s.observe(ev)
 		s.refill.settle()
 		switch {
+		case ev.Type == EventRetry && ev.Retry != nil && s.failFast == nil && !Retryable(ev.Retry.ErrorStatus):
+			// The CLI retries statuses that can never succeed (a 401
+			// ten times over about three minutes): end the turn now. The
+			// process stays usable; its result reports the status.
+			s.failFast = ev.Retry
+			if err := p.interrupt(); err != nil {
+				s.pool.log.Debug("claudepool: interrupt a turn retrying a final API status", "pid", p.pid, "err", err)
+			}
 		case ev.Type == EventInit:
 			p.life.session = ev.SessionID
+			if p.life.model == "" && p.life.baseModel == "" && ev.Init != nil {
+				p.life.baseModel = ev.Init.Model
+			}
 		case ev.Type == EventResult:
 			result = ev.Result
 			resultFirst = !s.aborted()
@@ -462,6 +486,55 @@ func (s *Stream) handshake() error {
 	}
 }
 
+// refused ends a chat whose model the CLI refused: the turn never
+// started, the process keeps its model and goes back to the pool, and the
+// chat's error is a *ResultError with the API's status behind the
+// refusal, as for an API error in a turn.
+func (s *Stream) refused(ce *controlError) error {
+	r := &Result{IsError: true, Subtype: SubtypeModelRejected, Text: ce.msg,
+		APIErrorStatus: refusalStatus(ce.code), TerminalReason: SubtypeModelRejected}
+	s.mu.Lock()
+	s.result = r
+	s.mu.Unlock()
+	s.endLease(true)
+	return newResultError(r)
+}
+
+// SubtypeModelRejected is the Result.Subtype, and TerminalReason, of a chat
+// whose Request.Model the CLI refused to switch to (a model the API does
+// not know or does not offer to the account): Result.APIErrorStatus holds
+// the API's status (404 for an unknown model), Result.Text the CLI's
+// message. The process was not harmed and stays in the pool.
+const SubtypeModelRejected = "model_rejected"
+
+// Retryable reports whether an API request that failed with HTTP status
+// may succeed when retried: 408, 409, 429 and the 5xx statuses (529
+// overloaded included), and 0, a failure without a status (a connection
+// error). A 400, 401, 403, 404 or 413, and any other 4xx, never succeeds
+// on retry: a chat whose request fails with one ends at once with a
+// *ResultError carrying that status, although the CLI itself retries
+// some of them (401, for minutes).
+func Retryable(status int) bool {
+	switch {
+	case status == 0, status == 408, status == 409, status == 429:
+		return true
+	case status >= 500:
+		return true
+	}
+	return false
+}
+
+// failedFast is the result of a turn the stream interrupted after the API
+// answered status, which no retry can change: an error with that status.
+func failedFast(r *Result, retry *Retry) *Result {
+	c := *r
+	c.IsError = true
+	c.APIErrorStatus = retry.ErrorStatus
+	c.TerminalReason = "api_error"
+	c.Text = fmt.Sprintf("API error %d %s (%s), which no retry can change", retry.ErrorStatus, http.StatusText(retry.ErrorStatus), retry.Error)
+	return &c
+}
+
 // maxHandshakeAttempts bounds the processes one chat tries.
 const maxHandshakeAttempts = 3
 
@@ -474,7 +547,7 @@ func (s *Stream) send(p *Process) (sent bool, err error) {
 		}
 	}
 	if m := s.model; m != p.life.model {
-		if err := p.setModel(s.ctx, m); err != nil {
+		if _, err := p.setModel(s.ctx, m); err != nil {
 			return false, err
 		}
 		p.life.model = m

@@ -30,6 +30,13 @@ const (
 	// FailHang never answers: the request stays open until the client goes
 	// away or the server is closed.
 	FailHang
+	// FailForbidden answers 403 permission_error.
+	FailForbidden
+	// FailNotFound answers 404 not_found_error, as the API answers a
+	// model it does not know.
+	FailNotFound
+	// FailTooLarge answers 413 request_too_large.
+	FailTooLarge
 )
 
 // String returns a short name for f, e.g. "401" or "hang".
@@ -66,6 +73,9 @@ var failures = map[Failure]failureShape{
 	FailRateLimit:    {http.StatusTooManyRequests, "rate_limit_error", "mock rate limited"},
 	FailServer:       {http.StatusInternalServerError, "api_error", "mock internal error"},
 	FailOverloaded:   {529, "overloaded_error", "mock overloaded"},
+	FailForbidden:    {http.StatusForbidden, "permission_error", "mock permission denied"},
+	FailNotFound:     {http.StatusNotFound, "not_found_error", "mock model not found"},
+	FailTooLarge:     {http.StatusRequestEntityTooLarge, "request_too_large", "mock request too large"},
 }
 
 // Reply describes how the server answers one Messages request.

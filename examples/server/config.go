@@ -20,6 +20,10 @@ type options struct {
 	readyDelay, drain, closeTimeout time.Duration
 	mock, verbose                   bool
 
+	// The public listener's limits (listener.go).
+	readHeaderTimeout, readTimeout, idleTimeout time.Duration
+	maxHeaderBytes, maxConns                    int
+
 	// Hooks for tests: started is called once the listeners are up,
 	// onDrain once readiness is off, before the drain goes on.
 	started func(api *server, public, admin string)
@@ -28,26 +32,31 @@ type options struct {
 
 // envNames maps each flag to the environment variable that sets it.
 var envNames = map[string]string{
-	"addr":              "CLAUDEPOOL_ADDR",
-	"admin":             "CLAUDEPOOL_ADMIN_ADDR",
-	"cli":               "CLAUDEPOOL_CLI",
-	"size":              "CLAUDEPOOL_SIZE",
-	"max-procs":         "CLAUDEPOOL_MAX_PROCS",
-	"model":             "CLAUDEPOOL_MODEL",
-	"max-output-tokens": "CLAUDEPOOL_MAX_OUTPUT_TOKENS",
-	"max-waiting":       "CLAUDEPOOL_MAX_WAITING",
-	"max-wait":          "CLAUDEPOOL_MAX_WAIT",
-	"check-api":         "CLAUDEPOOL_CHECK_API",
-	"spare-decay":       "CLAUDEPOOL_SPARE_DECAY",
-	"system":            "CLAUDEPOOL_SYSTEM",
-	"startup":           "CLAUDEPOOL_STARTUP",
-	"timeout":           "CLAUDEPOOL_TIMEOUT",
-	"heartbeat":         "CLAUDEPOOL_HEARTBEAT",
-	"ready-delay":       "CLAUDEPOOL_READY_DELAY",
-	"drain":             "CLAUDEPOOL_DRAIN",
-	"close-timeout":     "CLAUDEPOOL_CLOSE_TIMEOUT",
-	"mock":              "CLAUDEPOOL_MOCK",
-	"v":                 "CLAUDEPOOL_VERBOSE",
+	"addr":                "CLAUDEPOOL_ADDR",
+	"admin":               "CLAUDEPOOL_ADMIN_ADDR",
+	"cli":                 "CLAUDEPOOL_CLI",
+	"size":                "CLAUDEPOOL_SIZE",
+	"max-procs":           "CLAUDEPOOL_MAX_PROCS",
+	"model":               "CLAUDEPOOL_MODEL",
+	"max-output-tokens":   "CLAUDEPOOL_MAX_OUTPUT_TOKENS",
+	"max-waiting":         "CLAUDEPOOL_MAX_WAITING",
+	"max-wait":            "CLAUDEPOOL_MAX_WAIT",
+	"check-api":           "CLAUDEPOOL_CHECK_API",
+	"spare-decay":         "CLAUDEPOOL_SPARE_DECAY",
+	"system":              "CLAUDEPOOL_SYSTEM",
+	"startup":             "CLAUDEPOOL_STARTUP",
+	"timeout":             "CLAUDEPOOL_TIMEOUT",
+	"heartbeat":           "CLAUDEPOOL_HEARTBEAT",
+	"ready-delay":         "CLAUDEPOOL_READY_DELAY",
+	"drain":               "CLAUDEPOOL_DRAIN",
+	"close-timeout":       "CLAUDEPOOL_CLOSE_TIMEOUT",
+	"read-header-timeout": "CLAUDEPOOL_READ_HEADER_TIMEOUT",
+	"read-timeout":        "CLAUDEPOOL_READ_TIMEOUT",
+	"idle-timeout":        "CLAUDEPOOL_IDLE_TIMEOUT",
+	"max-header-bytes":    "CLAUDEPOOL_MAX_HEADER_BYTES",
+	"max-conns":           "CLAUDEPOOL_MAX_CONNS",
+	"mock":                "CLAUDEPOOL_MOCK",
+	"v":                   "CLAUDEPOOL_VERBOSE",
 }
 
 // parseOptions reads the flags in args and the environment through getenv.
@@ -75,6 +84,11 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (o
 	fs.DurationVar(&o.readyDelay, "ready-delay", 2*time.Second, "on shutdown, how long /readyz reports 503 while new requests are still served, for load balancers to notice")
 	fs.DurationVar(&o.drain, "drain", 20*time.Second, "on shutdown, then how long chats in flight may take to finish")
 	fs.DurationVar(&o.closeTimeout, "close-timeout", 5*time.Second, "on shutdown, then how long closing the pool may take")
+	fs.DurationVar(&o.readHeaderTimeout, "read-header-timeout", defaultReadHeaderTimeout, "longest a client may take to send a request's headers")
+	fs.DurationVar(&o.readTimeout, "read-timeout", defaultReadTimeout, "longest a client may take to send a whole request, headers and body (not the reply, which -timeout bounds)")
+	fs.DurationVar(&o.idleTimeout, "idle-timeout", defaultIdleTimeout, "how long a keep-alive connection may wait for its next request")
+	fs.IntVar(&o.maxHeaderBytes, "max-header-bytes", defaultMaxHeaderBytes, "largest request header block, in bytes; more gets a 431")
+	fs.IntVar(&o.maxConns, "max-conns", 0, "cap on open connections to the public listener; more wait in the kernel's accept queue (0: from the open-file limit, see README)")
 	fs.BoolVar(&o.mock, "mock", false, "answer from a local mock of the Messages API instead of Anthropic's")
 	fs.BoolVar(&o.verbose, "v", false, "log every acquire")
 	for name, env := range envNames {
@@ -118,6 +132,22 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (o
 	}
 	if o.heartbeat <= 0 {
 		return o, fmt.Errorf("-heartbeat %v: want a positive interval", o.heartbeat)
+	}
+	// A zero timeout would mean none at all, which is what lets slow
+	// clients hold connections for ever: not an option.
+	if o.readHeaderTimeout <= 0 || o.readTimeout <= 0 || o.idleTimeout <= 0 {
+		return o, fmt.Errorf("-read-header-timeout %v, -read-timeout %v, -idle-timeout %v: want positive durations",
+			o.readHeaderTimeout, o.readTimeout, o.idleTimeout)
+	}
+	if o.maxHeaderBytes <= 0 {
+		return o, fmt.Errorf("-max-header-bytes %d: want a positive size", o.maxHeaderBytes)
+	}
+	if o.maxConns < 0 {
+		return o, fmt.Errorf("-max-conns %d: want 0 or more", o.maxConns)
+	}
+	if o.maxConns == 0 {
+		limit, known := openFileLimit()
+		o.maxConns = defaultMaxConns(limit, known, o.maxProcs)
 	}
 	return o, nil
 }

@@ -7,12 +7,17 @@
 // per turn, with a Marker in the user text.
 //
 // Like the real CLI, the fake serves turns until stdin EOF, and a user line
-// whose text is exactly "/clear" resets the conversation in place: it prints
-// a conversation_reset line, a system/background_tasks_changed line, a
+// whose text starts with "/" (after white space) runs as a slash command
+// unless the line is marked "text_not_typed": true, which makes any text a
+// message. "/clear" resets the conversation in place: it prints a
+// conversation_reset line, a system/background_tasks_changed line, a
 // system/init line with a new session_id and a result with an empty result
 // and local_command "clear", then serves the next turn in the new session
-// with the same system prompt and model. The Reset* modes, set with
-// EnvResetMode or armed by a ResetMarker, make a reset fail.
+// with the same system prompt and model. "/model X" switches the model,
+// "/config key=value" writes settings.json in $CLAUDE_CONFIG_DIR (else
+// $HOME/.claude), and any other command answers that it is not available;
+// none of them is a turn. The Reset* modes, set with EnvResetMode or armed
+// by a ResetMarker, make a reset fail.
 package fakecli
 
 import (
@@ -78,6 +83,10 @@ const (
 	// exits, so that its resident memory (VmRSS) grows by about that much a
 	// turn; default 0.
 	EnvGrowBytes = "FAKE_GROW_BYTES"
+	// EnvRetryDelay is a Go duration: the first wait between the retries
+	// of ModeErrorResult, doubling after each; default 100ms (the real
+	// CLI waits about 0.6 s, then 1, 2, 5 s, ...).
+	EnvRetryDelay = "FAKE_RETRY_DELAY"
 )
 
 // Fault modes, set process-wide with EnvMode or for one turn with Marker.
@@ -104,12 +113,16 @@ const (
 	ModeGarbage = "garbage"
 	// ModeHuge replies with EnvHugeBytes bytes of letters on one line.
 	ModeHuge = "huge"
-	// ModeErrorResult replies like the real CLI on an API error: an assistant
-	// line with EnvErrorText, a result with is_error true, subtype "success",
-	// api_error_status EnvAPIStatus and terminal_reason "api_error". Like the
-	// real CLI, the process then keeps serving (a /clear and further turns
-	// work); at stdin EOF it exits with EnvExitCode, default 1, if that result
-	// is still the last one.
+	// ModeErrorResult replies like the real CLI on an API error: unless
+	// EnvAPIStatus is 400, it retries first as the real CLI does, with a
+	// system/api_retry line (error_status EnvAPIStatus) before each of
+	// CLAUDE_CODE_MAX_RETRIES (default 10) waits of EnvRetryDelay, doubling;
+	// an interrupt or SIGINT during a wait ends the turn as any other.
+	// Then an assistant line with EnvErrorText, a result with is_error
+	// true, subtype "success", api_error_status EnvAPIStatus and
+	// terminal_reason "api_error". Like the real CLI, the process then keeps
+	// serving (a /clear and further turns work); at stdin EOF it exits with
+	// EnvExitCode, default 1, if that result is still the last one.
 	ModeErrorResult = "error-result"
 	// ModeRetry prints EnvRetries system/api_retry lines before a normal reply.
 	ModeRetry = "retry"
@@ -168,6 +181,11 @@ const (
 	DefaultModel = "claude-opus-5-5"
 	// DefaultErrorText is the error text of ModeErrorResult.
 	DefaultErrorText = "Invalid API key · Fix external API key"
+	// RejectedModel, anywhere in a model name, makes set_model refuse it
+	// as the real CLI refuses a model the API does not know: an error
+	// answer "Model '<name>' not found" with error_code "not_found" and
+	// the model it keeps.
+	RejectedModel = "bogus"
 	// GarbageLine is the non-JSON stdout line of ModeGarbage and ResetGarbage.
 	GarbageLine = "this is not json {"
 )

@@ -259,6 +259,12 @@ func user(text string) string {
 		string(b) + `}]},"parent_tool_use_id":null}`
 }
 
+// notTyped is the user line of a message marked as text nobody typed at
+// the CLI's prompt, as the pool sends every chat's.
+func notTyped(text string) string {
+	return strings.TrimSuffix(user(text), "}") + `,"text_not_typed":true}`
+}
+
 // assistantText returns the text of an assistant line.
 func assistantText(t *testing.T, m map[string]any) string {
 	t.Helper()
@@ -714,7 +720,7 @@ func TestModeHuge(t *testing.T) {
 
 func TestModeErrorResult(t *testing.T) {
 	t.Run("defaults", func(t *testing.T) {
-		p := startStream(t, fakecli.EnvMode+"="+fakecli.ModeErrorResult)
+		p := startStream(t, fakecli.EnvMode+"="+fakecli.ModeErrorResult, noRetries)
 		p.send(user("hi"))
 		p.expect("system", "init")
 		a := p.expect("assistant", "")
@@ -734,7 +740,7 @@ func TestModeErrorResult(t *testing.T) {
 		require.Equal(t, 1, p.exitCode())
 	})
 	t.Run("status 0", func(t *testing.T) {
-		p := startStream(t, fakecli.EnvAPIStatus+"=0", fakecli.EnvErrorText+"=Not logged in · Please run /login")
+		p := startStream(t, fakecli.EnvAPIStatus+"=0", fakecli.EnvErrorText+"=Not logged in · Please run /login", noRetries)
 		p.send(user(fakecli.Marker(fakecli.ModeErrorResult)))
 		p.expect("system", "init")
 		p.expect("assistant", "")
@@ -746,7 +752,7 @@ func TestModeErrorResult(t *testing.T) {
 		require.Equal(t, 1, p.exitCode())
 	})
 	t.Run("exit code", func(t *testing.T) {
-		p := startStream(t, fakecli.EnvMode+"="+fakecli.ModeErrorResult, fakecli.EnvExitCode+"=4")
+		p := startStream(t, fakecli.EnvMode+"="+fakecli.ModeErrorResult, fakecli.EnvExitCode+"=4", noRetries)
 		p.send(user("hi"))
 		p.closeStdin()
 		p.expect("system", "init")
@@ -755,6 +761,111 @@ func TestModeErrorResult(t *testing.T) {
 		p.eof()
 		require.Equal(t, 4, p.exitCode())
 	})
+}
+
+// noRetries turns the CLI's retries of a failed request off, for tests
+// of what comes after them.
+const noRetries = "CLAUDE_CODE_MAX_RETRIES=0"
+
+// An API error is retried as by the real CLI: ten times by default with
+// growing waits, CLAUDE_CODE_MAX_RETRIES times when set, never for a 400;
+// an interrupt during a wait ends the turn and the process serves on.
+func TestErrorResultRetries(t *testing.T) {
+	retries := func(p *proc) int {
+		n := 0
+		for {
+			m := p.nextJSON()
+			switch {
+			case m["subtype"] == "api_retry":
+				n++
+				require.Equal(t, float64(n), m["attempt"])
+				require.Equal(t, 401.0, m["error_status"])
+			case m["type"] == "result":
+				require.Equal(t, true, m["is_error"])
+				return n
+			}
+		}
+	}
+	t.Run("default", func(t *testing.T) {
+		p := startStream(t, fakecli.EnvMode+"="+fakecli.ModeErrorResult, fakecli.EnvRetryDelay+"=1ms")
+		p.send(user("hi"))
+		require.Equal(t, 10, retries(p))
+	})
+	t.Run("max retries", func(t *testing.T) {
+		p := startStream(t, fakecli.EnvMode+"="+fakecli.ModeErrorResult, fakecli.EnvRetryDelay+"=1ms", "CLAUDE_CODE_MAX_RETRIES=3")
+		p.send(user("hi"))
+		require.Equal(t, 3, retries(p))
+	})
+	t.Run("400", func(t *testing.T) {
+		p := startStream(t, fakecli.EnvMode+"="+fakecli.ModeErrorResult, fakecli.EnvAPIStatus+"=400")
+		p.send(user("hi"))
+		p.expect("system", "init")
+		p.expect("assistant", "")
+		require.Equal(t, 400.0, p.expect("result", "success")["api_error_status"])
+	})
+	t.Run("interrupted", func(t *testing.T) {
+		p := startStream(t, fakecli.EnvMode+"="+fakecli.ModeErrorResult, fakecli.EnvRetryDelay+"=1h")
+		p.send(user("hi"))
+		p.expect("system", "init")
+		p.expect("system", "api_retry")
+		p.send(control("i", "interrupt"))
+		p.expect("control_response", "")
+		p.expect("user", "")
+		r := p.expect("result", "error_during_execution")
+		require.Equal(t, true, r["is_error"])
+		p.send(control("m", "mcp_status"))
+		require.Equal(t, success("m", `{"mcpServers":[]}`), p.next(), "the process keeps serving")
+	})
+}
+
+// A typed text that starts with "/" runs as a slash command; a line marked
+// text_not_typed is a message, whatever its text.
+func TestSlashCommands(t *testing.T) {
+	config := t.TempDir()
+	p := startStream(t, "CLAUDE_CONFIG_DIR="+config)
+	p.send(user("  /model claude-haiku-5-5"))
+	p.expect("system", "init")
+	p.expect("assistant", "")
+	r := p.expect("result", "success")
+	require.Equal(t, 0.0, r["num_turns"], "a command is not a turn")
+	require.Equal(t, "Set model to claude-haiku-5-5", r["result"])
+
+	p.send(user("/config model=haiku"))
+	p.expect("system", "init")
+	p.expect("assistant", "")
+	p.expect("result", "success")
+	got, err := os.ReadFile(filepath.Join(config, "settings.json"))
+	require.NoError(t, err)
+	require.JSONEq(t, `{"model":"haiku"}`, string(got))
+
+	p.send(user("/compact"))
+	p.expect("system", "init")
+	p.expect("assistant", "")
+	require.Equal(t, "/compact isn't available in this environment.", p.expect("result", "success")["result"])
+
+	for _, text := range []string{"/model opus", "/clear", " /config model=opus"} {
+		p.send(notTyped(text))
+		init := p.expect("system", "init")
+		require.Equal(t, "claude-haiku-5-5", init["model"], "a message changes no setting")
+		require.Equal(t, "echo: "+text, assistantText(t, p.expect("assistant", "")))
+		require.Equal(t, 1.0, p.expect("result", "success")["num_turns"])
+	}
+	got, err = os.ReadFile(filepath.Join(config, "settings.json"))
+	require.NoError(t, err)
+	require.JSONEq(t, `{"model":"haiku"}`, string(got))
+}
+
+// set_model refuses a model the API would not confirm, and keeps its own.
+func TestRejectedModel(t *testing.T) {
+	p := startStream(t)
+	p.send(control("m", "set_model", `"model":"claude-`+fakecli.RejectedModel+`-9"`))
+	m := p.nextJSON()["response"].(map[string]any)
+	require.Equal(t, "error", m["subtype"])
+	require.Equal(t, "not_found", m["error_code"])
+	require.Equal(t, fakecli.DefaultModel, m["model"])
+	require.Equal(t, "Model 'claude-bogus-9' not found", m["error"])
+	_, reply := p.turnOK("hi")
+	require.Equal(t, "echo: hi", reply)
 }
 
 func TestModeRetry(t *testing.T) {
@@ -1115,7 +1226,7 @@ func TestUnknownResetModeRejected(t *testing.T) {
 
 func TestErrorResultThenClear(t *testing.T) {
 	t.Run("marker", func(t *testing.T) {
-		p := startStream(t)
+		p := startStream(t, noRetries)
 		p.send(user("x " + fakecli.Marker(fakecli.ModeErrorResult)))
 		sid := p.expect("system", "init")["session_id"].(string)
 		p.expect("assistant", "")
@@ -1130,7 +1241,7 @@ func TestErrorResultThenClear(t *testing.T) {
 		require.Equal(t, 0, p.exitCode(), "the last result succeeded")
 	})
 	t.Run("env", func(t *testing.T) {
-		p := startStream(t, fakecli.EnvMode+"="+fakecli.ModeErrorResult)
+		p := startStream(t, fakecli.EnvMode+"="+fakecli.ModeErrorResult, noRetries)
 		for range 2 {
 			p.send(user("x"))
 			sid := p.expect("system", "init")["session_id"].(string)

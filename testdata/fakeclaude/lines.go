@@ -16,7 +16,7 @@ func (s *session) initLine() object {
 	o := obj("type", "system", "subtype", "init", "cwd", cwd, "session_id", s.sessionID,
 		"tools", s.cfg.tools, "mcp_servers", []any{}, "model", s.model,
 		"permissionMode", "default",
-		"slash_commands", []string{"compact", "context", "cost", "init", "review"},
+		"slash_commands", []string{"clear", "compact", "config", "context", "cost", "init", "model", "review"},
 		"apiKeySource", "ANTHROPIC_API_KEY", "claude_code_version", "2.1.330",
 		"output_style", "default", "agents", []string{"general-purpose"},
 		"skills", []any{}, "plugins", []any{},
@@ -155,5 +155,26 @@ func (t *turn) apiErrorResult() object {
 		"fast_mode_state", "off", "is_error", true, "num_turns", 1, "subtype", "success",
 		"api_error_status", status, "api_error_type", "authentication_error",
 		"result", t.cfg.errorText, "type", "result",
+		"duration_ms", time.Since(t.start).Milliseconds(), "uuid", newUUID())
+}
+
+// commandAssistant is the synthetic assistant message with a slash
+// command's output.
+func (t *turn) commandAssistant() object {
+	return obj("type", "assistant", "message", obj(
+		"id", newUUID(), "model", "<synthetic>", "role", "assistant",
+		"stop_reason", "end_turn", "stop_sequence", nil, "type", "message",
+		"usage", obj("input_tokens", 0, "output_tokens", 0,
+			"cache_creation_input_tokens", 0, "cache_read_input_tokens", 0),
+		"content", []any{obj("type", "text", "text", t.command)}, "context_management", nil),
+		"parent_tool_use_id", nil, "session_id", t.sessionID, "uuid", newUUID())
+}
+
+// commandResult is the result of a slash command: no API request, no turn.
+func (t *turn) commandResult() object {
+	return obj("is_error", false, "duration_api_ms", 0, "num_turns", 0, "stop_reason", nil,
+		"session_id", t.sessionID, "total_cost_usd", 0, "usage", resultUsage(0),
+		"modelUsage", obj(), "permission_denials", []any{}, "fast_mode_state", "off",
+		"subtype", "success", "result", t.command, "type", "result",
 		"duration_ms", time.Since(t.start).Milliseconds(), "uuid", newUUID())
 }

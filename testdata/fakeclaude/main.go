@@ -37,9 +37,11 @@ type config struct {
 	errorText    string
 	apiStatus    int
 	retries      int
-	echoHistory  bool   // echo every user text since the last reset
-	resetMode    string // the fault of every /clear
-	growBytes    int    // bytes kept per user turn
+	maxRetries   int           // CLAUDE_CODE_MAX_RETRIES, default 10
+	retryDelay   time.Duration // first wait of ModeErrorResult's retries
+	echoHistory  bool          // echo every user text since the last reset
+	resetMode    string        // the fault of every /clear
+	growBytes    int           // bytes kept per user turn
 }
 
 // defaultTools is the tool list of the real CLI when --tools is not given.
@@ -116,6 +118,7 @@ func loadConfig(args []string) (*config, error) {
 	cfg := &config{tools: defaultTools, model: fakecli.DefaultModel, mode: fakecli.ModeNormal,
 		chunks: 3, textTimeout: 3 * time.Second, hugeBytes: 10_000_000,
 		errorText: fakecli.DefaultErrorText, apiStatus: 401, retries: 2,
+		maxRetries: 10, retryDelay: 100 * time.Millisecond,
 		resetMode: fakecli.ResetNormal}
 	for i := 0; i < len(args); i++ {
 		name, value, hasValue := strings.Cut(args[i], "=")
@@ -192,6 +195,8 @@ func loadConfig(args []string) (*config, error) {
 		return nil
 	})
 	env(fakecli.EnvGrowBytes, integer(&cfg.growBytes))
+	env("CLAUDE_CODE_MAX_RETRIES", integer(&cfg.maxRetries))
+	env(fakecli.EnvRetryDelay, duration(&cfg.retryDelay))
 	if cfg.chunks < 1 {
 		cfg.chunks = 1
 	}

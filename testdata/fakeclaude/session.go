@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -31,14 +32,23 @@ type session struct {
 	systemPrompt []string // from the first initialize
 	appendPrompt *string  // from the first initialize
 
-	queue      []string // texts of user lines waiting for the turn in flight
-	turns      int      // user turns started (a /clear is not one)
-	lastFailed bool     // the last result printed was an API error
-	msgSeq     int      // numbers message ids
+	queue      []userInput // user lines waiting for the turn in flight
+	turns      int         // user turns started (a /clear is not one)
+	lastFailed bool        // the last result printed was an API error
+	msgSeq     int         // numbers message ids
 
 	history    []string // user texts of the conversation since the last reset
 	armedReset string   // reset mode armed by a ResetMarker for the next /clear
 	ballast    [][]byte // kept by FAKE_GROW_BYTES
+}
+
+// userInput is the text of a user line, and whether the CLI may take it
+// as typed at its prompt: a typed text that starts with "/" runs as a
+// slash command, as on the real CLI (2.1.330); a line marked
+// text_not_typed is always a message.
+type userInput struct {
+	text  string
+	typed bool
 }
 
 // input is one stdin line, or the error that ended reading.
@@ -179,6 +189,7 @@ type message struct {
 	Message struct {
 		Content json.RawMessage `json:"content"`
 	} `json:"message"`
+	TextNotTyped bool `json:"text_not_typed"`
 }
 
 // handle acts on one stdin line: control requests are answered at once,
@@ -200,7 +211,7 @@ func (s *session) handle(line string, cur *turn) (code int, exit bool) {
 		// included, with its own prompt: an initialize after it changes
 		// nothing (measured on 2.1.330).
 		s.initialized = true
-		s.queue = append(s.queue, userText(m.Message.Content))
+		s.queue = append(s.queue, userInput{userText(m.Message.Content), !m.TextNotTyped})
 	}
 	return 0, false
 }
@@ -227,6 +238,15 @@ func (s *session) control(m message, cur *turn) {
 		}
 		resp = obj("commands", []any{}, "models", []any{}, "account", obj())
 	case "set_model":
+		if strings.Contains(m.Request.Model, fakecli.RejectedModel) {
+			// The real CLI confirms a new model with the API first; when
+			// the API does not know it, it keeps its model and says so.
+			s.out.line(obj("type", "control_response", "response", obj(
+				"subtype", "error", "request_id", m.RequestID,
+				"error", fmt.Sprintf("Model '%s' not found", m.Request.Model),
+				"error_code", "not_found", "model", s.model)))
+			return
+		}
 		s.model = resolveModel(m.Request.Model)
 		resp = obj("model", s.model)
 	case "interrupt":
@@ -283,12 +303,16 @@ func firstMarker(text string, set map[string]bool, marker func(string) string) s
 	return mode
 }
 
-// newTurn prepares the turn for one user text with the session's current
+// newTurn prepares the turn for one user line with the session's current
 // settings. The session's state changes here, in the order of stdin lines,
 // rather than while the turn runs.
-func (s *session) newTurn(text string) *turn {
-	if text == clearCommand {
-		return s.newReset()
+func (s *session) newTurn(in userInput) *turn {
+	text := in.text
+	if cmd, ok := strings.CutPrefix(strings.TrimSpace(text), "/"); ok && in.typed {
+		if cmd == strings.TrimPrefix(clearCommand, "/") {
+			return s.newReset()
+		}
+		return s.newCommand(cmd)
 	}
 	s.turns++
 	s.msgSeq++
@@ -311,6 +335,50 @@ func (s *session) newTurn(text string) *turn {
 		msgID: fmt.Sprintf("msg_fake_%06d", s.msgSeq), start: time.Now(),
 		abortC: make(chan struct{}), done: make(chan struct{}),
 	}
+}
+
+// newCommand runs a slash command other than /clear as the real CLI
+// does, with no API request: /model switches the model, /config writes
+// the settings file of the configuration directory; any other answers
+// that it is not available. Its turn prints the command's output.
+func (s *session) newCommand(cmd string) *turn {
+	name, args, _ := strings.Cut(cmd, " ")
+	args = strings.TrimSpace(args)
+	var out string
+	switch name {
+	case "model":
+		s.model = resolveModel(args)
+		out = "Set model to " + s.model
+	case "config":
+		key, value, _ := strings.Cut(args, "=")
+		if err := writeSetting(key, value); err != nil {
+			out = "Error: " + err.Error()
+		} else {
+			out = fmt.Sprintf("Set %s to %s", key, value)
+		}
+	default:
+		out = fmt.Sprintf("/%s isn't available in this environment.", name)
+	}
+	return &turn{cfg: s.cfg, out: s.out, command: out, model: s.model,
+		sessionID: s.sessionID, init: s.initLine(), start: time.Now(),
+		abortC: make(chan struct{}), done: make(chan struct{})}
+}
+
+// writeSetting writes {key: value} to settings.json in $CLAUDE_CONFIG_DIR,
+// else in $HOME/.claude, as /config does.
+func writeSetting(key, value string) error {
+	dir := os.Getenv("CLAUDE_CONFIG_DIR")
+	if dir == "" {
+		dir = filepath.Join(os.Getenv("HOME"), ".claude")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	b, err := json.Marshal(map[string]string{key: value})
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "settings.json"), b, 0o644)
 }
 
 // newReset prepares the turn that answers a /clear, and resets the session

@@ -25,6 +25,7 @@ type turn struct {
 	init      object
 	start     time.Time
 
+	command      string // for another slash command: its output
 	reset        string // for a /clear: its reset mode
 	newSessionID string // for a /clear: the session from then on
 	quitAtEOF    bool   // stdin EOF ends the process without waiting for the turn
@@ -49,6 +50,13 @@ func (t *turn) run() {
 	if t.reset != "" {
 		// An interrupted hung reset prints nothing.
 		t.ended = t.playReset()
+		return
+	}
+	if t.command != "" {
+		t.ended = true
+		t.out.line(t.init)
+		t.out.line(t.commandAssistant())
+		t.out.line(t.commandResult())
 		return
 	}
 	t.ended = true
@@ -98,6 +106,9 @@ func (t *turn) play() bool {
 	}
 	t.out.line(t.init)
 	if t.mode == fakecli.ModeErrorResult {
+		if !t.retryAPIError() {
+			return false
+		}
 		t.out.line(t.apiErrorAssistant())
 		t.out.line(t.apiErrorResult())
 		t.failed = true
@@ -154,6 +165,26 @@ func (t *turn) play() bool {
 	}
 	t.out.line(t.assistant(false))
 	t.out.line(t.okResult())
+	return true
+}
+
+// retryAPIError retries a failed request as the real CLI does: every
+// status but 400 up to CLAUDE_CODE_MAX_RETRIES times (default 10), with a
+// system/api_retry line and a wait (EnvRetryDelay, doubling) before each
+// attempt. It reports false if the turn was aborted while waiting.
+func (t *turn) retryAPIError() bool {
+	if t.cfg.apiStatus == 400 {
+		return true
+	}
+	delay := t.cfg.retryDelay
+	for i := 1; i <= t.cfg.maxRetries; i++ {
+		t.out.line(t.systemLine("api_retry", "attempt", i, "max_retries", t.cfg.maxRetries,
+			"retry_delay_ms", delay.Milliseconds(), "error_status", t.cfg.apiStatus, "error", "authentication_failed"))
+		if !t.wait(delay) {
+			return false
+		}
+		delay *= 2
+	}
 	return true
 }
 
