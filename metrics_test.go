@@ -17,7 +17,8 @@ import (
 
 // waitStats waits until cond holds for the pool's Stats. It checks again
 // after every log record, since the pool logs every change these tests
-// wait for (a process ready, reset or retired).
+// wait for (a process ready, reset or retired), and after every change of
+// a process's state (a reap logs nothing).
 func waitStats(t *testing.T, fp *fakePool, what string, cond func(Stats) bool) Stats {
 	t.Helper()
 	timeout := time.NewTimer(testWait)
@@ -26,11 +27,15 @@ func waitStats(t *testing.T, fp *fakePool, what string, cond func(Stats) bool) S
 		fp.logs.mu.Lock()
 		notify := fp.logs.notify
 		fp.logs.mu.Unlock()
+		fp.mu.Lock()
+		changed := fp.changed
+		fp.mu.Unlock()
 		if st := fp.Stats(); cond(st) {
 			return st
 		}
 		select {
 		case <-notify:
+		case <-changed:
 		case <-timeout.C:
 			st, _ := fp.Stats().MarshalJSON()
 			t.Fatalf("waited %v for %s; stats: %s", testWait, what, st)

@@ -171,6 +171,13 @@ const (
 	// ResetGarbage prints GarbageLine before the conversation_reset line,
 	// then resets normally.
 	ResetGarbage = "garbage"
+	// ResetOtherModel resets normally, but the new conversation runs
+	// OtherModel, which its system/init names; set_model switches it as
+	// usual.
+	ResetOtherModel = "other-model"
+	// ResetStuckModel resets like ResetOtherModel, and from then on
+	// set_model answers success without leaving OtherModel.
+	ResetStuckModel = "stuck-model"
 )
 
 // Fixed texts and values of the fake.
@@ -181,6 +188,8 @@ const (
 	DefaultModel = "claude-opus-5-5"
 	// DefaultErrorText is the error text of ModeErrorResult.
 	DefaultErrorText = "Invalid API key · Fix external API key"
+	// OtherModel is the model of ResetOtherModel and ResetStuckModel.
+	OtherModel = "claude-other-1"
 	// RejectedModel, anywhere in a model name, makes set_model refuse it
 	// as the real CLI refuses a model the API does not know: an error
 	// answer "Model '<name>' not found" with error_code "not_found" and

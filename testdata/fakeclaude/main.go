@@ -58,6 +58,7 @@ var modes = map[string]bool{
 var resetModes = map[string]bool{
 	fakecli.ResetNormal: true, fakecli.ResetExit: true, fakecli.ResetHang: true,
 	fakecli.ResetNoReset: true, fakecli.ResetSameSession: true, fakecli.ResetGarbage: true,
+	fakecli.ResetOtherModel: true, fakecli.ResetStuckModel: true,
 }
 
 func main() {

@@ -37,6 +37,7 @@ type session struct {
 	lastFailed bool        // the last result printed was an API error
 	msgSeq     int         // numbers message ids
 
+	stuckModel bool     // set_model changes nothing (ResetStuckModel)
 	history    []string // user texts of the conversation since the last reset
 	armedReset string   // reset mode armed by a ResetMarker for the next /clear
 	ballast    [][]byte // kept by FAKE_GROW_BYTES
@@ -247,7 +248,9 @@ func (s *session) control(m message, cur *turn) {
 				"error_code", "not_found", "model", s.model)))
 			return
 		}
-		s.model = resolveModel(m.Request.Model)
+		if !s.stuckModel {
+			s.model = resolveModel(m.Request.Model)
+		}
 		resp = obj("model", s.model)
 	case "interrupt":
 		// Answer before the aborted turn prints its last lines.
@@ -400,6 +403,11 @@ func (s *session) newReset() *turn {
 	default:
 		s.sessionID = newUUID()
 		s.history = nil
+	}
+	switch mode {
+	case fakecli.ResetOtherModel, fakecli.ResetStuckModel:
+		s.model = fakecli.OtherModel
+		s.stuckModel = mode == fakecli.ResetStuckModel
 	}
 	t.newSessionID = s.sessionID
 	t.init = s.initLine()
