@@ -417,7 +417,7 @@ func quietStats(st Stats) bool {
 
 // waitPool waits on p's change signal until ok holds for its Stats, and
 // fails b at deadline. It reports whether ok held without waiting.
-func waitPool(b *testing.B, p *Pool, deadline time.Time, ok func(Stats) bool) (already bool) {
+func waitPool(b testing.TB, p *Pool, deadline time.Time, ok func(Stats) bool) (already bool) {
 	b.Helper()
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()

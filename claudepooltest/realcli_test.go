@@ -228,6 +228,8 @@ func TestRealCLI(t *testing.T) {
 		require.Equal(t, "hello", chats[0].LastUserText())
 	})
 
+	// Each failure with the CLI's retries off (NoRetries): the shape of
+	// its result, not the CLI's retry policy, is under test here.
 	failures := []struct {
 		fail     Failure
 		status   any // api_error_status of the result line
@@ -246,7 +248,7 @@ func TestRealCLI(t *testing.T) {
 	}
 	for _, tc := range failures {
 		t.Run(tc.fail.String(), func(t *testing.T) {
-			srv := NewServer(Config{Reply: Fail(tc.fail), APITimeout: 2 * time.Second})
+			srv := NewServer(Config{Reply: Fail(tc.fail), APITimeout: 2 * time.Second, NoRetries: true})
 			defer srv.Close()
 			res, took := turn(t, path, srv, "hello")
 			logRequests(t, srv)

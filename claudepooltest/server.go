@@ -50,9 +50,16 @@ type Config struct {
 	// into one text_delta per estimated token. 0 means as fast as possible
 	// (no pacing); a non-streamed reply is never paced.
 	TokensPerSecond float64
-	// MaxRetries is the CLAUDE_CODE_MAX_RETRIES that [Server.Env] sets.
-	// 0 (the default) makes the CLI give up on the first failed request.
+	// MaxRetries, when positive, is the CLAUDE_CODE_MAX_RETRIES that
+	// [Server.Env] sets. 0 (the default) sets none, so that the CLI (or
+	// the pool that runs it, whose Config.MaxRetries sets its own) retries
+	// as in production: a test does not hide the CLI's retries unless it
+	// says so with NoRetries.
 	MaxRetries int
+	// NoRetries makes [Server.Env] set CLAUDE_CODE_MAX_RETRIES=0: the
+	// CLI then gives up on the first failed request. It wins over
+	// MaxRetries.
+	NoRetries bool
 	// APITimeout is the API_TIMEOUT_MS that [Server.Env] sets. 0 means
 	// [DefaultAPITimeout].
 	APITimeout time.Duration
@@ -107,18 +114,21 @@ func (s *Server) Client() *http.Client { return s.ts.Client() }
 //
 //   - ANTHROPIC_BASE_URL: the server's URL;
 //   - ANTHROPIC_API_KEY: "mock-key" (the server accepts any key);
-//   - CLAUDE_CODE_MAX_RETRIES: [Config.MaxRetries], so that an HTTP error
-//     ends the turn at once instead of after minutes of retries;
+//   - CLAUDE_CODE_MAX_RETRIES: 0 with [Config.NoRetries], else
+//     [Config.MaxRetries] when positive; absent otherwise, so that the
+//     retry policy is that of production;
 //   - API_TIMEOUT_MS: [Config.APITimeout], which bounds a request that is
 //     never answered;
 //   - DISABLE_AUTOUPDATER, DISABLE_TELEMETRY, DISABLE_ERROR_REPORTING and
 //     CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC set to 1, so that the CLI
 //     tries no other host.
 //
-// With these, Claude Code 2.1.330 ends a turn whose request fails with 401,
-// 429, 500 or 529 within about 0.2 s (one request), with 400 as fast (it
-// tries twice more itself, dropping beta features), and a turn whose request
-// is never answered after APITimeout plus about 0.2 s. A reply that stalls
+// With these and NoRetries, Claude Code 2.1.330 ends a turn whose request
+// fails with 401, 429, 500 or 529 within about 0.2 s (one request), with
+// 400 as fast (it tries twice more itself, dropping beta features), and a
+// turn whose request is never answered after APITimeout plus about 0.2 s.
+// Without a retry setting, the CLI retries every status but 400 ten times
+// over about three minutes. A reply that stalls
 // after it has begun streaming is bounded by none of them: the CLI waits for
 // its 5-minute stream idle limit (it honours CLAUDE_STREAM_IDLE_TIMEOUT_MS
 // only above that), then repeats the request without streaming. Callers
@@ -130,16 +140,22 @@ func (s *Server) Env() []string {
 	if timeout <= 0 {
 		timeout = DefaultAPITimeout
 	}
-	return []string{
+	env := []string{
 		"ANTHROPIC_BASE_URL=" + s.URL(),
 		"ANTHROPIC_API_KEY=mock-key",
-		"CLAUDE_CODE_MAX_RETRIES=" + strconv.Itoa(s.cfg.MaxRetries),
 		"API_TIMEOUT_MS=" + strconv.FormatInt(timeout.Milliseconds(), 10),
 		"DISABLE_AUTOUPDATER=1",
 		"DISABLE_TELEMETRY=1",
 		"DISABLE_ERROR_REPORTING=1",
 		"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1",
 	}
+	switch {
+	case s.cfg.NoRetries:
+		env = append(env, "CLAUDE_CODE_MAX_RETRIES=0")
+	case s.cfg.MaxRetries > 0:
+		env = append(env, "CLAUDE_CODE_MAX_RETRIES="+strconv.Itoa(s.cfg.MaxRetries))
+	}
+	return env
 }
 
 // Close ends requests that are still open (streaming, delayed or never

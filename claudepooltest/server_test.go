@@ -627,7 +627,9 @@ func TestEnv(t *testing.T) {
 	env := s.Env()
 	require.Contains(t, env, "ANTHROPIC_BASE_URL="+s.URL())
 	require.Contains(t, env, "ANTHROPIC_API_KEY=mock-key")
-	require.Contains(t, env, "CLAUDE_CODE_MAX_RETRIES=0")
+	for _, kv := range env {
+		require.NotContains(t, kv, "CLAUDE_CODE_MAX_RETRIES", "the CLI's retries are production's unless a test says otherwise")
+	}
 	require.Contains(t, env, "API_TIMEOUT_MS=5000")
 	require.Contains(t, env, "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1")
 
@@ -635,4 +637,7 @@ func TestEnv(t *testing.T) {
 	env = s2.Env()
 	require.Contains(t, env, "CLAUDE_CODE_MAX_RETRIES=2")
 	require.Contains(t, env, "API_TIMEOUT_MS=1500")
+
+	s3 := newServer(t, Config{NoRetries: true, MaxRetries: 2})
+	require.Contains(t, s3.Env(), "CLAUDE_CODE_MAX_RETRIES=0")
 }
