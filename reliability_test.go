@@ -558,6 +558,21 @@ func serves(t *testing.T, fp *fakePool, a *Adapter) {
 	o := chat(t, a, "still serving", faultBound)
 	requireOK(t, o, "still serving")
 	require.Equal(t, fp.cfg.Size > 0, o.warm)
+
+	// Among the chats, a text the CLI would run as a command reaches the
+	// model as text, and a model the API rejects fails its chat alone.
+	requireOK(t, chat(t, a, "/model claude-haiku-5-5", faultBound), "/model claude-haiku-5-5")
+	req := userMsg("x")
+	req.Model = "claude-" + fakecli.RejectedModel + "-1"
+	s, err := a.StreamChat(testCtx(t), req)
+	require.NoError(t, err)
+	drain(t, s)
+	var re *ResultError
+	require.ErrorAs(t, s.Err(), &re)
+	require.Equal(t, 404, re.APIErrorStatus)
+	require.NoError(t, s.Close())
+	o = chat(t, a, "after", faultBound)
+	requireOK(t, o, "after")
 }
 
 // TestFaultMatrix injects each fault at each moment of a process's life

@@ -35,23 +35,41 @@ type soakFault struct {
 	weight int
 	want   string // outcome kind, or kinds separated by |
 	hangs  bool   // the chat runs with hangDeadline
+	// slash starts the user text with a CLI command, which must reach
+	// the model as text and change nothing.
+	slash bool
+	// model is the chat's Request.Model.
+	model string
+}
+
+// name is the fault's name in the soak's report.
+func (f soakFault) name() string {
+	switch {
+	case f.slash:
+		return "slash-command"
+	case f.model != "":
+		return "rejected-model"
+	}
+	return f.mode
 }
 
 var soakFaults = []soakFault{
-	{fakecli.ModeNormal, 40, "ok", false},
-	{fakecli.ModeGarbage, 6, "ok", false},
-	{fakecli.ModeGrandchild, 6, "ok", false},
-	{fakecli.ModeRetry, 6, "ok", false},
-	{fakecli.ModeUnknownLines, 6, "ok", false},
-	{fakecli.ModeCrash, 8, "exit", false},
-	{fakecli.ModeErrorResult, 8, "result", false},
+	{fakecli.ModeNormal, 40, "ok", false, false, ""},
+	{fakecli.ModeGarbage, 6, "ok", false, false, ""},
+	{fakecli.ModeGrandchild, 6, "ok", false, false, ""},
+	{fakecli.ModeRetry, 6, "ok", false, false, ""},
+	{fakecli.ModeUnknownLines, 6, "ok", false, false, ""},
+	{fakecli.ModeCrash, 8, "exit", false, false, ""},
+	{fakecli.ModeErrorResult, 8, "result", false, false, ""},
 	// On a process whose earlier turn left a grandchild holding stdout,
 	// closing stdout does not end the output: the CLI is alive and
 	// silent, a hang that only the caller's deadline ends.
-	{fakecli.ModeCloseStdout, 5, "exit|deadline", true},
-	{fakecli.ModeHuge, 5, "line-too-long", false},
-	{fakecli.ModeHang, 5, "deadline", true},
-	{fakecli.ModeHangMid, 5, "deadline", true},
+	{fakecli.ModeCloseStdout, 5, "exit|deadline", true, false, ""},
+	{fakecli.ModeHuge, 5, "line-too-long", false, false, ""},
+	{fakecli.ModeHang, 5, "deadline", true, false, ""},
+	{fakecli.ModeHangMid, 5, "deadline", true, false, ""},
+	{mode: fakecli.ModeNormal, weight: 5, want: "ok", slash: true},
+	{mode: fakecli.ModeNormal, weight: 4, want: "result", model: "claude-" + fakecli.RejectedModel + "-9"},
 }
 
 // soakResetFaults are the ways a reset between two chats can fail.
@@ -199,7 +217,7 @@ func TestSoak(t *testing.T) {
 	var canceled, atStart int
 	var problems []string
 	for i, r := range results {
-		faults[r.fault.mode]++
+		faults[r.fault.name()]++
 		outcomes[r.kind]++
 		if r.canceled {
 			canceled++
@@ -208,7 +226,7 @@ func TestSoak(t *testing.T) {
 			atStart++
 		}
 		if r.problem != "" {
-			problems = append(problems, fmt.Sprintf("chat %d (%s, canceled %v, at StreamChat %v): %s", i, r.fault.mode, r.canceled, r.atStart, r.problem))
+			problems = append(problems, fmt.Sprintf("chat %d (%s, canceled %v, at StreamChat %v): %s", i, r.fault.name(), r.canceled, r.atStart, r.problem))
 		}
 	}
 	var b strings.Builder
@@ -222,7 +240,7 @@ func TestSoak(t *testing.T) {
 		st.WarmAcquires(), st.ColdAcquires(), st.SpawnFailures(), st.DeadIdle(), st.SlotTimeouts(), st.MalformedLines(), st.Idle(), st.Live())
 	retired := map[string]int{}
 	for _, r := range []RetireReason{RetireMaxUses, RetireMemory, RetireResetFailed, RetireUnclean,
-		RetireIdle, RetireEvicted, RetireSurplus, RetireClosed} {
+		RetireIdle, RetireEvicted, RetireSurplus, RetireSpare, RetireClosed} {
 		retired[string(r)] = int(st.Retired(r))
 	}
 	fmt.Fprintf(&b, "  reuse: %d reuses, %d resets (p50 %v), uses per process p50 %d max %d; retired: %s\n",
@@ -254,6 +272,9 @@ func TestSoak(t *testing.T) {
 func soakChat(a *Adapter, i int, r *rand.Rand) (res soakResult) {
 	res.fault = pickFault(r)
 	text := fmt.Sprintf("chat %d %s", i, fakecli.Marker(res.fault.mode))
+	if res.fault.slash {
+		text = "/model claude-haiku-5-5 " + text
+	}
 	if r.IntN(20) == 0 {
 		// The reset after this chat fails: its process must not serve
 		// another chat.
@@ -271,7 +292,9 @@ func soakChat(a *Adapter, i int, r *rand.Rand) (res soakResult) {
 		cancelAfter = r.IntN(4)
 	}
 
-	s, err := a.StreamChat(ctx, userMsg(text))
+	req := userMsg(text)
+	req.Model = res.fault.model
+	s, err := a.StreamChat(ctx, req)
 	if err != nil {
 		res.atStart, res.err, res.kind = true, err, classify(err)
 		res.problem = checkSoakOutcome(res, "", "")
@@ -285,12 +308,20 @@ func soakChat(a *Adapter, i int, r *rand.Rand) (res soakResult) {
 		if !s.Next() {
 			break
 		}
-		if ev := s.Event(); ev.Type == EventAssistant {
+		switch ev := s.Event(); {
+		case ev.Type == EventAssistant:
 			reply = ev.Text()
+		case ev.Type == EventInit && ev.Init.Model != fakecli.DefaultModel:
+			// No chat's text may have switched a process's model.
+			res.problem = "the turn ran on " + ev.Init.Model
 		}
 	}
 	res.err = s.Err()
 	res.kind = classify(res.err)
+	if res.problem != "" {
+		_ = s.Close()
+		return res
+	}
 	if err := s.Close(); err != nil {
 		res.problem = "Close: " + err.Error()
 		return res
