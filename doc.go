@@ -71,6 +71,23 @@
 // one message (RenderTranscript). A held conversation gives way, reset,
 // when a process is needed and none other suits.
 //
+// A chat's text is data. Every user line the pool writes for a chat is
+// marked as text nobody typed at the CLI's prompt ("text_not_typed"), so
+// that a message starting with "/" reaches the API as that text instead
+// of running as one of the CLI's commands (/model, /config, /compact,
+// ...); the pool's own /clear is the one line without the mark. A reset
+// proves the process is back to the pool's model: the new conversation's
+// system/init must name it, or set_model must put it back; a process that
+// cannot prove it is retired.
+//
+// The CLI retries failed API requests itself, ten times over about three
+// minutes by default. The pool sets Config.MaxRetries (2 by default) for
+// statuses that may succeed on retry (see Retryable); a status that never
+// does (400, 401, 403, 404, 413) ends the chat at the CLI's first retry
+// notice, with an interrupt that keeps the process. A Request.Model the
+// CLI refuses fails that chat with a *ResultError (Subtype
+// SubtypeModelRejected, the API's status) and keeps the process too.
+//
 // The replacement of a warm process that StreamChat took starts 30 ms
 // after the chat's first event, about when the CLI has sent its API
 // request (within 500 ms at most), or at once when a caller finds no idle
@@ -92,7 +109,14 @@
 // CLAUDE_CODE_CHILD_SESSION and CLAUDE_CODE_ENTRYPOINT), AWS_* and the
 // Google Vertex variables, proxy and CA variables, and a few CLI settings
 // (API_TIMEOUT_MS, CLAUDE_CONFIG_DIR, ...) — plus Config.Env. A backend's
-// own secrets, such as DATABASE_URL, never reach the CLI.
+// own secrets, such as DATABASE_URL, never reach the CLI. Unless
+// Config.UserSettings is set, CLAUDE_CONFIG_DIR is a directory of the
+// pool's own, so that nothing the processes write lands in the account's
+// $HOME/.claude.
+//
+// Without MaxProcs, MaxIdle or SpareDecay to bound them, idle processes
+// the pool does not need for Config.Size are retired after
+// DefaultSurplusIdle.
 //
 // # Shutdown
 //
@@ -120,7 +144,8 @@
 // before its result), ErrOverloaded (a caller shed by Config.MaxWaiting
 // or Config.MaxWait). Typed errors from Stream.Err: *ResultError when
 // the result line has is_error set (API errors, authentication failures;
-// decided on is_error alone, never on the subtype), and *ExitError when
+// decided on is_error alone, never on the subtype; APIErrorStatus holds
+// the API's status), or the CLI refused Request.Model, and *ExitError when
 // the CLI exits without a result (exit code, signal, stderr tail). When
 // the context ends, Stream.Err returns the context's error. Stdout lines
 // that are not JSON are skipped and counted (Stats.MalformedLines); they
