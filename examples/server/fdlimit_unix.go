@@ -11,5 +11,5 @@ func openFileLimit() (uint64, bool) {
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
 		return 0, false
 	}
-	return uint64(rl.Cur), true //nolint:unconvert // int64 on some BSDs
+	return uint64(rl.Cur), true // a no-op here, but int64 on some BSDs
 }

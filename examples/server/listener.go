@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -57,14 +56,9 @@ func defaultMaxConns(limit uint64, known bool, maxProcs int) int {
 	return int(min(limit-need, maxConnsCeiling))
 }
 
-// listenPublic listens on o.addr for at most o.maxConns connections at a
-// time.
-func listenPublic(o options) (net.Listener, error) {
-	ln, err := net.Listen("tcp", o.addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen: %w", err)
-	}
-	return newLimitListener(ln, o.maxConns), nil
+// publicListener bounds ln to o.maxConns open connections.
+func publicListener(ln net.Listener, o options) net.Listener {
+	return newLimitListener(ln, o.maxConns)
 }
 
 // publicServer returns the public listener's server. Its timeouts end

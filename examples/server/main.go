@@ -112,19 +112,20 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	api.chatTimeout = o.timeout
 	api.heartbeat = o.heartbeat
 	api.log = log
+	api.scrubber = newScrubber(os.Environ(), cfg.Env)
 	defer api.stop() // before the pool's Close
 
 	ln, err := net.Listen("tcp", o.addr)
 	if err != nil {
 		return err
 	}
-	// No WriteTimeout: a streamed reply may take minutes; chatTimeout
-	// bounds it instead.
-	srv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	ln = publicListener(ln, o)
+	// Timeouts for reading requests, none for writing replies: see
+	// publicServer.
+	srv := publicServer(o, api, log)
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- srv.Serve(ln) }()
-	log.Info("listening", "addr", ln.Addr().String())
+	log.Info("listening", "addr", ln.Addr().String(), "max_conns", o.maxConns)
 
 	adminAddr := ""
 	if o.admin != "" {

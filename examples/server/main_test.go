@@ -30,6 +30,59 @@ func TestOptionsDefaultsFitGracePeriod(t *testing.T) {
 	require.Equal(t, 15*time.Second, o.heartbeat)
 	// Kubernetes' default terminationGracePeriodSeconds is 30.
 	require.Less(t, o.readyDelay+o.drain+o.closeTimeout, 30*time.Second)
+	require.Equal(t, 10*time.Second, o.readHeaderTimeout)
+	require.Equal(t, 30*time.Second, o.readTimeout)
+	require.Equal(t, 2*time.Minute, o.idleTimeout)
+	require.Equal(t, 64<<10, o.maxHeaderBytes)
+	limit, known := openFileLimit()
+	require.Equal(t, defaultMaxConns(limit, known, o.maxProcs), o.maxConns)
+}
+
+func TestOptionsListenerLimits(t *testing.T) {
+	env := envOf(map[string]string{
+		"CLAUDEPOOL_READ_HEADER_TIMEOUT": "2s", "CLAUDEPOOL_READ_TIMEOUT": "5s", "CLAUDEPOOL_IDLE_TIMEOUT": "1m",
+		"CLAUDEPOOL_MAX_HEADER_BYTES": "8192", "CLAUDEPOOL_MAX_CONNS": "100",
+	})
+	o, err := parseOptions(nil, env, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, 2*time.Second, o.readHeaderTimeout)
+	require.Equal(t, 5*time.Second, o.readTimeout)
+	require.Equal(t, time.Minute, o.idleTimeout)
+	require.Equal(t, 8192, o.maxHeaderBytes)
+	require.Equal(t, 100, o.maxConns)
+	o, err = parseOptions([]string{"-read-timeout", "1s", "-max-conns", "7"}, env, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, time.Second, o.readTimeout)
+	require.Equal(t, 7, o.maxConns)
+
+	for _, args := range [][]string{
+		{"-read-timeout", "0"}, {"-read-header-timeout", "-1s"}, {"-idle-timeout", "0"},
+		{"-max-header-bytes", "0"}, {"-max-conns", "-1"},
+	} {
+		_, err := parseOptions(args, noEnv, io.Discard)
+		require.Error(t, err, "%v", args)
+	}
+}
+
+// TestDefaultMaxConns: the default leaves the pool's processes their file
+// descriptors.
+func TestDefaultMaxConns(t *testing.T) {
+	for _, tt := range []struct {
+		limit    uint64
+		known    bool
+		maxProcs int
+		want     int
+	}{
+		{1024, true, 8, 1024 - 64 - 10*8},
+		{160, true, 8, 16}, // the limit that starved spawns of pipes: the floor
+		{100, true, 8, 16},
+		{1 << 20, true, 8, 1024},
+		{^uint64(0), true, 8, 1024}, // RLIM_INFINITY
+		{1200, true, 64, 1200 - 64 - 10*64},
+		{0, false, 8, 256},
+	} {
+		require.Equal(t, tt.want, defaultMaxConns(tt.limit, tt.known, tt.maxProcs), "%+v", tt)
+	}
 }
 
 func TestOptionsFromEnvironment(t *testing.T) {

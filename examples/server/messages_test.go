@@ -171,20 +171,27 @@ func TestMessagesBadRequests(t *testing.T) {
 	require.Zero(t, st.WarmAcquires()+st.ColdAcquires(), "a bad request took a process")
 }
 
+// TestMessagesUpstreamErrorPassedThrough: an upstream error keeps its
+// status and type; a 4xx keeps its text, a 5xx gets the API's own.
 func TestMessagesUpstreamErrorPassedThrough(t *testing.T) {
 	for _, tt := range []struct {
-		status int
-		kind   string
-	}{{401, "authentication_error"}, {429, "rate_limit_error"}, {529, "overloaded_error"}, {500, "api_error"}} {
-		t.Run(http.StatusText(tt.status), func(t *testing.T) {
-			ts := newTestServer(t, fakecli.EnvAPIStatus+"="+itoa(tt.status), fakecli.EnvErrorText+"=upstream said no")
+		status    int
+		kind, msg string
+	}{
+		{401, "authentication_error", "upstream said no"},
+		{429, "rate_limit_error", "upstream said no"},
+		{529, "overloaded_error", "Overloaded"},
+		{500, "api_error", "Internal server error"},
+	} {
+		t.Run(itoa(tt.status), func(t *testing.T) {
+			ts := newTestServer(t, noRetries, fakecli.EnvAPIStatus+"="+itoa(tt.status), fakecli.EnvErrorText+"=upstream said no")
 			for _, stream := range []bool{false, true} {
 				resp := ts.postTo(t, context.Background(), "/v1/messages",
 					messagesBody(t, stream, nil, "x "+fakecli.Marker(fakecli.ModeErrorResult)))
 				require.Equal(t, tt.status, resp.StatusCode, "stream %v", stream)
 				e := apiErrorBody(t, resp.Body)
 				require.Equal(t, tt.kind, e.Error.Type)
-				require.Equal(t, "upstream said no", e.Error.Message)
+				require.Equal(t, tt.msg, e.Error.Message)
 			}
 		})
 	}

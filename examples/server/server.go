@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,7 @@ const (
 	defaultMaxBody     = 1 << 20 // bytes of a request body
 	defaultChatTimeout = 5 * time.Minute
 	defaultHeartbeat   = 15 * time.Second
+	defaultWriteGrace  = 5 * time.Second
 )
 
 // server answers the HTTP API with processes from one pool.
@@ -33,6 +35,14 @@ type server struct {
 	maxBody     int64         // largest request body accepted
 	chatTimeout time.Duration // bounds one chat, stalled API streams included
 	heartbeat   time.Duration // between SSE heartbeats while a reply is quiet
+
+	// scrubber removes the upstream's addresses from the errors clients
+	// see (upstreamError).
+	scrubber *scrubber
+	// writeGrace is how long after a chat's timeout its reply may still
+	// be written: enough for the final error event, and a client that
+	// stopped reading is cut then.
+	writeGrace time.Duration
 
 	draining atomic.Bool // set when the drain starts: /readyz answers 503
 
@@ -57,6 +67,8 @@ func newServer(pool *claudepool.Pool) *server {
 		maxBody:     defaultMaxBody,
 		chatTimeout: defaultChatTimeout,
 		heartbeat:   defaultHeartbeat,
+		scrubber:    newScrubber(),
+		writeGrace:  defaultWriteGrace,
 	}
 	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
 	s.mux.HandleFunc("POST /chat", func(w http.ResponseWriter, r *http.Request) { s.serveChat(w, r, chatFormat{}) })
@@ -69,6 +81,10 @@ func newServer(pool *claudepool.Pool) *server {
 
 // ServeHTTP gives each request an id and logs it once it is answered.
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// A chat leaves a write deadline on its connection (serveChat): the
+	// next request on a keep-alive connection starts without it. Recent
+	// net/http clears it after each handler too; go.mod allows older.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
 	withAccessLog(s.log, s.mux).ServeHTTP(w, r)
 }
 
@@ -154,10 +170,10 @@ func (s *server) classify(ctx context.Context, err error) apiError {
 	case errors.Is(err, context.Canceled):
 		return apiError{statusClientClosed, errAPI, "request canceled"}
 	case errors.As(err, &re):
-		if re.APIErrorStatus >= 400 && re.APIErrorStatus <= 599 {
-			// The upstream API's error, passed through: its text is what
-			// the API answered, not the CLI's diagnostics.
-			return apiError{re.APIErrorStatus, kindOfStatus(re.APIErrorStatus), re.Message}
+		// The upstream API's error, passed through without its address:
+		// its text is what the API answered, not the CLI's diagnostics.
+		if e, ok := s.upstreamError(re); ok {
+			return e
 		}
 		return internal
 	case errors.As(err, &ee):
@@ -204,6 +220,11 @@ func (s *server) serveChat(w http.ResponseWriter, r *http.Request, f format) {
 		if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
 			e = apiError{http.StatusRequestEntityTooLarge, errTooLarge,
 				fmt.Sprintf("malformed request: body larger than %d bytes", mbe.Limit)}
+		} else if errors.Is(err, os.ErrDeadlineExceeded) {
+			// The server's read timeout (-read-timeout) passed: the
+			// connection is closed after this answer, which the client
+			// likely never reads.
+			e = apiError{http.StatusRequestTimeout, errInvalidRequest, "the request was not received within the server's read timeout"}
 		}
 		f.writeError(w, r, e)
 		return
@@ -218,6 +239,12 @@ func (s *server) serveChat(w http.ResponseWriter, r *http.Request, f format) {
 	// interrupts the CLI, and Close below reaps it.
 	ctx, cancel := context.WithTimeout(ctx, s.chatTimeout)
 	defer cancel()
+	// The server has no WriteTimeout (publicServer): this chat's timeout
+	// bounds its writes instead, so that a client that stops reading
+	// cannot hold the handler, and its connection, for ever.
+	if d, ok := ctx.Deadline(); ok {
+		_ = http.NewResponseController(w).SetWriteDeadline(d.Add(s.writeGrace))
+	}
 	stream, err := s.adapter.StreamChat(ctx, c.req)
 	if err != nil {
 		e := s.classify(ctx, err)

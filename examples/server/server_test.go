@@ -245,7 +245,7 @@ func TestChatMultiTurnSendsHistory(t *testing.T) {
 }
 
 func TestChatUpstreamErrorPassedThrough(t *testing.T) {
-	ts := newTestServer(t)
+	ts := newTestServer(t, noRetries)
 	resp := ts.post(t, context.Background(), chatBody("x "+fakecli.Marker(fakecli.ModeErrorResult)))
 	// The fake answers like the CLI after the API refused the key: 401.
 	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
