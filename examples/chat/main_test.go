@@ -61,5 +61,8 @@ func TestChatErrorResult(t *testing.T) {
 	err := chat(context.Background(), fakeAdapter(t, 0), options{}, in, &out, &errOut)
 	var re *claudepool.ResultError
 	require.ErrorAs(t, err, &re)
-	require.Equal(t, fakecli.DefaultErrorText, re.Message)
+	// The fake retries the 401 as the real CLI would; the pool ends the
+	// chat at the first retry notice.
+	require.Equal(t, 401, re.APIErrorStatus)
+	require.Contains(t, re.Message, "API error 401")
 }
