@@ -47,7 +47,7 @@ func (p *Pool) TryAcquire() (*Process, error) {
 	}
 	p.mu.Unlock()
 	if proc == nil {
-		p.releaseHolds()
+		p.endPauses()
 	}
 	p.wakeFill()
 	if proc == nil {
@@ -59,10 +59,10 @@ func (p *Pool) TryAcquire() (*Process, error) {
 
 // acquire takes the idle process that suits a request with system prompt
 // want (one that carries it, else a fresh one; see idleSet.best), or
-// spawns a cold one. With hold, the replacement of a warm process it
-// takes waits for the returned hold (see refillHold), which is nil
+// spawns a cold one. With pause, the replacement of a warm process it
+// takes waits for the returned pause (see refillPause), which is nil
 // without one.
-func (p *Pool) acquire(ctx context.Context, start time.Time, want *SystemPrompt, hold bool) (*Process, *refillHold, error) {
+func (p *Pool) acquire(ctx context.Context, start time.Time, want *SystemPrompt, pause bool) (*Process, *refillPause, error) {
 	if p.isClosed() {
 		return nil, nil, ErrClosed
 	}
@@ -74,14 +74,14 @@ func (p *Pool) acquire(ctx context.Context, start time.Time, want *SystemPrompt,
 	proc, dirty := p.takeLocked(want, start)
 	p.mu.Unlock()
 	if proc == nil || dirty {
-		p.releaseHolds()
+		p.endPauses()
 	}
 	if dirty && p.cleanLeased(ctx, proc) != nil {
 		proc = nil
 	}
-	var hr *refillHold
-	if proc != nil && hold {
-		hr = p.holdRefill()
+	var hr *refillPause
+	if proc != nil && pause {
+		hr = p.pauseRefill()
 	}
 	p.wakeFill()
 	if proc != nil {
@@ -114,7 +114,7 @@ func (p *Pool) takeLocked(want *SystemPrompt, start time.Time) (proc *Process, d
 // lease takes a process for a chat: the one that holds the conversation
 // the request continues (cont, nil when it continues none), else as
 // acquire does.
-func (p *Pool) lease(ctx context.Context, start time.Time, want *SystemPrompt, cont *contKeys, hold bool) (*Process, *refillHold, error) {
+func (p *Pool) lease(ctx context.Context, start time.Time, want *SystemPrompt, cont *contKeys, pause bool) (*Process, *refillPause, error) {
 	if cont != nil && !p.isClosed() && ctx.Err() == nil {
 		p.mu.Lock()
 		proc := p.idle.holding(cont.key)
@@ -133,7 +133,7 @@ func (p *Pool) lease(ctx context.Context, start time.Time, want *SystemPrompt, c
 			return proc, nil, nil
 		}
 	}
-	return p.acquire(ctx, start, want, hold)
+	return p.acquire(ctx, start, want, pause)
 }
 
 // contKeys are the keys of the conversation a request continues.

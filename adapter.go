@@ -66,14 +66,14 @@ func (a *Adapter) StreamChat(ctx context.Context, req Request) (*Stream, error) 
 	if key, msgKey, ok := continuation(prompt, model, enc.msgs); ok && a.pool.cfg.HoldConversations > 0 {
 		cont = &contKeys{key, msgKey}
 	}
-	proc, refill, err := a.pool.lease(ctx, start, &prompt, cont, true)
+	proc, pause, err := a.pool.lease(ctx, start, &prompt, cont, true)
 	if err != nil {
 		return nil, err
 	}
 	if p := a.pool.cfg.Prompt; p != nil && prompt != *p && !proc.life.acquire.Warm {
 		a.pool.counters.promptCold.Add(1)
 	}
-	return newStream(ctx, a.pool, proc, refill, enc, prompt, model, start)
+	return newStream(ctx, a.pool, proc, pause, enc, prompt, model, start)
 }
 
 // modelFor returns the model a process must be switched to for a request

@@ -323,16 +323,16 @@ func TestStreamChatRefillAfterFirstEvent(t *testing.T) {
 	firstEvent := before.Add(s.Latency().FirstEvent) // no later than the event
 
 	started := fp.logs.waitFor(t, "claudepool: process started", 2)
-	require.GreaterOrEqual(t, started[1].Time.Sub(firstEvent), refillGrace,
-		"the replacement starts refillGrace after the first event at the earliest, when the CLI has sent its API request")
+	require.GreaterOrEqual(t, started[1].Time.Sub(firstEvent), pauseGrace,
+		"the replacement starts pauseGrace after the first event at the earliest, when the CLI has sent its API request")
 	require.NoError(t, s.Close())
 	require.NoError(t, fp.WaitReady(ctx))
 }
 
-// A caller that finds no idle process ends the holds of the chats before
+// A caller that finds no idle process ends the pauses of the chats before
 // it: the refill then works for it at once instead of waiting for their
 // first events.
-func TestShortageEndsRefillHolds(t *testing.T) {
+func TestShortageEndsRefillPauses(t *testing.T) {
 	for _, tt := range []struct {
 		name  string
 		short func(t *testing.T, ctx context.Context, fp *fakePool)
@@ -354,20 +354,20 @@ func TestShortageEndsRefillHolds(t *testing.T) {
 			ctx := testCtx(t)
 			fp := newFakePool(t, Config{Size: 1})
 			require.NoError(t, fp.WaitReady(ctx))
-			holds := func() int {
+			pauses := func() int {
 				fp.mu.Lock()
 				defer fp.mu.Unlock()
-				return len(fp.holds)
+				return fp.pausedLocked()
 			}
 			// The first chat's process prints nothing, so nothing but a
-			// shortage ends its hold before maxRefillDelay.
+			// shortage ends its pause before maxPause.
 			claimed := time.Now()
 			s1, err := NewAdapter(fp.Pool).StreamChat(ctx, userMsg("x "+fakecli.Marker(fakecli.ModeHang)))
 			require.NoError(t, err)
 			defer s1.Close()
 			tt.short(t, ctx, fp)
-			if time.Since(claimed) < maxRefillDelay {
-				require.Zero(t, holds(), "the shortage ended the first chat's hold")
+			if time.Since(claimed) < maxPause {
+				require.Zero(t, pauses(), "the shortage ended the first chat's pause")
 			}
 			require.NoError(t, fp.WaitReady(ctx), "the refill replaces the first chat's process")
 			require.NoError(t, s1.Close())
@@ -375,9 +375,9 @@ func TestShortageEndsRefillHolds(t *testing.T) {
 	}
 }
 
-// A chat whose process never prints an event holds the refill back for
-// maxRefillDelay at most.
-func TestStreamChatRefillHoldIsBounded(t *testing.T) {
+// A chat whose process never prints an event pauses the refill for
+// maxPause at most.
+func TestStreamChatRefillPauseIsBounded(t *testing.T) {
 	ctx := testCtx(t)
 	fp := newFakePool(t, Config{Size: 1})
 	require.NoError(t, fp.WaitReady(ctx))
@@ -387,7 +387,7 @@ func TestStreamChatRefillHoldIsBounded(t *testing.T) {
 	defer s.Close()
 
 	started := fp.logs.waitFor(t, "claudepool: process started", 2)
-	require.GreaterOrEqual(t, started[1].Time.Sub(claimed), maxRefillDelay)
+	require.GreaterOrEqual(t, started[1].Time.Sub(claimed), maxPause)
 	require.NoError(t, fp.WaitReady(ctx))
 	require.Zero(t, s.Latency().FirstEvent, "the hung chat printed nothing")
 	require.NoError(t, s.Close())

@@ -369,65 +369,13 @@ func (p *Pool) release(proc *Process, clean bool, h *held) {
 		proc.life.held = h
 		p.toIdleLocked(proc)
 	case p.idle.count(p.isSpare) > 0:
-		// A spare is ready for the next caller: the reset waits until
-		// the next chat has sent its API request, or resetDeferral has
-		// passed without a chat, so as not to compete with a chat's
-		// start for the CPU (see startDeferredLocked).
+		// A spare is ready for the next caller: the reset waits so as
+		// not to compete with a chat's start for the CPU (pacing.go).
 		p.setStateLocked(proc, stateResetting)
-		if len(p.deferred) == 0 {
-			// A new batch: it waits resetDeferral at most, however
-			// many processes join it.
-			p.deferSince = p.holdSeq
-			if p.deferTimer == nil {
-				p.deferTimer = time.AfterFunc(resetDeferral, p.startDeferred)
-			} else {
-				p.deferTimer.Reset(resetDeferral)
-			}
-		}
-		p.deferred = append(p.deferred, proc)
+		p.deferResetLocked(proc)
 	default:
 		p.resetLocked(proc)
 	}
-}
-
-// resetDeferral is how long the reset of a released process waits for
-// the next chat to start, when a spare is ready.
-const resetDeferral = 100 * time.Millisecond
-
-// startDeferred starts the deferred resets, unless a chat that started
-// after them is still preparing its API request: the end of its hold
-// starts them then (see refillHold.release).
-func (p *Pool) startDeferred() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.startDeferredLocked(false)
-}
-
-// startDeferredLocked starts the resets that were deferred; unless force,
-// not while a chat that started after them holds the refill back. A
-// process that exited meanwhile goes through its reset too, which fails
-// and retires it. p.mu must be held.
-func (p *Pool) startDeferredLocked(force bool) {
-	if len(p.deferred) == 0 {
-		return
-	}
-	if !force {
-		for h := range p.holds {
-			if h.seq > p.deferSince {
-				return
-			}
-		}
-	}
-	if p.deferTimer != nil {
-		p.deferTimer.Stop()
-	}
-	// Close empties p.deferred and release defers nothing once closed, so
-	// the pool is open here.
-	for _, proc := range p.deferred {
-		p.wg.Add(1)
-		go p.reset(proc)
-	}
-	p.deferred = nil
 }
 
 // resetLocked starts the reset of a process that is leased, or idle and

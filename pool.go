@@ -55,16 +55,8 @@ type Pool struct {
 	// spawning counts warm spawns in flight, from launch to idle or
 	// failure.
 	spawning int
-	// holds has the replacements postponed until the chat that took a
-	// warm process has started (see refillHold).
-	holds map[*refillHold]struct{}
-	// deferred has the processes whose reset waits for the next chat's
-	// start (see release); deferTimer bounds that wait.
-	deferred   []*Process
-	deferTimer *time.Timer
-	// holdSeq numbers the refill's holds; deferSince is its value when
-	// the oldest deferred reset was deferred.
-	holdSeq, deferSince uint64
+	// pacing keeps the refill and resets off the start of chats.
+	pacing pacer
 	// evicting counts processes retired to free a slot for a spare and
 	// not reaped yet.
 	evicting int
@@ -206,13 +198,7 @@ func (p *Pool) close(ctx context.Context) error {
 	for p.idle.len() > 0 {
 		p.retireLocked(p.idle.procs[0], RetireClosed)
 	}
-	for _, proc := range p.deferred {
-		p.retireLocked(proc, RetireClosed)
-	}
-	p.deferred = nil
-	if p.deferTimer != nil {
-		p.deferTimer.Stop()
-	}
+	p.dropDeferredLocked()
 	p.notifyLocked()
 	if n := p.count[stateLeased]; n > 0 {
 		p.log.Debug("claudepool: waiting for busy processes", "count", n)

@@ -1,9 +1,6 @@
 package claudepool
 
-import (
-	"sync"
-	"time"
-)
+import "time"
 
 // fill is the refill loop. It is event-driven: it wakes on an acquire, a
 // finished spawn, a reaped process, a finished reset or the end of a
@@ -45,8 +42,8 @@ func (p *Pool) fill() {
 // the MaxProcs cap. The target counts the idle processes that can serve
 // a request without a prompt of its own (fresh ones, and those with the
 // pool's default prompt), spawns in flight, processes being reset (most
-// come back idle within tens of milliseconds), held replacements and
-// processes retired to free a slot.
+// come back idle within tens of milliseconds), replacements a chat pauses
+// (see pacing.go) and processes retired to free a slot.
 func (p *Pool) launchSpawns() time.Duration {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -57,7 +54,7 @@ func (p *Pool) launchSpawns() time.Duration {
 	if wait := time.Until(p.nextAttempt); wait > 0 {
 		return minWait(wait, period)
 	}
-	have := p.idle.count(p.isSpare) + p.spawning + p.count[stateResetting] + len(p.holds) + p.evicting
+	have := p.idle.count(p.isSpare) + p.spawning + p.count[stateResetting] + p.pausedLocked() + p.evicting
 	deficit := p.spareTargetLocked() - have
 	// Below Size, a spare may take the place of an idle process kept for
 	// another prompt or a conversation; beyond it, only a free slot.
@@ -178,107 +175,4 @@ func (p *Pool) wakeFill() {
 	case p.wake <- struct{}{}:
 	default:
 	}
-}
-
-// maxRefillDelay bounds how long a chat holds back the replacement of its
-// process; the real CLI prints its first event about 20 ms after the user
-// line.
-const maxRefillDelay = 500 * time.Millisecond
-
-// refillGrace is how long a hold lasts past the chat's first event. The
-// real CLI (2.1.330) prints system/init 15-20 ms after the user line and
-// sends its API request 15-25 ms later; work started in that window, such
-// as a /clear of 30-40 ms of CPU, delays the request on a small machine.
-// After the request the CLI waits on the API and the CPU is free.
-const refillGrace = 30 * time.Millisecond
-
-// refillHold postpones the replacement of a warm process a chat took. The
-// replacement's start-up (about a CPU-second on the real CLI), or the reset
-// of a held conversation (30-40 ms), competes with the claimed process for
-// the CPU exactly while that one prepares its API request. A hold ends at
-// the first of: its release, refillGrace after settle, maxRefillDelay
-// after it began, or a caller that finds no idle process without a
-// conversation (Pool.releaseHolds): the refill then works for that caller
-// at once. All its methods are safe on a nil *refillHold, which holds
-// nothing.
-type refillHold struct {
-	p       *Pool
-	once    sync.Once
-	mu      sync.Mutex // guards timer, which the timer's own call may read, and settled
-	timer   *time.Timer
-	settled bool
-	seq     uint64 // the pool's holdSeq when it began
-}
-
-// holdRefill starts a hold on the refill.
-func (p *Pool) holdRefill() *refillHold {
-	h := &refillHold{p: p}
-	// h.mu until the timer is set: releaseHolds may find h as soon as it
-	// is registered.
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	p.mu.Lock()
-	if p.holds == nil {
-		p.holds = make(map[*refillHold]struct{})
-	}
-	p.holdSeq++
-	h.seq = p.holdSeq
-	p.holds[h] = struct{}{}
-	p.mu.Unlock()
-	h.timer = time.AfterFunc(maxRefillDelay, h.release)
-	return h
-}
-
-// release ends the hold now. It is idempotent.
-func (h *refillHold) release() {
-	if h == nil {
-		return
-	}
-	h.once.Do(func() {
-		h.mu.Lock()
-		h.timer.Stop()
-		h.mu.Unlock()
-		p := h.p
-		p.mu.Lock()
-		delete(p.holds, h)
-		if h.seq > p.deferSince {
-			// A chat that started after the deferred resets is under
-			// way: they need not wait any more.
-			p.startDeferredLocked(false)
-		}
-		p.mu.Unlock()
-		p.wakeFill()
-	})
-}
-
-// settle ends the hold refillGrace from its first call, unless it ends
-// sooner. The chat calls it at each event.
-func (h *refillHold) settle() {
-	if h == nil {
-		return
-	}
-	h.mu.Lock()
-	if !h.settled {
-		h.settled = true
-		h.timer.Reset(refillGrace) // after a release, its second call does nothing
-	}
-	h.mu.Unlock()
-}
-
-// releaseHolds ends every hold and starts the deferred resets: a caller
-// found no idle process it could take as it is, so neither the refill nor
-// a reset may wait for other chats.
-func (p *Pool) releaseHolds() {
-	p.mu.Lock()
-	holds := make([]*refillHold, 0, len(p.holds))
-	for h := range p.holds {
-		holds = append(holds, h)
-	}
-	p.mu.Unlock()
-	for _, h := range holds {
-		h.release()
-	}
-	p.mu.Lock()
-	p.startDeferredLocked(true)
-	p.mu.Unlock()
 }

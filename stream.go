@@ -29,10 +29,10 @@ type Stream struct {
 	prompt SystemPrompt // the system prompt the turn runs with
 	model  string       // the model to switch to; "" for the pool's
 	start  time.Time
-	// refill holds back the replacement of the stream's warm process
+	// pause holds back the replacement of the stream's warm process
 	// until about when the CLI has sent its API request; nil when there
 	// is none.
-	refill *refillHold
+	pause *refillPause
 	// failFast is the retry notice of an API status that cannot succeed
 	// on retry, after which the stream interrupted the turn; nil until
 	// then. Only the reader uses it.
@@ -83,7 +83,7 @@ type StreamLatency struct {
 
 // newStream hands proc to a new Stream and starts its reader and watcher,
 // as goroutines of the pool, which Close joins.
-func newStream(ctx context.Context, p *Pool, proc *Process, refill *refillHold, enc *encodedRequest, prompt SystemPrompt, model string, start time.Time) (*Stream, error) {
+func newStream(ctx context.Context, p *Pool, proc *Process, pause *refillPause, enc *encodedRequest, prompt SystemPrompt, model string, start time.Time) (*Stream, error) {
 	s := &Stream{
 		pool:    p,
 		proc:    proc,
@@ -94,7 +94,7 @@ func newStream(ctx context.Context, p *Pool, proc *Process, refill *refillHold, 
 		prompt:  prompt,
 		model:   model,
 		start:   start,
-		refill:  refill,
+		pause:   pause,
 		runDone: make(chan struct{}),
 		abortCh: make(chan struct{}),
 		notify:  make(chan struct{}),
@@ -103,7 +103,7 @@ func newStream(ctx context.Context, p *Pool, proc *Process, refill *refillHold, 
 	s.stopCtx = context.AfterFunc(ctx, func() { s.abort(ctx.Err()) })
 	if err := p.goChat(s.run, s.watch); err != nil {
 		s.stopCtx()
-		refill.release()
+		pause.end()
 		_ = proc.Stop(context.Background())
 		p.release(proc, false, nil)
 		return nil, err
@@ -317,7 +317,7 @@ func (s *Stream) watch() {
 func (s *Stream) run() {
 	defer close(s.runDone)
 	defer s.stopCtx()
-	defer s.refill.release()
+	defer s.pause.end()
 	err := s.serve()
 	s.record()
 	s.mu.Lock()
@@ -384,7 +384,7 @@ func (s *Stream) serve() error {
 			ev.Result = failedFast(ev.Result, s.failFast)
 		}
 		s.observe(ev)
-		s.refill.settle()
+		s.pause.settle()
 		switch {
 		case ev.Type == EventRetry && ev.Retry != nil && s.failFast == nil && !Retryable(ev.Retry.ErrorStatus):
 			// The CLI retries statuses that can never succeed (a 401
