@@ -28,7 +28,10 @@ import (
 func (p *Pool) Acquire(ctx context.Context) (*Process, error) {
 	want := p.defaultPrompt()
 	proc, _, err := p.acquire(ctx, time.Now(), &want, false)
-	return proc, err
+	if err != nil {
+		return nil, err
+	}
+	return proc.handOver(), nil
 }
 
 // TryAcquire returns a warm process if one is ready and ErrNotAvailable
@@ -54,7 +57,14 @@ func (p *Pool) TryAcquire() (*Process, error) {
 		return nil, ErrNotAvailable
 	}
 	p.logAcquire(proc)
-	return proc, nil
+	return proc.handOver(), nil
+}
+
+// handOver gives the process to a caller of Acquire, for good: the pool
+// tells it what the process is, and never uses it again.
+func (proc *pooled) handOver() *Process {
+	proc.handed = handout{acquire: proc.life.acquire, prompt: proc.life.prompt}
+	return proc.Process
 }
 
 // acquire takes the idle process that suits a request with system prompt
@@ -62,7 +72,7 @@ func (p *Pool) TryAcquire() (*Process, error) {
 // spawns a cold one. With pause, the replacement of a warm process it
 // takes waits for the returned pause (see refillPause), which is nil
 // without one.
-func (p *Pool) acquire(ctx context.Context, start time.Time, want *SystemPrompt, pause bool) (*Process, *refillPause, error) {
+func (p *Pool) acquire(ctx context.Context, start time.Time, want *SystemPrompt, pause bool) (*pooled, *refillPause, error) {
 	if p.isClosed() {
 		return nil, nil, ErrClosed
 	}
@@ -96,10 +106,10 @@ func (p *Pool) acquire(ctx context.Context, start time.Time, want *SystemPrompt,
 // want: one without a conversation (see idleSet.best), else the least
 // recently used one that holds a conversation with want, which the caller
 // must then reset (dirty). p.mu must be held.
-func (p *Pool) takeLocked(want *SystemPrompt, start time.Time) (proc *Process, dirty bool) {
+func (p *Pool) takeLocked(want *SystemPrompt, start time.Time) (proc *pooled, dirty bool) {
 	proc = p.idle.best(want)
 	if proc == nil && want != nil {
-		proc = p.idle.oldest(func(q *Process) bool {
+		proc = p.idle.oldest(func(q *pooled) bool {
 			return q.life.held != nil && *q.life.prompt == *want
 		})
 		dirty = proc != nil
@@ -114,7 +124,7 @@ func (p *Pool) takeLocked(want *SystemPrompt, start time.Time) (proc *Process, d
 // lease takes a process for a chat: the one that holds the conversation
 // the request continues (cont, nil when it continues none), else as
 // acquire does.
-func (p *Pool) lease(ctx context.Context, start time.Time, want *SystemPrompt, cont *contKeys, pause bool) (*Process, *refillPause, error) {
+func (p *Pool) lease(ctx context.Context, start time.Time, want *SystemPrompt, cont *contKeys, pause bool) (*pooled, *refillPause, error) {
 	if cont != nil && !p.isClosed() && ctx.Err() == nil {
 		p.mu.Lock()
 		proc := p.idle.holding(cont.key)
@@ -143,7 +153,7 @@ type contKeys struct{ key, msgKey convKey }
 // the MaxProcs cap it waits for a slot, and takes an idle process that
 // suits it if one comes back meanwhile; it retires the least recently
 // used idle process of another prompt to free a slot.
-func (p *Pool) acquireCold(ctx context.Context, start time.Time, want *SystemPrompt) (*Process, error) {
+func (p *Pool) acquireCold(ctx context.Context, start time.Time, want *SystemPrompt) (*pooled, error) {
 	if p.slots != nil {
 		select {
 		case p.slots <- struct{}{}:
@@ -154,7 +164,7 @@ func (p *Pool) acquireCold(ctx context.Context, start time.Time, want *SystemPro
 			}
 		}
 	}
-	proc, err := p.spawner.spawn()
+	cp, err := p.spawner.spawn()
 	if err != nil {
 		p.releaseSlot()
 		if !errors.Is(err, ErrClosed) {
@@ -169,7 +179,7 @@ func (p *Pool) acquireCold(ctx context.Context, start time.Time, want *SystemPro
 	p.mu.Lock()
 	p.spawnStreak, p.lastSpawnErr = 0, nil
 	p.mu.Unlock()
-	proc.life = p.newLife(false)
+	proc := p.newPooled(cp, false)
 	proc.life.uses = 1
 	wait := time.Since(start)
 	proc.life.acquire = AcquireInfo{Warm: false, Uses: 1, Wait: wait, PID: proc.pid}
@@ -186,7 +196,7 @@ func (p *Pool) acquireCold(ctx context.Context, start time.Time, want *SystemPro
 // waitSlot waits at the MaxProcs cap. It returns with a slot reserved
 // (nil, nil), with an idle process that came back (proc, nil), or with an
 // error.
-func (p *Pool) waitSlot(ctx context.Context, start time.Time, want *SystemPrompt) (*Process, error) {
+func (p *Pool) waitSlot(ctx context.Context, start time.Time, want *SystemPrompt) (*pooled, error) {
 	if n := p.waiting.Add(1); p.cfg.MaxWaiting > 0 && n > int64(p.cfg.MaxWaiting) {
 		p.waiting.Add(-1)
 		p.counters.overloaded.Add(1)
@@ -244,7 +254,7 @@ func (p *Pool) waitSlot(ctx context.Context, start time.Time, want *SystemPrompt
 	}
 }
 
-func (p *Pool) logAcquire(proc *Process) {
+func (p *Pool) logAcquire(proc *pooled) {
 	if p.log.Enabled(context.Background(), slog.LevelDebug) {
 		a := proc.life.acquire
 		p.log.Debug("claudepool: acquired process", "warm", a.Warm, "reused", a.Reused, "uses", a.Uses,

@@ -70,32 +70,6 @@ var leanEnv = []string{
 	"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1",
 }
 
-// SystemPrompt is a system prompt setting, with the meaning of
-// Request.System and Request.AppendSystem: System replaces the CLI's own
-// prompt, AppendSystem is added to it (or to System), and both empty
-// give an empty prompt.
-type SystemPrompt struct {
-	System       string
-	AppendSystem string
-}
-
-// initialize returns the initialize control request that applies sp.
-func (sp SystemPrompt) initialize() map[string]any {
-	req := map[string]any{"subtype": "initialize"}
-	switch {
-	case sp.System != "":
-		req["systemPrompt"] = []string{sp.System}
-	case sp.AppendSystem == "":
-		// Only the first initialize of a process sets its system prompt,
-		// so the empty prompt must be chosen here, explicitly.
-		req["systemPrompt"] = []string{""}
-	}
-	if sp.AppendSystem != "" {
-		req["appendSystemPrompt"] = sp.AppendSystem
-	}
-	return req
-}
-
 // Config configures a Pool. The zero value is usable: it runs "claude"
 // from PATH with no warm processes, no tools, and no limits.
 // NewPool copies the Config; changing it afterwards has no effect.

@@ -11,9 +11,62 @@ import (
 	"time"
 )
 
-// The control protocol: requests on the CLI's stdin, each answered by a
-// control_response line on stdout, and the /clear exchange that resets a
-// conversation.
+// The CLI's stdin protocol: user lines, control requests (each answered
+// by a control_response line on stdout), and the /clear exchange that
+// resets a conversation.
+
+// SystemPrompt is a system prompt setting, with the meaning of
+// Request.System and Request.AppendSystem: System replaces the CLI's own
+// prompt, AppendSystem is added to it (or to System), and both empty
+// give an empty prompt.
+type SystemPrompt struct {
+	System       string
+	AppendSystem string
+}
+
+// initialize returns the initialize control request that applies sp.
+func (sp SystemPrompt) initialize() map[string]any {
+	req := map[string]any{"subtype": "initialize"}
+	switch {
+	case sp.System != "":
+		req["systemPrompt"] = []string{sp.System}
+	case sp.AppendSystem == "":
+		// Only the first initialize of a process sets its system prompt,
+		// so the empty prompt must be chosen here, explicitly.
+		req["systemPrompt"] = []string{""}
+	}
+	if sp.AppendSystem != "" {
+		req["appendSystemPrompt"] = sp.AppendSystem
+	}
+	return req
+}
+
+// userLine is the stream-json input line carrying the user's message.
+//
+// TextNotTyped marks the message as text that no person typed at the CLI's
+// prompt: the CLI (2.1.330) then runs no slash command for it, and sends
+// it to the API as it is. Without it, a message whose text starts with "/"
+// (after white space) runs as a command: "/model X" switches the process's
+// model, "/config" writes the settings file, "/compact" or "/init" run
+// prompts of their own, and the API never sees the text. Every chat's line
+// carries it; the pool's own /clear is the one line without it.
+type userLine struct {
+	Type            string      `json:"type"`
+	SessionID       string      `json:"session_id"`
+	Message         userMessage `json:"message"`
+	ParentToolUseID *string     `json:"parent_tool_use_id"`
+	TextNotTyped    bool        `json:"text_not_typed,omitempty"`
+}
+
+type userMessage struct {
+	Role    string      `json:"role"`
+	Content []textBlock `json:"content"`
+}
+
+type textBlock struct {
+	Type string `json:"type"`
+	Text string `json:"text"`
+}
 
 // controlRequest is a control line on the CLI's stdin:
 // {"type":"control_request","request_id":"<id>","request":{"subtype":...}}.
@@ -22,6 +75,9 @@ type controlRequest struct {
 	RequestID string         `json:"request_id"`
 	Request   map[string]any `json:"request"`
 }
+
+// errResetUnconfirmed is wrapped when a reset's answer lacks its proof.
+var errResetUnconfirmed = errors.New("claudepool: reset not confirmed")
 
 // clearLine is the user line that makes the CLI reset its conversation.
 var clearLine = mustMarshal(userLine{
@@ -182,11 +238,8 @@ func (p *Process) probe(ctx context.Context) error {
 // initialize gives the process its system prompt; only the first
 // initialize of a process does.
 func (p *Process) initialize(ctx context.Context, sp SystemPrompt) error {
-	if _, err := p.control(ctx, sp.initialize()); err != nil {
-		return err
-	}
-	p.life.prompt = &sp
-	return nil
+	_, err := p.control(ctx, sp.initialize())
+	return err
 }
 
 // setModel switches the model for the next turns and returns the model
@@ -213,26 +266,26 @@ func (p *Process) interrupt() error {
 
 // clearConversation resets the process's conversation with the CLI's
 // /clear and confirms it: a conversation_reset line, then a system/init
-// line with a session id other than the old conversation's, then the
-// reset's result. A line that is not JSON fails the reset too: a process
-// that prints garbage is not trusted with the next chat. It returns the
-// model the new conversation's system/init names.
-func (p *Process) clearConversation(ctx context.Context) (model string, err error) {
+// line with a session id other than the old conversation's (session),
+// then the reset's result. A line that is not JSON fails the reset too: a
+// process that prints garbage is not trusted with the next chat. It
+// returns the new conversation's session id and the model its system/init
+// names.
+func (p *Process) clearConversation(ctx context.Context, session string) (newSession, model string, err error) {
 	if err := p.WriteLine(clearLine); err != nil {
-		return "", p.exitedBefore("/clear", err)
+		return "", "", p.exitedBefore("/clear", err)
 	}
 	defer p.exchange(ctx)()
 	sawReset := false
-	newSession := ""
 	for {
 		line, err := p.ReadLine()
 		if err != nil {
-			return "", p.readErr(ctx, "/clear", err)
+			return "", "", p.readErr(ctx, "/clear", err)
 		}
 		ev, _, perr := parseLine(line)
 		if perr != nil {
 			p.set.malformed.Add(1)
-			return "", fmt.Errorf("%w: process %d printed a malformed line: %w", errResetUnconfirmed, p.pid, perr)
+			return "", "", fmt.Errorf("%w: process %d printed a malformed line: %w", errResetUnconfirmed, p.pid, perr)
 		}
 		switch {
 		case ev.Type == EventConversationReset:
@@ -245,14 +298,27 @@ func (p *Process) clearConversation(ctx context.Context) (model string, err erro
 		case ev.Type == EventResult || (ev.Type == EventUnknown && ev.Subtype == "result"):
 			switch {
 			case !sawReset:
-				return "", fmt.Errorf("%w: process %d answered /clear without conversation_reset", errResetUnconfirmed, p.pid)
-			case newSession == "" || newSession == p.life.session:
-				return "", fmt.Errorf("%w: process %d kept its session %q", errResetUnconfirmed, p.pid, p.life.session)
+				return "", "", fmt.Errorf("%w: process %d answered /clear without conversation_reset", errResetUnconfirmed, p.pid)
+			case newSession == "" || newSession == session:
+				return "", "", fmt.Errorf("%w: process %d kept its session %q", errResetUnconfirmed, p.pid, session)
 			case ev.Result == nil || ev.Result.IsError:
-				return "", fmt.Errorf("%w: process %d reported an error for /clear", errResetUnconfirmed, p.pid)
+				return "", "", fmt.Errorf("%w: process %d reported an error for /clear", errResetUnconfirmed, p.pid)
 			}
-			p.life.session = newSession
-			return model, nil
+			return newSession, model, nil
 		}
 	}
+}
+
+// encodeUserLine encodes the stream-json user line carrying text, as data
+// the CLI never runs as a command.
+func encodeUserLine(text string) ([]byte, error) {
+	line, err := json.Marshal(userLine{
+		Type:         "user",
+		Message:      userMessage{Role: "user", Content: []textBlock{{Type: "text", Text: text}}},
+		TextNotTyped: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+	}
+	return line, nil
 }

@@ -4,15 +4,15 @@ package claudepool
 // the pool's mutex. A pool holds a handful of processes, so a slice
 // scanned from either end beats any index.
 type idleSet struct {
-	procs []*Process
+	procs []*pooled
 }
 
 func (s *idleSet) len() int { return len(s.procs) }
 
-func (s *idleSet) add(p *Process) { s.procs = append(s.procs, p) }
+func (s *idleSet) add(p *pooled) { s.procs = append(s.procs, p) }
 
 // remove takes p out of the set and reports whether it was there.
-func (s *idleSet) remove(p *Process) bool {
+func (s *idleSet) remove(p *pooled) bool {
 	for i, q := range s.procs {
 		if q == p {
 			s.procs = append(s.procs[:i], s.procs[i+1:]...)
@@ -26,8 +26,8 @@ func (s *idleSet) remove(p *Process) bool {
 // with prompt want should take, or nil: the most recently used one that
 // carries want, else the most recently readied fresh one (no prompt
 // yet). A nil want matches fresh processes only.
-func (s *idleSet) best(want *SystemPrompt) *Process {
-	var fresh *Process
+func (s *idleSet) best(want *SystemPrompt) *pooled {
+	var fresh *pooled
 	for i := len(s.procs) - 1; i >= 0; i-- {
 		p := s.procs[i]
 		switch {
@@ -45,7 +45,7 @@ func (s *idleSet) best(want *SystemPrompt) *Process {
 
 // oldestExcept returns the least recently used idle process that does not
 // carry want (a fresh one counts as carrying anything), or nil.
-func (s *idleSet) oldestExcept(want *SystemPrompt) *Process {
+func (s *idleSet) oldestExcept(want *SystemPrompt) *pooled {
 	for _, p := range s.procs {
 		if p.life.prompt != nil && (want == nil || *p.life.prompt != *want) {
 			return p
@@ -56,7 +56,7 @@ func (s *idleSet) oldestExcept(want *SystemPrompt) *Process {
 
 // oldest returns the least recently used idle process for which match is
 // true, or nil.
-func (s *idleSet) oldest(match func(*Process) bool) *Process {
+func (s *idleSet) oldest(match func(*pooled) bool) *pooled {
 	for _, p := range s.procs {
 		if match(p) {
 			return p
@@ -67,7 +67,7 @@ func (s *idleSet) oldest(match func(*Process) bool) *Process {
 
 // holding returns the idle process that holds the conversation key, or
 // nil.
-func (s *idleSet) holding(key convKey) *Process {
+func (s *idleSet) holding(key convKey) *pooled {
 	for _, p := range s.procs {
 		if p.life.held != nil && p.life.held.key == key {
 			return p
@@ -88,7 +88,7 @@ func (s *idleSet) holdingMessages(msgKey convKey) bool {
 }
 
 // count returns how many idle processes satisfy keep.
-func (s *idleSet) count(keep func(*Process) bool) int {
+func (s *idleSet) count(keep func(*pooled) bool) int {
 	n := 0
 	for _, p := range s.procs {
 		if keep(p) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 )
 
@@ -34,9 +35,20 @@ const (
 	numStates
 )
 
-// life is the pool's record of one process. The fields are guarded by the
-// pool's mutex while the process is idle; its leaseholder owns them while
-// it is leased or resetting.
+// pooled is the pool's record of one of its processes: the CLI process,
+// its place in the lifecycle and its life so far. The CLI floor (Process,
+// control.go) knows nothing of it.
+type pooled struct {
+	*Process
+	// state changes only under the pool's mutex; it is atomic so that a
+	// lock-free read sees a recent value.
+	state atomic.Int32
+	life  life
+}
+
+// life is what the pool knows of one process. The fields are guarded by
+// the pool's mutex while the process is idle; its leaseholder owns them
+// while it is leased or resetting.
 type life struct {
 	warm   bool          // started ahead of time
 	prompt *SystemPrompt // set by its first initialize; nil while fresh
@@ -82,16 +94,16 @@ const (
 
 // setStateLocked moves proc to state s and keeps the counts. p.mu must be
 // held.
-func (p *Pool) setStateLocked(proc *Process, s int32) {
+func (p *Pool) setStateLocked(proc *pooled, s int32) {
 	p.count[proc.state.Swap(s)]--
 	p.count[s]++
 }
 
 // track registers a started process and starts its reaper and stderr
 // drainer.
-func (p *Pool) track(proc *Process, state int32) {
+func (p *Pool) track(proc *pooled, state int32) {
 	p.mu.Lock()
-	p.live[proc] = struct{}{}
+	p.live[proc.Process] = proc
 	proc.state.Store(state)
 	p.count[state]++
 	p.noteDemandLocked()
@@ -107,15 +119,15 @@ func (p *Pool) track(proc *Process, state int32) {
 	}()
 }
 
-// newLife is the record of a process the pool just spawned.
-func (p *Pool) newLife(warm bool) life {
+// newPooled is the pool's record of a process it just spawned.
+func (p *Pool) newPooled(proc *Process, warm bool) *pooled {
 	l := life{warm: warm, maxUses: p.cfg.MaxUses}
 	if l.maxUses > 1 {
 		// Up to 10% fewer, so that processes started together are not
 		// all recycled together.
 		l.maxUses -= rand.IntN(l.maxUses/10 + 1)
 	}
-	return l
+	return &pooled{Process: proc, life: l}
 }
 
 // spawnWarm starts one process, probes it, specializes it, and makes it
@@ -123,9 +135,10 @@ func (p *Pool) newLife(warm bool) life {
 func (p *Pool) spawnWarm() {
 	defer p.wg.Done()
 	defer p.wakeFill()
-	proc, err := p.spawner.spawn()
+	var proc *pooled
+	cp, err := p.spawner.spawn()
 	if err == nil {
-		proc.life = p.newLife(true)
+		proc = p.newPooled(cp, true)
 		p.track(proc, stateStarting)
 		p.log.Debug("claudepool: process started", "pid", proc.pid, "warm", true)
 		err = proc.probe(p.ctx)
@@ -134,6 +147,9 @@ func (p *Pool) spawnWarm() {
 		}
 		if err == nil && p.cfg.Prompt != nil {
 			err = proc.initialize(p.ctx, *p.cfg.Prompt)
+			if err == nil {
+				proc.life.prompt = p.cfg.Prompt
+			}
 		}
 	}
 
@@ -176,7 +192,7 @@ func (p *Pool) spawnWarm() {
 // confirmModels switches a starting process to each of Config.Models and
 // back: the CLI confirms a model with the API the first time a process
 // switches to it, and this keeps that off the chats' path.
-func (p *Pool) confirmModels(proc *Process) error {
+func (p *Pool) confirmModels(proc *pooled) error {
 	for _, m := range p.cfg.Models {
 		if m == p.cfg.Model {
 			continue
@@ -210,7 +226,7 @@ func (p *Pool) spawnFailedLocked(err error) (backoff time.Duration) {
 // toIdleLocked puts a process in the idle set, or retires it when the pool
 // is closed or keeps enough idle processes of other prompts. p.mu must be
 // held.
-func (p *Pool) toIdleLocked(proc *Process) {
+func (p *Pool) toIdleLocked(proc *pooled) {
 	if p.closed {
 		p.retireLocked(proc, RetireClosed)
 		return
@@ -255,7 +271,7 @@ func (p *Pool) toIdleLocked(proc *Process) {
 // the pool's default (Config.Prompt, or the empty prompt a request without
 // one gets): such a process serves only requests with its own prompt.
 // p.mu must be held.
-func (p *Pool) isForeign(proc *Process) bool {
+func (p *Pool) isForeign(proc *pooled) bool {
 	return proc.life.prompt != nil && *proc.life.prompt != p.defaultPrompt()
 }
 
@@ -270,18 +286,18 @@ func (p *Pool) defaultPrompt() SystemPrompt {
 // isSpare reports whether an idle process counts toward Config.Size: it
 // holds no conversation and can serve a request without a prompt of its
 // own.
-func (p *Pool) isSpare(proc *Process) bool { return proc.life.held == nil && !p.isForeign(proc) }
+func (p *Pool) isSpare(proc *pooled) bool { return proc.life.held == nil && !p.isForeign(proc) }
 
 // holding reports whether an idle process holds a conversation.
-func holding(proc *Process) bool { return proc.life.held != nil }
+func holding(proc *pooled) bool { return proc.life.held != nil }
 
 // holdsDefault reports whether an idle process holds a conversation and
 // would be a spare once reset.
-func (p *Pool) holdsDefault(proc *Process) bool { return proc.life.held != nil && !p.isForeign(proc) }
+func (p *Pool) holdsDefault(proc *pooled) bool { return proc.life.held != nil && !p.isForeign(proc) }
 
 // leaveIdleLocked takes an idle process out of the idle set and stops its
 // timers. p.mu must be held.
-func (p *Pool) leaveIdleLocked(proc *Process) {
+func (p *Pool) leaveIdleLocked(proc *pooled) {
 	p.idle.remove(proc)
 	for _, t := range []**time.Timer{&proc.life.idleTimer, &proc.life.holdTimer} {
 		if *t != nil {
@@ -293,7 +309,7 @@ func (p *Pool) leaveIdleLocked(proc *Process) {
 
 // claimLocked leases an idle process to a caller. A process that holds a
 // conversation is leased to continue it. p.mu must be held.
-func (p *Pool) claimLocked(proc *Process, start time.Time) {
+func (p *Pool) claimLocked(proc *pooled, start time.Time) {
 	p.leaveIdleLocked(proc)
 	p.setStateLocked(proc, stateLeased)
 	p.noteDemandLocked()
@@ -311,7 +327,7 @@ func (p *Pool) claimLocked(proc *Process, start time.Time) {
 
 // retireLocked takes proc out of service and stops it in the background.
 // p.mu must be held.
-func (p *Pool) retireLocked(proc *Process, reason RetireReason) {
+func (p *Pool) retireLocked(proc *pooled, reason RetireReason) {
 	if proc.life.retired {
 		return
 	}
@@ -347,7 +363,7 @@ func reasonIndex(r RetireReason) int {
 // the chat's conversation (h) for its continuation, or, without one, is
 // reset for the next chat in the background, unless it has served its
 // share of Config.MaxUses; any other end retires it.
-func (p *Pool) release(proc *Process, clean bool, h *held) {
+func (p *Pool) release(proc *pooled, clean bool, h *held) {
 	// A process that holds its conversation, or is deferred, is no
 	// spare: at the MaxProcs cap the refill then resets the least
 	// recently used held conversation to restore Size, off any chat's
@@ -380,7 +396,7 @@ func (p *Pool) release(proc *Process, clean bool, h *held) {
 
 // resetLocked starts the reset of a process that is leased, or idle and
 // holding a conversation. p.mu must be held.
-func (p *Pool) resetLocked(proc *Process) {
+func (p *Pool) resetLocked(proc *pooled) {
 	if proc.state.Load() == stateIdle {
 		p.leaveIdleLocked(proc)
 	}
@@ -392,7 +408,7 @@ func (p *Pool) resetLocked(proc *Process) {
 
 // endHold resets a process whose conversation was held for
 // Config.HoldConversations without a continuation.
-func (p *Pool) endHold(proc *Process, gen int) {
+func (p *Pool) endHold(proc *pooled, gen int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if proc.state.Load() == stateIdle && proc.life.idleGen == gen && proc.life.held != nil && !p.closed {
@@ -403,7 +419,7 @@ func (p *Pool) endHold(proc *Process, gen int) {
 
 // reset clears a process's conversation, puts its model back, and checks
 // its memory; then it goes back to the idle set, or is retired.
-func (p *Pool) reset(proc *Process) {
+func (p *Pool) reset(proc *pooled) {
 	defer p.wg.Done()
 	defer p.wakeFill()
 	start := time.Now()
@@ -438,13 +454,13 @@ func (p *Pool) reset(proc *Process) {
 
 // outgrown reports whether a process's memory exceeds Config.MaxRSS; it
 // then goes through a reset, which retires it.
-func (p *Pool) outgrown(proc *Process) bool {
+func (p *Pool) outgrown(proc *pooled) bool {
 	return p.cfg.MaxRSS > 0 && processRSS(proc.pid) > p.cfg.MaxRSS
 }
 
 // cleanLeased resets a leased process that held a conversation before it
 // serves another chat; a process whose reset fails is retired.
-func (p *Pool) cleanLeased(ctx context.Context, proc *Process) error {
+func (p *Pool) cleanLeased(ctx context.Context, proc *pooled) error {
 	p.counters.holdsTaken.Add(1)
 	err := p.clean(ctx, proc)
 	if err != nil {
@@ -461,12 +477,13 @@ func (p *Pool) cleanLeased(ctx context.Context, proc *Process) error {
 // process's base model. When a chat switched the model, or the init
 // names another one, set_model puts the pool's model back and its answer
 // must name the base model. A process that cannot prove it is not reused.
-func (p *Pool) clean(ctx context.Context, proc *Process) error {
-	model, err := proc.clearConversation(ctx)
+func (p *Pool) clean(ctx context.Context, proc *pooled) error {
+	l := &proc.life
+	session, model, err := proc.clearConversation(ctx, l.session)
 	if err != nil {
 		return err
 	}
-	l := &proc.life
+	l.session = session
 	if l.model == "" && (l.baseModel == "" || model == l.baseModel) {
 		// Nothing switched it since spawn: the init of a process whose
 		// model was never learned names its base model.
@@ -490,7 +507,7 @@ func (p *Pool) clean(ctx context.Context, proc *Process) error {
 }
 
 // expire retires a process that stayed idle longer than MaxIdle.
-func (p *Pool) expire(proc *Process, gen int) {
+func (p *Pool) expire(proc *pooled, gen int) {
 	p.mu.Lock()
 	if proc.state.Load() == stateIdle && proc.life.idleGen == gen {
 		p.retireLocked(proc, RetireIdle)
@@ -504,7 +521,7 @@ func (p *Pool) expire(proc *Process, gen int) {
 // whose idle processes nothing else bounds, when the pool does not need
 // it: a spare while there are more than Size, or a process kept for
 // another prompt.
-func (p *Pool) shrink(proc *Process, gen int) {
+func (p *Pool) shrink(proc *pooled, gen int) {
 	p.mu.Lock()
 	if proc.state.Load() == stateIdle && proc.life.idleGen == gen && !p.closed {
 		switch {
@@ -520,10 +537,11 @@ func (p *Pool) shrink(proc *Process, gen int) {
 }
 
 // exited is called by a process's reaper once it has exited.
-func (p *Pool) exited(proc *Process) {
+func (p *Pool) exited(cp *Process) {
 	// Nothing can be written to it any more: release the pipe.
-	_ = proc.CloseStdin()
+	_ = cp.CloseStdin()
 	p.mu.Lock()
+	proc := p.live[cp]
 	if proc.state.Load() == stateIdle {
 		p.leaveIdleLocked(proc)
 		p.counters.deadIdle.Add(1)
@@ -535,12 +553,9 @@ func (p *Pool) exited(proc *Process) {
 		p.evicting--
 	}
 	p.setStateLocked(proc, stateRetired)
-	delete(p.live, proc)
+	delete(p.live, cp)
 	p.notifyLocked()
 	p.mu.Unlock()
 	p.releaseSlot()
 	p.wakeFill()
 }
-
-// errResetUnconfirmed is wrapped when a reset's answer lacks its proof.
-var errResetUnconfirmed = fmt.Errorf("claudepool: reset not confirmed")

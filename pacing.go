@@ -32,7 +32,7 @@ type pacer struct {
 	seq, since uint64
 	// deferred has the processes whose reset waits; timer bounds that
 	// wait.
-	deferred []*Process
+	deferred []*pooled
 	timer    *time.Timer
 }
 
@@ -144,7 +144,7 @@ func (p *Pool) endPauses() {
 // deferResetLocked defers the reset of a process a chat gave back, in the
 // resetting state, until the next chat has sent its API request, or
 // resetDeferral has passed without one. p.mu must be held.
-func (p *Pool) deferResetLocked(proc *Process) {
+func (p *Pool) deferResetLocked(proc *pooled) {
 	pc := &p.pacing
 	if len(pc.deferred) == 0 {
 		// A new batch: it waits resetDeferral at most, however many

@@ -47,8 +47,9 @@ type Pool struct {
 	slots chan struct{}
 
 	mu sync.Mutex // guards the fields below and every process's state
-	// live holds every process that has not been reaped yet.
-	live   map[*Process]struct{}
+	// live holds the pool's record of every process that has not been
+	// reaped yet, by the process.
+	live   map[*Process]*pooled
 	idle   idleSet
 	count  [numStates]int // processes in each state
 	closed bool
@@ -99,7 +100,7 @@ func NewPool(cfg Config) (*Pool, error) {
 		log:     cfg.Logger,
 		wake:    make(chan struct{}, 1),
 		killed:  make(chan struct{}),
-		live:    make(map[*Process]struct{}),
+		live:    make(map[*Process]*pooled),
 		changed: make(chan struct{}),
 
 		surplusIdle: DefaultSurplusIdle,

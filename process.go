@@ -59,11 +59,9 @@ type Process struct {
 
 	spawnedAt time.Time
 
-	// The process's place in its pool's lifecycle (see lifecycle.go).
-	// state changes only under the pool's mutex; it is atomic so that a
-	// lock-free read sees a recent value.
-	state atomic.Int32
-	life  life
+	// handed is what the pool tells the caller who acquired the process
+	// (Warm, AcquireInfo, SystemPrompt), set before Acquire returns it.
+	handed handout
 
 	done chan struct{} // closed once the process has been reaped
 	// waited is closed once cmd.Wait has returned: the process has
@@ -102,21 +100,27 @@ type AcquireInfo struct {
 // PID returns the operating system's process ID.
 func (p *Process) PID() int { return p.pid }
 
+// handout is what a caller of Acquire is told about its process.
+type handout struct {
+	acquire AcquireInfo
+	prompt  *SystemPrompt // from its first initialize; nil while it has had none
+}
+
 // Warm reports whether the process came ready from the pool.
-func (p *Process) Warm() bool { return p.life.acquire.Warm }
+func (p *Process) Warm() bool { return p.handed.acquire.Warm }
 
 // AcquireInfo reports how the process was acquired.
-func (p *Process) AcquireInfo() AcquireInfo { return p.life.acquire }
+func (p *Process) AcquireInfo() AcquireInfo { return p.handed.acquire }
 
 // SystemPrompt returns the system prompt the process was given by its
 // first initialize, and false while it has had none: only the first
 // initialize of a process sets its prompt, so a caller of Acquire sends
 // its own only when ok is false.
 func (p *Process) SystemPrompt() (sp SystemPrompt, ok bool) {
-	if p.life.prompt == nil {
+	if p.handed.prompt == nil {
 		return SystemPrompt{}, false
 	}
-	return *p.life.prompt, true
+	return *p.handed.prompt, true
 }
 
 // WriteLine writes line and a newline to the process's stdin. line must

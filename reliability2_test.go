@@ -189,7 +189,7 @@ func TestDeadWarmProcessReplacedAtClaim(t *testing.T) {
 
 	fp.mu.Lock()
 	victim := fp.idle.best(&SystemPrompt{}) // the process the chat will take
-	var other *Process
+	var other *pooled
 	for _, proc := range fp.idle.procs {
 		if proc != victim {
 			other = proc

@@ -1,7 +1,6 @@
 package claudepool
 
 import (
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -128,33 +127,6 @@ func RenderTranscript(msgs []Message) string {
 // transcriptEscaper escapes message text in a rendered transcript.
 var transcriptEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
 
-// userLine is the stream-json input line carrying the user's message.
-//
-// TextNotTyped marks the message as text that no person typed at the CLI's
-// prompt: the CLI (2.1.330) then runs no slash command for it, and sends
-// it to the API as it is. Without it, a message whose text starts with "/"
-// (after white space) runs as a command: "/model X" switches the process's
-// model, "/config" writes the settings file, "/compact" or "/init" run
-// prompts of their own, and the API never sees the text. Every chat's line
-// carries it; the pool's own /clear is the one line without it.
-type userLine struct {
-	Type            string      `json:"type"`
-	SessionID       string      `json:"session_id"`
-	Message         userMessage `json:"message"`
-	ParentToolUseID *string     `json:"parent_tool_use_id"`
-	TextNotTyped    bool        `json:"text_not_typed,omitempty"`
-}
-
-type userMessage struct {
-	Role    string      `json:"role"`
-	Content []textBlock `json:"content"`
-}
-
-type textBlock struct {
-	Type string `json:"type"`
-	Text string `json:"text"`
-}
-
 // encodedRequest is a validated request turned into what goes on stdin.
 type encodedRequest struct {
 	prompt SystemPrompt // the request's own setting; zero when it has none
@@ -186,18 +158,4 @@ func (r *Request) encode() (*encodedRequest, error) {
 		enc.last = enc.user
 	}
 	return enc, nil
-}
-
-// encodeUserLine encodes the stream-json user line carrying text, as data
-// the CLI never runs as a command.
-func encodeUserLine(text string) ([]byte, error) {
-	line, err := json.Marshal(userLine{
-		Type:         "user",
-		Message:      userMessage{Role: "user", Content: []textBlock{{Type: "text", Text: text}}},
-		TextNotTyped: true,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
-	}
-	return line, nil
 }

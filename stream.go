@@ -39,7 +39,7 @@ type Stream struct {
 	failFast *Retry
 
 	leaseMu sync.Mutex // guards proc, acquire, leased and interrupted
-	proc    *Process
+	proc    *pooled
 	// acquire is how proc was obtained, copied at the lease: the pool may
 	// lease proc to another chat once this one is done with it.
 	acquire AcquireInfo
@@ -83,7 +83,7 @@ type StreamLatency struct {
 
 // newStream hands proc to a new Stream and starts its reader and watcher,
 // as goroutines of the pool, which Close joins.
-func newStream(ctx context.Context, p *Pool, proc *Process, pause *refillPause, enc *encodedRequest, prompt SystemPrompt, model string, start time.Time) (*Stream, error) {
+func newStream(ctx context.Context, p *Pool, proc *pooled, pause *refillPause, enc *encodedRequest, prompt SystemPrompt, model string, start time.Time) (*Stream, error) {
 	s := &Stream{
 		pool:    p,
 		proc:    proc,
@@ -241,7 +241,7 @@ func (s *Stream) aborted() bool {
 }
 
 // current returns the stream's process.
-func (s *Stream) current() *Process {
+func (s *Stream) current() *pooled {
 	s.leaseMu.Lock()
 	defer s.leaseMu.Unlock()
 	return s.proc
@@ -540,11 +540,13 @@ const maxHandshakeAttempts = 3
 
 // send sets up p for the request and writes the user line; sent reports
 // whether the line was written.
-func (s *Stream) send(p *Process) (sent bool, err error) {
+func (s *Stream) send(p *pooled) (sent bool, err error) {
 	if p.life.prompt == nil {
 		if err := p.initialize(s.ctx, s.prompt); err != nil {
 			return false, err
 		}
+		sp := s.prompt
+		p.life.prompt = &sp
 	}
 	if m := s.model; m != p.life.model {
 		if _, err := p.setModel(s.ctx, m); err != nil {
@@ -564,7 +566,7 @@ func (s *Stream) send(p *Process) (sent bool, err error) {
 
 // waitExit waits up to StopGrace for the process to exit after its output
 // ended, then stops it.
-func (s *Stream) waitExit(p *Process) {
+func (s *Stream) waitExit(p *pooled) {
 	t := time.NewTimer(s.pool.cfg.StopGrace)
 	defer t.Stop()
 	select {
