@@ -122,9 +122,9 @@ func (p *Pool) takeLocked(want *SystemPrompt, start time.Time) (proc *pooled, di
 }
 
 // lease takes a process for a chat: the one that holds the conversation
-// the request continues (cont, nil when it continues none), else as
-// acquire does.
-func (p *Pool) lease(ctx context.Context, start time.Time, want *SystemPrompt, cont *contKeys, pause bool) (*pooled, *refillPause, error) {
+// the chat continues, else as acquire does, pausing the refill.
+func (p *Pool) lease(ctx context.Context, c *chatRequest) (*pooled, *refillPause, error) {
+	start, cont := c.start, c.cont
 	if cont != nil && !p.isClosed() && ctx.Err() == nil {
 		p.mu.Lock()
 		proc := p.idle.holding(cont.key)
@@ -143,7 +143,7 @@ func (p *Pool) lease(ctx context.Context, start time.Time, want *SystemPrompt, c
 			return proc, nil, nil
 		}
 	}
-	return p.acquire(ctx, start, want, pause)
+	return p.acquire(ctx, start, &c.prompt, true)
 }
 
 // contKeys are the keys of the conversation a request continues.

@@ -56,40 +56,34 @@ func (a *Adapter) Pool() *Pool { return a.pool }
 // false and Err returns ctx.Err(). The caller must Close the Stream.
 func (a *Adapter) StreamChat(ctx context.Context, req Request) (*Stream, error) {
 	start := time.Now()
-	enc, err := req.encode()
+	c, err := req.encode()
 	if err != nil {
 		return nil, err
 	}
-	prompt := a.promptFor(enc)
-	model := a.modelFor(enc.model)
-	var cont *contKeys
-	if key, msgKey, ok := continuation(prompt, model, enc.msgs); ok && a.pool.cfg.HoldConversations > 0 {
-		cont = &contKeys{key, msgKey}
-	}
-	proc, pause, err := a.pool.lease(ctx, start, &prompt, cont, true)
+	a.settle(c, start)
+	proc, pause, err := a.pool.lease(ctx, c)
 	if err != nil {
 		return nil, err
 	}
-	if p := a.pool.cfg.Prompt; p != nil && prompt != *p && !proc.life.acquire.Warm {
+	if p := a.pool.cfg.Prompt; p != nil && c.prompt != *p && !proc.life.acquire.Warm {
 		a.pool.counters.promptCold.Add(1)
 	}
-	return newStream(ctx, a.pool, proc, pause, enc, prompt, model, start)
+	return newStream(ctx, a.pool, c, proc, pause)
 }
 
-// modelFor returns the model a process must be switched to for a request
-// that names model: "" when the pool's model serves it.
-func (a *Adapter) modelFor(model string) string {
-	if model == a.pool.cfg.Model {
-		return ""
+// settle decides what an encoded request runs with: its system prompt
+// (its own, else the pool's Config.Prompt, else the empty prompt), the
+// model to switch to ("" when the pool's model serves it), and the held
+// conversation it may continue.
+func (a *Adapter) settle(c *chatRequest, start time.Time) {
+	c.start = start
+	if c.prompt == (SystemPrompt{}) && a.pool.cfg.Prompt != nil {
+		c.prompt = *a.pool.cfg.Prompt
 	}
-	return model
-}
-
-// promptFor returns the system prompt a request runs with: its own, else
-// the pool's Config.Prompt, else the empty prompt.
-func (a *Adapter) promptFor(enc *encodedRequest) SystemPrompt {
-	if enc.prompt == (SystemPrompt{}) && a.pool.cfg.Prompt != nil {
-		return *a.pool.cfg.Prompt
+	if c.model == a.pool.cfg.Model {
+		c.model = ""
 	}
-	return enc.prompt
+	if key, msgKey, ok := continuation(c.prompt, c.model, c.msgs); ok && a.pool.cfg.HoldConversations > 0 {
+		c.cont = &contKeys{key, msgKey}
+	}
 }

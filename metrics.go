@@ -152,10 +152,10 @@ func (s *Stream) reportEnd(err error) {
 	if hook == nil {
 		return
 	}
-	model := s.model
+	model := s.req.model
 	if model == "" {
 		model = p.cfg.Model
 	}
 	hook(StreamEnd{Outcome: o, Err: err, Model: model, Acquire: s.Acquire(), Latency: l,
-		Duration: time.Since(s.start), Result: r})
+		Duration: time.Since(s.req.start), Result: r})
 }

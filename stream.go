@@ -23,12 +23,9 @@ import (
 // interrupts a turn still running. Next, Event, Err and Close are meant
 // for one goroutine; Result, Acquire and Latency may be called from any.
 type Stream struct {
-	pool   *Pool
-	ctx    context.Context
-	enc    *encodedRequest
-	prompt SystemPrompt // the system prompt the turn runs with
-	model  string       // the model to switch to; "" for the pool's
-	start  time.Time
+	pool *Pool
+	ctx  context.Context
+	req  *chatRequest
 	// pause holds back the replacement of the stream's warm process
 	// until about when the CLI has sent its API request; nil when there
 	// is none.
@@ -81,19 +78,16 @@ type StreamLatency struct {
 	Result time.Duration
 }
 
-// newStream hands proc to a new Stream and starts its reader and watcher,
-// as goroutines of the pool, which Close joins.
-func newStream(ctx context.Context, p *Pool, proc *pooled, pause *refillPause, enc *encodedRequest, prompt SystemPrompt, model string, start time.Time) (*Stream, error) {
+// newStream hands proc to a new Stream for the request c and starts its
+// reader and watcher, as goroutines of the pool, which Close joins.
+func newStream(ctx context.Context, p *Pool, c *chatRequest, proc *pooled, pause *refillPause) (*Stream, error) {
 	s := &Stream{
 		pool:    p,
 		proc:    proc,
 		acquire: proc.life.acquire,
 		leased:  true,
 		ctx:     ctx,
-		enc:     enc,
-		prompt:  prompt,
-		model:   model,
-		start:   start,
+		req:     c,
 		pause:   pause,
 		runDone: make(chan struct{}),
 		abortCh: make(chan struct{}),
@@ -351,12 +345,28 @@ func (s *Stream) serve() error {
 		return err
 	}
 	p := s.current()
-	var result *Result
-	// resultFirst is true when the result line arrived before any abort:
-	// then the result decides the outcome, even if the context ended
-	// right after.
-	resultFirst := false
-	for result == nil {
+	end, err := s.read(p)
+	if err != nil {
+		return err
+	}
+	return s.outcome(p, end)
+}
+
+// turnEnd is how the reading of a turn ended.
+type turnEnd struct {
+	result *Result // nil when the output ended without one
+	// first is true when the result line arrived before any abort: then
+	// the result decides the outcome, even if the context ended right
+	// after.
+	first bool
+}
+
+// read forwards the turn's events to the caller until its result line,
+// or until the output ends; by then the lease has ended. It returns an
+// error only for a failed read that decides the outcome by itself.
+func (s *Stream) read(p *pooled) (turnEnd, error) {
+	var end turnEnd
+	for end.result == nil {
 		line, err := p.ReadLine()
 		if errors.Is(err, io.EOF) {
 			break
@@ -364,88 +374,115 @@ func (s *Stream) serve() error {
 		if err != nil {
 			s.retire()
 			if s.aborted() || errors.Is(err, os.ErrClosed) {
-				break // the output was abandoned; the outcome is decided below
+				break // the output was abandoned; the outcome decides
 			}
 			if errors.Is(err, ErrLineTooLong) {
-				return err
+				return end, err
 			}
-			return fmt.Errorf("claudepool: read output of process %d: %w", p.pid, err)
+			return end, fmt.Errorf("claudepool: read output of process %d: %w", p.pid, err)
 		}
-		ev, ctrl, perr := parseLine(line)
-		if perr != nil {
-			s.pool.set.malformed.Add(1)
-			s.pool.log.Debug("claudepool: skipped a malformed output line", "pid", p.pid, "err", perr, "bytes", len(line))
+		ev, ok := s.decode(p, line)
+		if !ok {
 			continue
-		}
-		if ctrl != nil {
-			continue
-		}
-		if ev.Type == EventResult && ev.Result != nil && s.failFast != nil {
-			ev.Result = failedFast(ev.Result, s.failFast)
 		}
 		s.observe(ev)
 		s.pause.settle()
-		switch {
-		case ev.Type == EventRetry && ev.Retry != nil && s.failFast == nil && !Retryable(ev.Retry.ErrorStatus):
-			// The CLI retries statuses that can never succeed (a 401
-			// ten times over about three minutes): end the turn now. The
-			// process stays usable; its result reports the status.
-			s.failFast = ev.Retry
-			if err := p.interrupt(); err != nil {
-				s.pool.log.Debug("claudepool: interrupt a turn retrying a final API status", "pid", p.pid, "err", err)
-			}
-		case ev.Type == EventInit:
-			p.life.session = ev.SessionID
-			if p.life.model == "" && p.life.baseModel == "" && ev.Init != nil {
-				p.life.baseModel = ev.Init.Model
-			}
-		case ev.Type == EventResult:
-			result = ev.Result
-			resultFirst = !s.aborted()
-			if resultFirst {
-				// The turn is over: the process goes back to the pool
-				// before the caller sees the result, so that its reset
-				// overlaps with whatever the caller does next. It may
-				// hold the conversation for its continuation; a turn that
-				// failed leaves nothing worth continuing.
-				var h *held
-				if result != nil && !result.IsError {
-					h = heldAfter(s.prompt, s.model, s.enc.msgs, result.Text)
-				}
-				s.endLeaseHolding(true, h)
-			} else {
-				s.retire()
-			}
-		case ev.Type == EventUnknown && ev.Subtype == "result":
-			// A result line whose fields could not be decoded: never
-			// mistake it for a success, and never trust the process again.
-			result = &Result{IsError: true, Subtype: "malformed", Text: "claudepool: the result line could not be decoded"}
-			resultFirst = !s.aborted()
-			s.retire()
-		}
-		if !s.aborted() || resultFirst {
+		s.act(p, ev, &end)
+		if !s.aborted() || end.first {
 			s.push(ev)
 		}
 	}
-	if result == nil {
+	if end.result == nil {
 		// The output ended without a result: the process is exiting.
 		s.waitExit(p)
 		s.endLease(false)
 	}
+	return end, nil
+}
+
+// decode parses an output line into the event the caller gets. Malformed
+// lines are counted and skipped, and so are control responses (to the
+// stream's own interrupt).
+func (s *Stream) decode(p *pooled, line []byte) (Event, bool) {
+	ev, ctrl, err := parseLine(line)
 	switch {
-	case result != nil && resultFirst:
-		if result.IsError {
-			return newResultError(result)
+	case err != nil:
+		s.pool.set.malformed.Add(1)
+		s.pool.log.Debug("claudepool: skipped a malformed output line", "pid", p.pid, "err", err, "bytes", len(line))
+		return ev, false
+	case ctrl != nil:
+		return ev, false
+	}
+	if ev.Type == EventResult && ev.Result != nil && s.failFast != nil {
+		ev.Result = failedFast(ev.Result, s.failFast)
+	}
+	return ev, true
+}
+
+// act does what an event asks of the stream: it interrupts a turn whose
+// API request failed for good, records what the process reports, and at
+// the result gives the process back (see settleLease).
+func (s *Stream) act(p *pooled, ev Event, end *turnEnd) {
+	switch {
+	case ev.Type == EventRetry && ev.Retry != nil && s.failFast == nil && !Retryable(ev.Retry.ErrorStatus):
+		// The CLI retries statuses that can never succeed (a 401 ten
+		// times over about three minutes): end the turn now. The process
+		// stays usable; its result reports the status.
+		s.failFast = ev.Retry
+		if err := p.interrupt(); err != nil {
+			s.pool.log.Debug("claudepool: interrupt a turn retrying a final API status", "pid", p.pid, "err", err)
+		}
+	case ev.Type == EventInit:
+		p.life.session = ev.SessionID
+		if p.life.model == "" && p.life.baseModel == "" && ev.Init != nil {
+			p.life.baseModel = ev.Init.Model
+		}
+	case ev.Type == EventResult:
+		end.result, end.first = ev.Result, !s.aborted()
+		s.settleLease(end)
+	case ev.Type == EventUnknown && ev.Subtype == "result":
+		// A result line whose fields could not be decoded: never mistake
+		// it for a success, and never trust the process again.
+		end.result = &Result{IsError: true, Subtype: "malformed", Text: "claudepool: the result line could not be decoded"}
+		end.first = !s.aborted()
+		s.retire()
+	}
+}
+
+// settleLease ends the lease at the turn's result. A turn that ended
+// before any abort gives its process back before the caller sees the
+// result, so that its reset overlaps with whatever the caller does next;
+// it may hold the conversation for its continuation, unless the turn
+// failed. A turn an abort reached first retires its process.
+func (s *Stream) settleLease(end *turnEnd) {
+	if !end.first {
+		s.retire()
+		return
+	}
+	var h *held
+	if r := end.result; r != nil && !r.IsError {
+		h = heldAfter(s.req.prompt, s.req.model, s.req.msgs, r.Text)
+	}
+	s.endLeaseHolding(true, h)
+}
+
+// outcome is the stream's error once the turn's reading has ended.
+func (s *Stream) outcome(p *pooled, end turnEnd) error {
+	r := end.result
+	switch {
+	case r != nil && end.first:
+		if r.IsError {
+			return newResultError(r)
 		}
 		return nil
 	case s.aborted():
 		return s.abortErr
 	case s.pool.killedByClose():
 		return fmt.Errorf("%w: Close ended the chat: %w", ErrClosed, p.exitWithoutResult())
-	case result == nil:
+	case r == nil:
 		return p.exitWithoutResult()
-	case result.IsError:
-		return newResultError(result)
+	case r.IsError:
+		return newResultError(r)
 	default:
 		return nil
 	}
@@ -473,7 +510,7 @@ func (s *Stream) handshake() error {
 		s.pool.log.Warn("claudepool: process was dead at claim; taking another", "pid", p.pid, "err", err)
 		p.abandonOutput() // nobody reads it any more
 		s.endLease(false)
-		next, _, aerr := s.pool.acquire(s.ctx, s.start, &s.prompt, false)
+		next, _, aerr := s.pool.acquire(s.ctx, s.req.start, &s.req.prompt, false)
 		if aerr != nil {
 			return aerr
 		}
@@ -542,21 +579,21 @@ const maxHandshakeAttempts = 3
 // whether the line was written.
 func (s *Stream) send(p *pooled) (sent bool, err error) {
 	if p.life.prompt == nil {
-		if err := p.initialize(s.ctx, s.prompt); err != nil {
+		if err := p.initialize(s.ctx, s.req.prompt); err != nil {
 			return false, err
 		}
-		sp := s.prompt
+		sp := s.req.prompt
 		p.life.prompt = &sp
 	}
-	if m := s.model; m != p.life.model {
+	if m := s.req.model; m != p.life.model {
 		if _, err := p.setModel(s.ctx, m); err != nil {
 			return false, err
 		}
 		p.life.model = m
 	}
-	line := s.enc.user
+	line := s.req.user
 	if s.Acquire().Sticky {
-		line = s.enc.last
+		line = s.req.last
 	}
 	if err := p.WriteLine(line); err != nil {
 		return false, p.exitedBefore("the user message", err)
@@ -592,7 +629,7 @@ func (s *Stream) stopProcess() {
 
 // observe records the stream's timings for an event.
 func (s *Stream) observe(ev Event) {
-	since := time.Since(s.start)
+	since := time.Since(s.req.start)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.latency.FirstEvent == 0 {
