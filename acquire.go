@@ -86,7 +86,7 @@ func (p *Pool) acquire(ctx context.Context, start time.Time, want *SystemPrompt,
 	if proc == nil || dirty {
 		p.endPauses()
 	}
-	if dirty && p.cleanLeased(ctx, proc) != nil {
+	if dirty && p.giveWay(ctx, proc) != nil {
 		proc = nil
 	}
 	var hr *refillPause
@@ -105,17 +105,15 @@ func (p *Pool) acquire(ctx context.Context, start time.Time, want *SystemPrompt,
 // takeLocked leases the idle process that suits a request with prompt
 // want: one without a conversation (see idleSet.best), else the least
 // recently used one that holds a conversation with want, which the caller
-// must then reset (dirty). p.mu must be held.
+// must then reset (dirty; see giveWay). p.mu must be held.
 func (p *Pool) takeLocked(want *SystemPrompt, start time.Time) (proc *pooled, dirty bool) {
 	proc = p.idle.best(want)
 	if proc == nil && want != nil {
-		proc = p.idle.oldest(func(q *pooled) bool {
-			return q.life.held != nil && *q.life.prompt == *want
-		})
+		proc = p.heldWithLocked(*want)
 		dirty = proc != nil
 	}
 	if proc != nil {
-		proc.life.held = nil
+		proc.life.held = nil // given way: the chat continues nothing
 		p.claimLocked(proc, start)
 	}
 	return proc, dirty
@@ -124,30 +122,14 @@ func (p *Pool) takeLocked(want *SystemPrompt, start time.Time) (proc *pooled, di
 // lease takes a process for a chat: the one that holds the conversation
 // the chat continues, else as acquire does, pausing the refill.
 func (p *Pool) lease(ctx context.Context, c *chatRequest) (*pooled, *refillPause, error) {
-	start, cont := c.start, c.cont
-	if cont != nil && !p.isClosed() && ctx.Err() == nil {
-		p.mu.Lock()
-		proc := p.idle.holding(cont.key)
-		switch {
-		case proc != nil:
-			p.claimLocked(proc, start)
-			p.counters.stickyHits.Add(1)
-		case p.idle.holdingMessages(cont.msgKey):
-			p.counters.stickyMissSettings.Add(1)
-		default:
-			p.counters.stickyMissNone.Add(1)
-		}
-		p.mu.Unlock()
-		if proc != nil {
+	if c.cont != nil && !p.isClosed() && ctx.Err() == nil {
+		if proc := p.continueHeld(c); proc != nil {
 			p.logAcquire(proc)
 			return proc, nil, nil
 		}
 	}
-	return p.acquire(ctx, start, &c.prompt, true)
+	return p.acquire(ctx, c.start, &c.prompt, true)
 }
-
-// contKeys are the keys of the conversation a request continues.
-type contKeys struct{ key, msgKey convKey }
 
 // acquireCold spawns a process for an acquire that found none idle. At
 // the MaxProcs cap it waits for a slot, and takes an idle process that
@@ -216,7 +198,7 @@ func (p *Pool) waitSlot(ctx context.Context, start time.Time, want *SystemPrompt
 		changed := p.changed
 		if proc, dirty := p.takeLocked(want, start); proc != nil {
 			p.mu.Unlock()
-			if dirty && p.cleanLeased(ctx, proc) != nil {
+			if dirty && p.giveWay(ctx, proc) != nil {
 				continue
 			}
 			p.wakeFill()

@@ -1,6 +1,7 @@
 package claudepool
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"time"
@@ -21,9 +22,12 @@ import (
 // falls back to a process without a conversation and the rendered
 // transcript (RenderTranscript).
 //
-// A held conversation is an idle process with state. It is reset and
-// given to a request that needs a process when nothing else suits, to the
-// refill when spares run short, and after Config.HoldConversations.
+// A held conversation is an idle process with state. It gives way — it
+// is reset — for a request that needs a process when nothing else suits
+// (giveWay), for the refill when spares run short (giveWayToSpareLocked),
+// beyond max(Size, 1) held without MaxProcs, and after
+// Config.HoldConversations (expire). This file holds all of it: the keys,
+// holding, matching and giving way.
 
 // DefaultHoldConversations is how long an idle process holds the
 // conversation of its last chat by default.
@@ -84,3 +88,92 @@ func heldAfter(prompt SystemPrompt, model string, msgs []Message, reply string) 
 	key, msgKey := conversationKeys(prompt, model, all)
 	return &held{key: key, msgKey: msgKey}
 }
+
+// contKeys are the keys of the conversation a request continues.
+type contKeys struct{ key, msgKey convKey }
+
+// holdLocked starts the hold of the conversation an idle process just
+// took in (proc.life.held): it ends after Config.HoldConversations. Without
+// MaxProcs nothing else bounds the processes that hold conversations:
+// beyond max(Size, 1), the least recently used gives its conversation
+// up. p.mu must be held.
+func (p *Pool) holdLocked(proc *pooled, gen int) {
+	proc.life.holdTimer = time.AfterFunc(p.cfg.HoldConversations, func() { p.expireHold(proc, gen) })
+	if p.slots == nil && p.idle.count(holding) > max(p.cfg.Size, 1) {
+		p.counters.holdsTaken.Add(1)
+		p.resetLocked(p.idle.oldest(holding))
+	}
+}
+
+// expireHold resets a process whose conversation was held for
+// Config.HoldConversations without a continuation.
+func (p *Pool) expireHold(proc *pooled, gen int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if proc.state.Load() == stateIdle && proc.life.idleGen == gen && proc.life.held != nil && !p.closed {
+		p.counters.holdsExpired.Add(1)
+		p.resetLocked(proc)
+	}
+}
+
+// continueHeld leases the idle process that holds the conversation c
+// continues, and counts the hit or why it missed; nil on a miss.
+func (p *Pool) continueHeld(c *chatRequest) *pooled {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var proc *pooled
+	for _, q := range p.idle.procs {
+		if q.life.held != nil && q.life.held.key == c.cont.key {
+			proc = q
+			break
+		}
+	}
+	switch {
+	case proc != nil:
+		p.claimLocked(proc, c.start)
+		p.counters.stickyHits.Add(1)
+	case p.idle.count(func(q *pooled) bool { return q.life.held != nil && q.life.held.msgKey == c.cont.msgKey }) > 0:
+		p.counters.stickyMissSettings.Add(1)
+	default:
+		p.counters.stickyMissNone.Add(1)
+	}
+	return proc
+}
+
+// heldWithLocked returns the least recently used idle process that holds
+// a conversation with system prompt want, or nil: it can serve another
+// request with want once it gave way. p.mu must be held.
+func (p *Pool) heldWithLocked(want SystemPrompt) *pooled {
+	return p.idle.oldest(func(q *pooled) bool { return q.life.held != nil && *q.life.prompt == want })
+}
+
+// giveWay resets a leased process that held a conversation before it
+// serves another chat; a process whose reset fails is retired.
+func (p *Pool) giveWay(ctx context.Context, proc *pooled) error {
+	p.counters.holdsTaken.Add(1)
+	err := p.clean(ctx, proc)
+	if err != nil {
+		p.log.Warn("claudepool: reset failed", "pid", proc.pid, "err", err)
+		p.mu.Lock()
+		p.retireLocked(proc, RetireResetFailed)
+		p.mu.Unlock()
+	}
+	return err
+}
+
+// giveWayToSpareLocked resets the least recently used held conversation
+// that would be a spare once reset (it carries the pool's default prompt),
+// for the refill at the MaxProcs cap: a reset costs a fraction of a spawn.
+// It reports whether there was one. p.mu must be held.
+func (p *Pool) giveWayToSpareLocked() bool {
+	h := p.idle.oldest(func(q *pooled) bool { return q.life.held != nil && !p.isForeign(q) })
+	if h == nil {
+		return false
+	}
+	p.counters.holdsTaken.Add(1)
+	p.resetLocked(h)
+	return true
+}
+
+// holding reports whether an idle process holds a conversation.
+func holding(proc *pooled) bool { return proc.life.held != nil }

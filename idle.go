@@ -65,28 +65,6 @@ func (s *idleSet) oldest(match func(*pooled) bool) *pooled {
 	return nil
 }
 
-// holding returns the idle process that holds the conversation key, or
-// nil.
-func (s *idleSet) holding(key convKey) *pooled {
-	for _, p := range s.procs {
-		if p.life.held != nil && p.life.held.key == key {
-			return p
-		}
-	}
-	return nil
-}
-
-// holdingMessages reports whether an idle process holds a conversation
-// with these messages, whatever its prompt and model.
-func (s *idleSet) holdingMessages(msgKey convKey) bool {
-	for _, p := range s.procs {
-		if p.life.held != nil && p.life.held.msgKey == msgKey {
-			return true
-		}
-	}
-	return false
-}
-
 // count returns how many idle processes satisfy keep.
 func (s *idleSet) count(keep func(*pooled) bool) int {
 	n := 0

@@ -243,19 +243,10 @@ func (p *Pool) toIdleLocked(proc *pooled) {
 		// not need for Size goes after surplusIdle.
 		proc.life.idleTimer = time.AfterFunc(p.surplusIdle, func() { p.shrink(proc, gen) })
 	}
-	if proc.life.held != nil {
-		proc.life.holdTimer = time.AfterFunc(p.cfg.HoldConversations, func() { p.endHold(proc, gen) })
-	}
 	p.setStateLocked(proc, stateIdle)
 	p.idle.add(proc)
-	if p.slots == nil && proc.life.held != nil {
-		// Without MaxProcs nothing else bounds the processes that hold
-		// conversations: beyond max(Size, 1), the least recently used
-		// gives its conversation up.
-		if p.idle.count(holding) > max(p.cfg.Size, 1) {
-			p.counters.holdsTaken.Add(1)
-			p.resetLocked(p.idle.oldest(holding))
-		}
+	if proc.life.held != nil {
+		p.holdLocked(proc, gen)
 	}
 	if p.slots == nil && p.isForeign(proc) {
 		// Without MaxProcs nothing else bounds the processes kept for
@@ -287,13 +278,6 @@ func (p *Pool) defaultPrompt() SystemPrompt {
 // holds no conversation and can serve a request without a prompt of its
 // own.
 func (p *Pool) isSpare(proc *pooled) bool { return proc.life.held == nil && !p.isForeign(proc) }
-
-// holding reports whether an idle process holds a conversation.
-func holding(proc *pooled) bool { return proc.life.held != nil }
-
-// holdsDefault reports whether an idle process holds a conversation and
-// would be a spare once reset.
-func (p *Pool) holdsDefault(proc *pooled) bool { return proc.life.held != nil && !p.isForeign(proc) }
 
 // leaveIdleLocked takes an idle process out of the idle set and stops its
 // timers. p.mu must be held.
@@ -406,17 +390,6 @@ func (p *Pool) resetLocked(proc *pooled) {
 	go p.reset(proc)
 }
 
-// endHold resets a process whose conversation was held for
-// Config.HoldConversations without a continuation.
-func (p *Pool) endHold(proc *pooled, gen int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if proc.state.Load() == stateIdle && proc.life.idleGen == gen && proc.life.held != nil && !p.closed {
-		p.counters.holdsExpired.Add(1)
-		p.resetLocked(proc)
-	}
-}
-
 // reset clears a process's conversation, puts its model back, and checks
 // its memory; then it goes back to the idle set, or is retired.
 func (p *Pool) reset(proc *pooled) {
@@ -456,20 +429,6 @@ func (p *Pool) reset(proc *pooled) {
 // then goes through a reset, which retires it.
 func (p *Pool) outgrown(proc *pooled) bool {
 	return p.cfg.MaxRSS > 0 && processRSS(proc.pid) > p.cfg.MaxRSS
-}
-
-// cleanLeased resets a leased process that held a conversation before it
-// serves another chat; a process whose reset fails is retired.
-func (p *Pool) cleanLeased(ctx context.Context, proc *pooled) error {
-	p.counters.holdsTaken.Add(1)
-	err := p.clean(ctx, proc)
-	if err != nil {
-		p.log.Warn("claudepool: reset failed", "pid", proc.pid, "err", err)
-		p.mu.Lock()
-		p.retireLocked(proc, RetireResetFailed)
-		p.mu.Unlock()
-	}
-	return err
 }
 
 // clean clears a process's conversation and proves that it runs the

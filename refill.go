@@ -75,9 +75,7 @@ func (p *Pool) launchSpawns() time.Duration {
 				// spawn), or else a process kept for another prompt
 				// gives its place to a spare; a reaped process wakes the
 				// filler.
-				if h := p.idle.oldest(p.holdsDefault); h != nil {
-					p.counters.holdsTaken.Add(1)
-					p.resetLocked(h)
+				if p.giveWayToSpareLocked() {
 					continue
 				}
 				if old := p.idle.oldest(p.isForeign); old != nil {
