@@ -148,7 +148,7 @@ func (p *Pool) acquireCold(ctx context.Context, start time.Time, want *SystemPro
 	}
 	cp, err := p.spawner.spawn()
 	if err != nil {
-		p.releaseSlot()
+		p.freeSlot()
 		if !errors.Is(err, ErrClosed) {
 			p.counters.spawnFailures.Add(1)
 			p.mu.Lock()
@@ -244,7 +244,7 @@ func (p *Pool) logAcquire(proc *pooled) {
 	}
 }
 
-func (p *Pool) releaseSlot() {
+func (p *Pool) freeSlot() {
 	if p.slots != nil {
 		<-p.slots
 	}

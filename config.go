@@ -21,9 +21,9 @@ const (
 	DefaultMaxLineBytes = 64 << 20
 	DefaultSpawnBackoff = 250 * time.Millisecond
 	// DefaultMaxUses is how many chats a process serves before it is
-	// retired. The real CLI's memory grows by about 1.2 MB a chat (190 MB
-	// idle, 311 MB after 100 chats); a fresh process costs about a
-	// CPU-second.
+	// retired. The real CLI's memory grows by about 0.8 MB a chat (about
+	// 160 MiB idle, 230-240 MiB after 90 chats); a fresh process costs
+	// about a CPU-second.
 	DefaultMaxUses = 100
 	// MaxSpawnBackoff caps the delay between spawn attempts while spawns
 	// keep failing.
@@ -80,9 +80,12 @@ type Config struct {
 
 	// Args are extra spawn-time flags, appended after the ones the pool
 	// sets (-p --input-format stream-json --output-format stream-json
-	// --verbose --no-session-persistence --tools ...). Settings that can
-	// only be set at spawn time (permission mode, MCP config, settings
-	// files, --max-turns) go here; a pool serves one such combination.
+	// --verbose --no-session-persistence --tools ..., --bare
+	// --setting-sources "" --strict-mcp-config without UserSettings,
+	// --model with Model, --include-partial-messages with
+	// PartialMessages). Settings that can only be set at spawn time
+	// (permission mode, MCP config, settings files, --max-turns) go here;
+	// a pool serves one such combination.
 	Args []string
 
 	// Dir is the working directory of every process. Default: a private,

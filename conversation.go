@@ -151,7 +151,7 @@ func (p *Pool) heldWithLocked(want SystemPrompt) *pooled {
 // serves another chat; a process whose reset fails is retired.
 func (p *Pool) giveWay(ctx context.Context, proc *pooled) error {
 	p.counters.holdsTaken.Add(1)
-	err := p.clean(ctx, proc)
+	err := p.resetConversation(ctx, proc)
 	if err != nil {
 		p.log.Warn("claudepool: reset failed", "pid", proc.pid, "err", err)
 		p.mu.Lock()

@@ -157,13 +157,13 @@ func (p *Pool) spawnWarm() {
 	p.spawning--
 	if err != nil {
 		backoff := p.spawnFailedLocked(err)
-		failures, closed := p.consecutiveFailures, p.closed
+		failures, closed := p.warmFailures, p.closed
 		if proc != nil && proc.state.Load() == stateStarting {
 			p.setStateLocked(proc, stateRetired)
 		}
 		p.mu.Unlock()
 		if proc == nil {
-			p.releaseSlot()
+			p.freeSlot()
 		} else {
 			proc.kill()
 			proc.abandonOutput()
@@ -173,7 +173,7 @@ func (p *Pool) spawnWarm() {
 		}
 		return
 	}
-	p.consecutiveFailures, p.spawnStreak = 0, 0
+	p.warmFailures, p.spawnStreak = 0, 0
 	p.lastSpawnErr = nil
 	p.nextAttempt = time.Time{}
 	if proc.state.Load() != stateStarting {
@@ -208,8 +208,8 @@ func (p *Pool) confirmModels(proc *pooled) error {
 
 // spawnFailedLocked records a failed spawn and schedules the next attempt.
 func (p *Pool) spawnFailedLocked(err error) (backoff time.Duration) {
-	p.consecutiveFailures++
-	backoff = p.cfg.SpawnBackoff << min(p.consecutiveFailures-1, 20)
+	p.warmFailures++
+	backoff = p.cfg.SpawnBackoff << min(p.warmFailures-1, 20)
 	backoff = min(backoff, MaxSpawnBackoff)
 	if p.closed {
 		backoff = 0
@@ -343,16 +343,19 @@ func reasonIndex(r RetireReason) int {
 	panic("claudepool: unknown retire reason " + string(r))
 }
 
-// release ends a chat's lease. A process whose chat ended cleanly holds
+// giveBack ends a chat's lease. A process whose chat ended cleanly holds
 // the chat's conversation (h) for its continuation, or, without one, is
 // reset for the next chat in the background, unless it has served its
 // share of Config.MaxUses; any other end retires it.
-func (p *Pool) release(proc *pooled, clean bool, h *held) {
+func (p *Pool) giveBack(proc *pooled, clean bool, h *held) {
 	// A process that holds its conversation, or is deferred, is no
 	// spare: at the MaxProcs cap the refill then resets the least
 	// recently used held conversation to restore Size, off any chat's
 	// path.
 	defer p.wakeFill()
+	// A process grown past MaxRSS holds nothing: its reset retires it.
+	// /proc is read before the lock, which no caller should wait on.
+	hold := h != nil && p.cfg.HoldConversations > 0 && !p.outgrown(proc)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	switch {
@@ -365,7 +368,7 @@ func (p *Pool) release(proc *pooled, clean bool, h *held) {
 		p.retireLocked(proc, RetireClosed)
 	case proc.life.uses >= proc.life.maxUses:
 		p.retireLocked(proc, RetireMaxUses)
-	case h != nil && p.cfg.HoldConversations > 0 && !p.outgrown(proc):
+	case hold:
 		proc.life.held = h
 		p.toIdleLocked(proc)
 	case p.idle.count(p.isSpare) > 0:
@@ -396,7 +399,7 @@ func (p *Pool) reset(proc *pooled) {
 	defer p.wg.Done()
 	defer p.wakeFill()
 	start := time.Now()
-	err := p.clean(p.ctx, proc)
+	err := p.resetConversation(p.ctx, proc)
 	var rss int64
 	if err == nil {
 		rss = processRSS(proc.pid)
@@ -431,12 +434,12 @@ func (p *Pool) outgrown(proc *pooled) bool {
 	return p.cfg.MaxRSS > 0 && processRSS(proc.pid) > p.cfg.MaxRSS
 }
 
-// clean clears a process's conversation and proves that it runs the
+// resetConversation clears a process's conversation and proves that it runs the
 // pool's model again: the new conversation's system/init must name the
 // process's base model. When a chat switched the model, or the init
 // names another one, set_model puts the pool's model back and its answer
 // must name the base model. A process that cannot prove it is not reused.
-func (p *Pool) clean(ctx context.Context, proc *pooled) error {
+func (p *Pool) resetConversation(ctx context.Context, proc *pooled) error {
 	l := &proc.life
 	session, model, err := proc.clearConversation(ctx, l.session)
 	if err != nil {
@@ -515,6 +518,6 @@ func (p *Pool) exited(cp *Process) {
 	delete(p.live, cp)
 	p.notifyLocked()
 	p.mu.Unlock()
-	p.releaseSlot()
+	p.freeSlot()
 	p.wakeFill()
 }

@@ -46,7 +46,7 @@ type Pool struct {
 	// slots is a semaphore of MaxProcs; nil when there is no cap.
 	slots chan struct{}
 
-	mu sync.Mutex // guards the fields below and every process's state
+	mu sync.Mutex // guards the fields below, up to the next blank line, and every process's state
 	// live holds the pool's record of every process that has not been
 	// reaped yet, by the process.
 	live   map[*Process]*pooled
@@ -63,17 +63,20 @@ type Pool struct {
 	evicting int
 	// changed is closed and replaced whenever a process changes state.
 	changed chan struct{}
-	// consecutiveFailures counts spawn failures since the last success.
-	consecutiveFailures int
-	nextAttempt         time.Time
+	// warmFailures counts failed warm spawns since the last successful
+	// one; it drives the refill's backoff until nextAttempt.
+	warmFailures int
+	nextAttempt  time.Time
 	// lastSpawnErr is the error of the last failed spawn, warm or cold;
 	// nil after a successful one.
 	lastSpawnErr error
 	// spawnStreak counts failed spawns, warm and cold, since the last
-	// successful one (for Stats; consecutiveFailures drives the backoff).
+	// successful one: what Stats reports (warmFailures drives the backoff).
 	spawnStreak int
 	// demand tracks the peak of leased processes for Config.SpareDecay.
 	demand demand
+
+	// Safe without mu: atomics, and what synchronizes itself.
 
 	// waiting counts callers waiting for a MaxProcs slot.
 	waiting atomic.Int64
@@ -296,11 +299,4 @@ func (p *Pool) notifyLocked() {
 
 // killedByClose reports whether Close ran out of time and killed the
 // processes that were still serving chats.
-func (p *Pool) killedByClose() bool {
-	select {
-	case <-p.killed:
-		return true
-	default:
-		return false
-	}
-}
+func (p *Pool) killedByClose() bool { return isClosed(p.killed) }

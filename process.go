@@ -223,20 +223,16 @@ func (p *Process) StderrTail() string { return p.stderr.String() }
 func (p *Process) Done() <-chan struct{} { return p.done }
 
 // exitedNow reports whether the process has been reaped.
-func (p *Process) exitedNow() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
+func (p *Process) exitedNow() bool { return isClosed(p.done) }
 
 // hasExited reports whether the process has exited, reaped or not: the
 // reaper waits up to StopGrace for a stderr that a descendant holds.
-func (p *Process) hasExited() bool {
+func (p *Process) hasExited() bool { return isClosed(p.waited) }
+
+// isClosed reports whether ch is closed, without waiting.
+func isClosed(ch <-chan struct{}) bool {
 	select {
-	case <-p.waited:
+	case <-ch:
 		return true
 	default:
 		return false

@@ -59,7 +59,7 @@ func (p *Pool) launchSpawns() time.Duration {
 	// Below Size, a spare may take the place of an idle process kept for
 	// another prompt or a conversation; beyond it, only a free slot.
 	floor := p.cfg.Size - have
-	if p.consecutiveFailures > 0 {
+	if p.warmFailures > 0 {
 		deficit = min(deficit, 1-p.spawning)
 	}
 	for ; deficit > 0; deficit, floor = deficit-1, floor-1 {

@@ -26,8 +26,7 @@ type Message struct {
 // Request is one chat request. Everything in it applies to one turn on one
 // process; settings the CLI only takes at spawn time (tools, permission
 // mode, MCP servers, --max-turns, environment variables such as
-// CLAUDE_CODE_MAX_RETRIES) belong to Config.Args and Config.Env of the
-// pool instead.
+// API_TIMEOUT_MS, the retry count) belong to the pool's Config instead.
 type Request struct {
 	// Messages is the conversation, oldest first. It must not be empty and
 	// the last message must be the user's. Earlier turns are rendered into
@@ -38,8 +37,10 @@ type Request struct {
 	// and AppendSystem are empty, the request gets the pool's
 	// Config.Prompt, or, when the pool has none, an empty system prompt,
 	// as a chat backend usually wants: the CLI's own agent prompt (several
-	// thousand characters about coding) is then not sent. A prompt other
-	// than the pool's Config.Prompt is served by a cold process.
+	// thousand characters about coding) is then not sent. Only the first
+	// initialize of a process sets its prompt: a prompt other than the
+	// pool's is served by an idle process that carries it, else by a fresh
+	// one (only without Config.Prompt), else by a cold spawn.
 	System string
 
 	// AppendSystem is appended to the system prompt. With System empty it
@@ -47,7 +48,9 @@ type Request struct {
 	AppendSystem string
 
 	// Model selects the model for this request, e.g. "sonnet", "opus" or
-	// a full model ID. Empty keeps the CLI's default.
+	// a full model ID. Empty runs the pool's Config.Model (or the CLI's
+	// default without one). A model the CLI refuses fails the chat with a
+	// *ResultError (see SubtypeModelRejected).
 	Model string
 }
 

@@ -99,7 +99,7 @@ func newStream(ctx context.Context, p *Pool, c *chatRequest, proc *pooled, pause
 		s.stopCtx()
 		pause.end()
 		_ = proc.Stop(context.Background())
-		p.release(proc, false, nil)
+		p.giveBack(proc, false, nil)
 		return nil, err
 	}
 	return s, nil
@@ -225,14 +225,7 @@ func (s *Stream) abort(reason error) {
 	})
 }
 
-func (s *Stream) aborted() bool {
-	select {
-	case <-s.abortCh:
-		return true
-	default:
-		return false
-	}
-}
+func (s *Stream) aborted() bool { return isClosed(s.abortCh) }
 
 // current returns the stream's process.
 func (s *Stream) current() *pooled {
@@ -260,7 +253,7 @@ func (s *Stream) endLeaseHolding(clean bool, h *held) {
 	clean = clean && !s.interrupted
 	proc := s.proc
 	s.leaseMu.Unlock()
-	s.pool.release(proc, clean, h)
+	s.pool.giveBack(proc, clean, h)
 }
 
 // watch interrupts the turn when the stream is aborted while it holds its
