@@ -641,3 +641,29 @@ func TestEnv(t *testing.T) {
 	s3 := newServer(t, Config{NoRetries: true, MaxRetries: 2})
 	require.Contains(t, s3.Env(), "CLAUDE_CODE_MAX_RETRIES=0")
 }
+
+// A sandbox points the CLI at its server, with a HOME of its own that
+// stop removes.
+func TestSandbox(t *testing.T) {
+	env, stop, err := Sandbox(Config{Reply: Text("hi")})
+	require.NoError(t, err)
+	var home, base string
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "HOME="); ok {
+			home = v
+		}
+		if v, ok := strings.CutPrefix(kv, "ANTHROPIC_BASE_URL="); ok {
+			base = v
+		}
+	}
+	require.DirExists(t, home)
+	resp, err := http.Post(base+"/v1/messages", "application/json",
+		strings.NewReader(`{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"}]}`))
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.NoError(t, resp.Body.Close())
+	require.Contains(t, string(body), `"text":"hi"`)
+	stop()
+	require.NoDirExists(t, home)
+}

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/claudepool/claudepool"
+	"github.com/claudepool/claudepool/claudepooltest"
 )
 
 type options struct {
@@ -73,7 +74,7 @@ func run(ctx context.Context, o options, cli string, mock bool, in io.Reader) er
 		cfg.Size = 1
 	}
 	if mock {
-		env, stopMock, err := startMock()
+		env, stopMock, err := claudepooltest.Sandbox(claudepooltest.Config{Chunks: 8, ChunkDelay: 60 * time.Millisecond})
 		if err != nil {
 			return err
 		}

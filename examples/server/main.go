@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/claudepool/claudepool"
+	"github.com/claudepool/claudepool/claudepooltest"
 )
 
 func main() {
@@ -70,7 +71,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	}
 	configureShedding(&cfg, o)
 	if o.mock {
-		env, stopMock, err := startMock()
+		env, stopMock, err := claudepooltest.Sandbox(claudepooltest.Config{Chunks: 8, ChunkDelay: 60 * time.Millisecond})
 		if err != nil {
 			return err
 		}
