@@ -138,13 +138,12 @@ func startPartial(t *testing.T, env ...string) *proc {
 	return start(t, env, append(slices.Clone(streamArgs), "--include-partial-messages")...)
 }
 
-// send writes lines to stdin.
+// send writes lines to stdin, in one write: a fake that exits on the
+// first of them (and so has its stdin closed by Wait) has got them all.
 func (p *proc) send(lines ...string) {
 	p.t.Helper()
-	for _, l := range lines {
-		_, err := io.WriteString(p.stdin, l+"\n")
-		require.NoError(p.t, err)
-	}
+	_, err := io.WriteString(p.stdin, strings.Join(lines, "\n")+"\n")
+	require.NoError(p.t, err)
 }
 
 func (p *proc) closeStdin() {

@@ -116,7 +116,9 @@ func (s *session) run() int {
 			}
 			cur, done = nil, nil
 			startNext()
-			if cur == nil && eof {
+			// Stdin may have ended while the turn before ran: the turn
+			// started now may be one that EOF ends (a hung reset).
+			if eof && (cur == nil || cur.quitAtEOF) {
 				return s.eofExit()
 			}
 		case sig := <-s.sigs:
