@@ -57,7 +57,7 @@ type latencies struct {
 // pool's lock, so they add up. The zero value reports an empty pool.
 type Stats struct {
 	// Processes now.
-
+	//
 	// Idle is the number of warm processes ready to be acquired.
 	Idle int `json:"idle"`
 	// Busy is the number of processes serving a caller.
@@ -85,7 +85,7 @@ type Stats struct {
 	Waiting int64 `json:"waiting"`
 
 	// Acquires, since NewPool.
-
+	//
 	// WarmAcquires counts acquires served by a ready process.
 	WarmAcquires int64 `json:"warm_acquires"`
 	// ColdAcquires counts acquires that spawned a process.
@@ -104,7 +104,7 @@ type Stats struct {
 	DeadAtClaim int64 `json:"dead_at_claim"`
 
 	// Processes' lives, since NewPool.
-
+	//
 	// SpawnFailures counts spawns that failed to start or to become
 	// ready.
 	SpawnFailures int64 `json:"spawn_failures"`
@@ -125,12 +125,12 @@ type Stats struct {
 	MalformedLines int64 `json:"malformed_lines"`
 
 	// Held conversations, since NewPool.
-
+	//
 	// Conversations counts what became of held conversations.
 	Conversations ConversationStats `json:"conversations"`
 
 	// Streams, since NewPool.
-
+	//
 	// Outcomes counts the streams that ended with each outcome (see
 	// OutcomeOf); every outcome of Outcomes is present, 0 included.
 	Outcomes map[Outcome]int64 `json:"outcomes"`
@@ -142,7 +142,7 @@ type Stats struct {
 	CostUSD float64 `json:"cost_usd"`
 
 	// Latencies: lifetime percentiles and cumulative histograms.
-
+	//
 	// SpawnToReady is how long a warm process took from spawn to
 	// answering its readiness probe: the start-up cost the pool hides.
 	SpawnToReady Latency `json:"spawn_to_ready"`

@@ -5,8 +5,8 @@
 //	reg.MustRegister(prom.NewCollector(pool, nil))
 //
 // Every scrape takes one claudepool.Stats snapshot and exports every one
-// of its fields (the table statsMetrics in prom.go names the metric of
-// each, and a test fails when a field has none). Names follow the
+// of its fields: a table in this package names the metric of each, and
+// its tests fail when a field of Stats has none. Names follow the
 // Prometheus conventions: counters end in _total, durations are in
 // seconds.
 //
