@@ -108,10 +108,10 @@ func TestStreamChatWarm(t *testing.T) {
 	require.Equal(t, "hello", userText(t, sent[2]))
 
 	st := fp.Stats()
-	require.EqualValues(t, 1, st.FirstEvent(true).Count)
-	require.EqualValues(t, 1, st.FirstText(true).Count)
-	require.EqualValues(t, 1, st.ResultTime(true).Count)
-	require.EqualValues(t, 0, st.FirstEvent(false).Count)
+	require.EqualValues(t, 1, st.Warm.FirstEvent.Count)
+	require.EqualValues(t, 1, st.Warm.FirstText.Count)
+	require.EqualValues(t, 1, st.Warm.Result.Count)
+	require.EqualValues(t, 0, st.Cold.FirstEvent.Count)
 	require.NoError(t, s.Close())
 }
 
@@ -124,7 +124,7 @@ func TestStreamChatCold(t *testing.T) {
 	require.Len(t, evs, 3)
 	// The cold process's start-up is in its time to first event.
 	require.GreaterOrEqual(t, s.Latency().FirstEvent, 30*time.Millisecond)
-	require.EqualValues(t, 1, fp.Stats().FirstEvent(false).Count)
+	require.EqualValues(t, 1, fp.Stats().Cold.FirstEvent.Count)
 }
 
 func TestStreamChatPartialMessages(t *testing.T) {
@@ -269,7 +269,7 @@ func TestStreamChatPoolPrompt(t *testing.T) {
 				cold++
 			}
 			require.Equal(t, want, subtypes)
-			require.EqualValues(t, cold, fp.Stats().PromptCold())
+			require.EqualValues(t, cold, fp.Stats().PromptCold)
 		})
 	}
 }
@@ -302,8 +302,8 @@ func TestPoolPromptRejected(t *testing.T) {
 	err := fp.WaitReady(wctx)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.ErrorContains(t, err, "initialize request failed: "+fakecli.RejectInitError)
-	require.Positive(t, fp.Stats().SpawnFailures())
-	require.Zero(t, fp.Stats().Idle())
+	require.Positive(t, fp.Stats().SpawnFailures)
+	require.Zero(t, fp.Stats().Idle)
 }
 
 // The replacement of a process a chat took starts only once the chat's
@@ -438,7 +438,7 @@ func TestStreamChatInvalidRequest(t *testing.T) {
 		})
 	}
 	st := fp.Stats()
-	require.Zero(t, st.WarmAcquires()+st.ColdAcquires(), "a bad request took a process")
+	require.Zero(t, st.WarmAcquires+st.ColdAcquires, "a bad request took a process")
 	require.Empty(t, fp.pids())
 }
 
@@ -485,7 +485,7 @@ func TestStreamChatGarbageLineSkipped(t *testing.T) {
 	require.NoError(t, fp.WaitReady(ctx))
 	_, evs := chatOK(t, ctx, NewAdapter(fp.Pool), userMsg("x "+fakecli.Marker(fakecli.ModeGarbage)))
 	require.Equal(t, []EventType{EventInit, EventAssistant, EventResult}, types(evs))
-	require.EqualValues(t, 1, fp.Stats().MalformedLines())
+	require.EqualValues(t, 1, fp.Stats().MalformedLines)
 }
 
 func TestStreamChatUnknownLinesPassThrough(t *testing.T) {
@@ -726,5 +726,5 @@ func TestStreamErrAfterCloseMidStream(t *testing.T) {
 	require.NoError(t, s.Close())
 	require.False(t, s.Next())
 	require.ErrorContains(t, s.Err(), "stream closed", "a stream closed mid-turn does not report success")
-	require.Zero(t, fp.Stats().Busy(), "counts are final once the process was reaped")
+	require.Zero(t, fp.Stats().Busy, "counts are final once the process was reaped")
 }

@@ -153,27 +153,28 @@
 //
 // # Latency
 //
-// Pool.Stats returns a snapshot: idle, busy, resetting and live
-// processes, taken together; warm and cold acquires, reuses, retirements
-// by reason and the chats each retired process served; spawn failures;
-// and latency summaries (count, p50, p90,
-// p99, max, from a fixed-bucket histogram) for warm and cold acquire wait,
-// spawn-to-ready, resets, and, per warm and cold, the time from StreamChat to the
-// first event, the first text and the result. Stream.Latency and
-// Stream.Acquire give the same for one request. Stats marshals to JSON
-// for a status or metrics endpoint.
+// Pool.Stats returns a snapshot, plain data in fields grouped by subject:
+// idle, busy, starting, resetting, held and live processes, taken
+// together; warm and cold acquires, reuses, retirements by reason and the
+// chats each retired process served; spawn failures; held conversations
+// continued, missed and ended (Stats.Conversations); and a Latency (count,
+// p50, p90, p99, max, from a fixed-bucket histogram) for spawn-to-ready,
+// resets, and, per warm and cold (Stats.Warm, Stats.Cold), the acquire
+// wait and the time from StreamChat to the first event, the first text and
+// the result. Stream.Latency and Stream.Acquire give the same for one
+// request. Stats marshals to JSON for a status or metrics endpoint.
 //
 // # Operating
 //
-// Stats also exposes each latency histogram whole (AcquireHistogram,
-// FirstEventHistogram, ... return cumulative counts over the fixed bounds
-// of HistogramBounds, with the count and the sum), so that a monitoring
-// system gets real histograms; counts of stream outcomes by kind
-// (Outcome), tokens and cost from the results; callers waiting for a
-// MaxProcs slot; and health: the last spawn error, consecutive spawn
-// failures and consecutive authentication failures (API status 401 or
-// 403). The module github.com/claudepool/claudepool/prom exports all of
-// it as a Prometheus collector. Config.OnStreamEnd is called as each
+// Each Latency in Stats also holds its histogram whole (Latency.Histogram:
+// cumulative counts over the fixed bounds of HistogramBounds, with the
+// count and the sum), so that a monitoring system gets real histograms;
+// Stats also counts stream outcomes by kind (Outcome), tokens and cost
+// from the results; callers waiting for a MaxProcs slot; and health
+// (Stats.Health): the last spawn error, consecutive spawn failures and
+// consecutive authentication failures (API status 401 or 403). The module
+// github.com/claudepool/claudepool/prom exports every field of it as a
+// Prometheus collector. Config.OnStreamEnd is called as each
 // stream ends, with its outcome, latencies and usage, for tracing or
 // OpenTelemetry's GenAI metrics.
 //

@@ -181,7 +181,7 @@ func runLoad(b *testing.B, callers int, d, firstByte time.Duration, cfg Config) 
 	b.StopTimer()
 
 	st := p.Stats()
-	res.started = st.SpawnToReady().Count + st.ColdAcquires()
+	res.started = st.SpawnToReady.Count + st.ColdAcquires
 	closeCtx, closeCancel := context.WithTimeout(context.Background(), time.Minute)
 	defer closeCancel()
 	if err := p.Close(closeCtx); err != nil {
@@ -392,7 +392,7 @@ func settle(b *testing.B, pools []poolWant) {
 	for {
 		settled := true
 		for _, w := range pools {
-			if !waitPool(b, w.pool, deadline, func(st Stats) bool { return quietStats(st) && st.Idle() == w.idle }) {
+			if !waitPool(b, w.pool, deadline, func(st Stats) bool { return quietStats(st) && st.Idle == w.idle }) {
 				settled = false
 			}
 		}
@@ -412,7 +412,7 @@ func quiet(b *testing.B, p *Pool) {
 
 // quietStats reports whether a snapshot has nothing in progress.
 func quietStats(st Stats) bool {
-	return st.Starting() == 0 && st.Busy() == 0 && st.Resetting() == 0 && st.Idle() == st.Live()
+	return st.Starting == 0 && st.Busy == 0 && st.Resetting == 0 && st.Idle == st.Live
 }
 
 // waitPool waits on p's change signal until ok holds for its Stats, and
@@ -435,7 +435,7 @@ func waitPool(b testing.TB, p *Pool, deadline time.Time, ok func(Stats) bool) (a
 		case <-changed:
 		case <-timer.C:
 			b.Fatalf("the pool did not settle within 2 minutes: starting %d busy %d resetting %d idle %d live %d",
-				st.Starting(), st.Busy(), st.Resetting(), st.Idle(), st.Live())
+				st.Starting, st.Busy, st.Resetting, st.Idle, st.Live)
 		}
 	}
 }

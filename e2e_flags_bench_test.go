@@ -150,7 +150,7 @@ func spawnFlagsWarm(b *testing.B, e *e2eEnv, c *spawnFlagConfig) (ready, firstEv
 		b.Fatal(err)
 	}
 	// One sample: Max is exact, where the percentiles are bucketed.
-	ready = p.Stats().SpawnToReady().Max
+	ready = p.Stats().SpawnToReady.Max
 	// A spare waits for its chat a while; the CLI's work after its
 	// first answer is not the chat's.
 	time.Sleep(time.Second)

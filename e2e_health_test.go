@@ -25,19 +25,19 @@ func TestE2ECheckAPI(t *testing.T) {
 	var re *ResultError
 	require.ErrorAs(t, err, &re)
 	require.Equal(t, 401, re.APIErrorStatus)
-	require.EqualValues(t, 1, p.Stats().ConsecutiveAuthFailures())
+	require.EqualValues(t, 1, p.Stats().Health.ConsecutiveAuthFailures)
 	se := <-ends
 	require.Equal(t, OutcomeResultError, se.Outcome)
 
 	e.mock.SetReply(claudepooltest.Echo)
 	require.NoError(t, p.CheckAPI(ctx))
 	st := p.Stats()
-	require.Zero(t, st.ConsecutiveAuthFailures())
-	require.EqualValues(t, 1, st.Outcomes(OutcomeOK))
-	require.EqualValues(t, 1, st.Outcomes(OutcomeResultError))
+	require.Zero(t, st.Health.ConsecutiveAuthFailures)
+	require.EqualValues(t, 1, st.Outcomes[OutcomeOK])
+	require.EqualValues(t, 1, st.Outcomes[OutcomeResultError])
 	se = <-ends
 	require.Equal(t, OutcomeOK, se.Outcome)
 	require.NotNil(t, se.Result)
 	require.Positive(t, se.Result.Usage.OutputTokens)
-	require.Positive(t, st.Tokens().Output)
+	require.Positive(t, st.Tokens.Output)
 }

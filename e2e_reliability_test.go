@@ -112,7 +112,7 @@ func TestE2EDeadWarmProcessReplacedAtClaim(t *testing.T) {
 	require.Equal(t, claudepooltest.EchoPrefix+"hi", s.Result().Text)
 	require.NotEqual(t, victim.pid, s.Acquire().PID)
 	require.True(t, s.Acquire().Warm, "the chat runs on the other warm process")
-	require.EqualValues(t, 1, p.Stats().DeadAtClaim())
+	require.EqualValues(t, 1, p.Stats().DeadAtClaim)
 }
 
 // Item 4 on the real CLI: a request whose ctx has already ended takes
@@ -133,9 +133,9 @@ func TestE2EEndedCtxTakesNoProcess(t *testing.T) {
 	_, err := a.StreamChat(ended, userMsg("hi"))
 	requireErrorIs(t, err, context.Canceled)
 	st := p.Stats()
-	require.Zero(t, st.WarmAcquires())
-	require.Zero(t, st.ColdAcquires())
-	require.Equal(t, 1, st.Idle())
+	require.Zero(t, st.WarmAcquires)
+	require.Zero(t, st.ColdAcquires)
+	require.Equal(t, 1, st.Idle)
 
 	s, _ := chatOK(t, ctx, a, userMsg("hi"))
 	require.True(t, s.Acquire().Warm)

@@ -60,8 +60,8 @@ func TestE2EReuse(t *testing.T) {
 
 	logs.waitFor(t, "claudepool: process reset", 4)
 	st := p.Stats()
-	require.EqualValues(t, 3, st.Reuses())
-	require.EqualValues(t, 4, st.Resets().Count)
-	require.Positive(t, st.IdleRSS(), "the idle process's RSS, read after its reset")
-	t.Logf("reset p50 %v, idle RSS %d MB", st.Resets().P50, st.IdleRSS()>>20)
+	require.EqualValues(t, 3, st.Reuses)
+	require.EqualValues(t, 4, st.Resets.Count)
+	require.Positive(t, st.IdleRSS, "the idle process's RSS, read after its reset")
+	t.Logf("reset p50 %v, idle RSS %d MB", st.Resets.P50, st.IdleRSS>>20)
 }

@@ -146,7 +146,7 @@ func TestE2ESpareComesBackAtCap(t *testing.T) {
 		require.NoError(t, s.Close())
 	}
 	waitPool(t, p, time.Now().Add(time.Minute), func(st Stats) bool {
-		return st.Live() == 3 && st.Idle() == 3 && st.Held() == 2 && st.Resetting() == 0
+		return st.Live == 3 && st.Idle == 3 && st.Held == 2 && st.Resetting == 0
 	})
 	proc, err := p.TryAcquire()
 	require.NoError(t, err, "a spare is ready")

@@ -57,8 +57,8 @@ func TestE2EStickyConversation(t *testing.T) {
 	require.Len(t, reqs, 3)
 	require.Equal(t, RenderTranscript(forked), reqs[2].LastUserText(), "its own history reaches the API")
 	require.NotContains(t, string(reqs[2].Body), s1.Result().Text, "nothing of the held conversation")
-	require.EqualValues(t, 1, p.Stats().StickyHits())
-	require.EqualValues(t, 1, p.Stats().StickyMisses(MissNotHeld))
+	require.EqualValues(t, 1, p.Stats().Conversations.Continued)
+	require.EqualValues(t, 1, p.Stats().Conversations.MissNotHeld)
 }
 
 // BenchmarkE2EConversation runs a 10-turn conversation on the real CLI

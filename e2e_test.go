@@ -199,7 +199,7 @@ func TestE2EPoolPrompt(t *testing.T) {
 	require.True(t, s.Acquire().Warm)
 	s, _ = chatOK(t, ctx, a, Request{System: "You are a request's own assistant.", Messages: hi})
 	require.False(t, s.Acquire().Warm)
-	require.EqualValues(t, 1, p.Stats().PromptCold())
+	require.EqualValues(t, 1, p.Stats().PromptCold)
 
 	reqs := e.mock.ChatRequests()
 	require.Len(t, reqs, 2)

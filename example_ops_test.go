@@ -43,7 +43,7 @@ func ExampleConfig_onStreamEnd() {
 	fmt.Println("input tokens:", e.Result.Usage.InputTokens)
 	fmt.Println("timed:", e.Latency.FirstText > 0 && e.Duration >= e.Latency.FirstText)
 	st := pool.Stats()
-	fmt.Println("ok outcomes:", st.Outcomes(claudepool.OutcomeOK), "auth failures:", st.ConsecutiveAuthFailures())
+	fmt.Println("ok outcomes:", st.Outcomes[claudepool.OutcomeOK], "auth failures:", st.Health.ConsecutiveAuthFailures)
 	// Output:
 	// outcome: ok model: sonnet
 	// input tokens: 12001
@@ -71,7 +71,7 @@ func ExampleConfig_maxWait() {
 	}
 	defer busy.Stop(ctx)
 	_, err = pool.Acquire(ctx)
-	fmt.Println(errors.Is(err, claudepool.ErrOverloaded), pool.Stats().Overloaded())
+	fmt.Println(errors.Is(err, claudepool.ErrOverloaded), pool.Stats().Overloaded)
 	// Output:
 	// true 1
 }

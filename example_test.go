@@ -133,9 +133,9 @@ func ExamplePool_Stats() {
 	_ = cold.Stop(ctx)
 
 	st := pool.Stats()
-	fmt.Println("warm acquires:", st.WarmAcquires())
-	fmt.Println("cold acquires:", st.ColdAcquires())
-	fmt.Println("warm waits recorded:", st.WarmAcquireWait().Count)
+	fmt.Println("warm acquires:", st.WarmAcquires)
+	fmt.Println("cold acquires:", st.ColdAcquires)
+	fmt.Println("warm waits recorded:", st.Warm.Acquire.Count)
 	// Output:
 	// warm acquires: 1
 	// cold acquires: 1

@@ -72,7 +72,7 @@ func newFakePool(t *testing.T, cfg Config, env ...string) *fakePool {
 		defer cancel()
 		_ = p.Close(ctx)
 		requireGone(t, fp.pids())
-		require.Zero(t, p.Stats().Live(), "processes still tracked after Close")
+		require.Zero(t, p.Stats().Live, "processes still tracked after Close")
 	})
 	return fp
 }

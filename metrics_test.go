@@ -2,7 +2,10 @@ package claudepool
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"maps"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -37,7 +40,7 @@ func waitStats(t *testing.T, fp *fakePool, what string, cond func(Stats) bool) S
 		case <-notify:
 		case <-changed:
 		case <-timeout.C:
-			st, _ := fp.Stats().MarshalJSON()
+			st, _ := json.Marshal(fp.Stats())
 			t.Fatalf("waited %v for %s; stats: %s", testWait, what, st)
 		}
 	}
@@ -73,6 +76,61 @@ func TestHistogramSnapshot(t *testing.T) {
 			require.Equal(t, n, b.Count, "bucket ≤ %v", b.UpperBound)
 		}
 	}
+}
+
+// TestStatsJSONKeys checks the keys Stats encodes under, and that a Latency
+// encodes as its summary alone (LatencySummary's MarshalJSON, promoted
+// through the embedded field), without its histogram.
+func TestStatsJSONKeys(t *testing.T) {
+	var h histogram
+	h.record(3 * time.Millisecond)
+	st := Stats{
+		SpawnToReady: Latency{LatencySummary: h.summary(), Histogram: h.snapshot()},
+		Health:       Health{LastSpawnError: "boom"},
+	}
+	require.EqualValues(t, 1, st.SpawnToReady.Histogram.Count, "the histogram is filled")
+	data, err := json.Marshal(st)
+	require.NoError(t, err)
+	require.NotContains(t, string(data), "Histogram")
+	require.NotContains(t, string(data), "Buckets")
+
+	keys := func(raw json.RawMessage) []string {
+		t.Helper()
+		var m map[string]json.RawMessage
+		require.NoError(t, json.Unmarshal(raw, &m), string(raw))
+		return slices.Sorted(maps.Keys(m))
+	}
+	var top map[string]json.RawMessage
+	require.NoError(t, json.Unmarshal(data, &top))
+	require.ElementsMatch(t, []string{"idle", "busy", "starting", "resetting", "held", "live",
+		"idle_rss_bytes", "spare_target", "waiting", "warm_acquires", "cold_acquires", "prompt_cold",
+		"slot_timeouts", "overloaded", "dead_at_claim", "spawn_failures", "dead_idle", "reuses",
+		"retired", "uses_per_process", "malformed_lines", "conversations", "outcomes", "tokens",
+		"cost_usd", "spawn_to_ready", "resets", "warm", "cold", "health"}, keys(data))
+	latencyKeys := []string{"count", "max_ms", "p50_ms", "p90_ms", "p99_ms"}
+	require.Equal(t, latencyKeys, keys(top["resets"]))
+	require.Equal(t, []string{"acquire", "first_event", "first_text", "result"}, keys(top["warm"]))
+	require.Contains(t, string(top["warm"]), `"acquire":{"count":0,"p50_ms":0,`)
+	require.ElementsMatch(t, []string{"continued", "miss_not_held", "miss_settings", "expired", "gave_way"},
+		keys(top["conversations"]))
+	require.ElementsMatch(t, []string{"count", "p50", "p90", "p99", "max"}, keys(top["uses_per_process"]))
+	require.ElementsMatch(t, []string{"last_spawn_error", "consecutive_spawn_failures", "consecutive_auth_failures"},
+		keys(top["health"]))
+
+	var spawn struct {
+		Count int64   `json:"count"`
+		P50   float64 `json:"p50_ms"`
+		Max   float64 `json:"max_ms"`
+	}
+	require.NoError(t, json.Unmarshal(top["spawn_to_ready"], &spawn))
+	require.EqualValues(t, 1, spawn.Count)
+	require.InDelta(t, 3, spawn.P50, 3*0.125)
+	require.Equal(t, 3.0, spawn.Max)
+	require.Contains(t, string(data), `"spawn_to_ready":{"count":1,"p50_ms":`)
+
+	data, err = json.Marshal(Stats{})
+	require.NoError(t, err)
+	require.Contains(t, string(data), `"health":{"consecutive_spawn_failures":0,`, "no last_spawn_error without one")
 }
 
 func TestOutcomeOf(t *testing.T) {
@@ -131,10 +189,10 @@ func TestStreamEndHookAndCounters(t *testing.T) {
 		var re *ResultError
 		require.ErrorAs(t, o.error(), &re)
 		require.Equal(t, OutcomeResultError, last().Outcome)
-		require.EqualValues(t, i, fp.Stats().ConsecutiveAuthFailures())
+		require.EqualValues(t, i, fp.Stats().Health.ConsecutiveAuthFailures)
 	}
 	requireOK(t, chat(t, a, "good key", 0), "good key")
-	require.Zero(t, fp.Stats().ConsecutiveAuthFailures())
+	require.Zero(t, fp.Stats().Health.ConsecutiveAuthFailures)
 
 	o := chat(t, a, "crash "+fakecli.Marker(fakecli.ModeCrash), 0)
 	requireDocumented(t, o.error())
@@ -173,16 +231,16 @@ func TestStreamEndHookAndCounters(t *testing.T) {
 	st := fp.Stats()
 	for o, n := range map[Outcome]int64{OutcomeOK: 2, OutcomeResultError: 2, OutcomeExit: 1,
 		OutcomeStreamClosed: 1, OutcomeCanceled: 1, OutcomeDeadline: 0} {
-		require.Equal(t, n, st.Outcomes(o), "outcome %s", o)
+		require.Equal(t, n, st.Outcomes[o], "outcome %s", o)
 	}
 	// Every result counts, the two successes and the two errors at least.
 	require.GreaterOrEqual(t, want.Input, int64(4*12001))
-	require.Equal(t, want, st.Tokens())
-	require.InDelta(t, cost, st.CostUSD(), 1e-9)
-	h := st.ResultHistogram(true)
-	require.Equal(t, h.Count, st.ResultTime(true).Count+0)
+	require.Equal(t, want, st.Tokens)
+	require.InDelta(t, cost, st.CostUSD, 1e-9)
+	h := st.Warm.Result.Histogram
+	require.Equal(t, h.Count, st.Warm.Result.Count)
 	require.Positive(t, h.Sum)
-	data, err := st.MarshalJSON()
+	data, err := json.Marshal(st)
 	require.NoError(t, err)
 	for _, key := range []string{`"outcomes":{`, `"ok":2`, `"tokens":{"input":`, `"cost_usd":`,
 		`"consecutive_auth_failures":0`, `"waiting":0`} {
@@ -195,7 +253,7 @@ func TestCheckAPI(t *testing.T) {
 	fp := newFakePool(t, Config{Size: 1})
 	require.NoError(t, fp.WaitReady(ctx))
 	require.NoError(t, fp.CheckAPI(ctx))
-	require.EqualValues(t, 1, fp.Stats().Outcomes(OutcomeOK))
+	require.EqualValues(t, 1, fp.Stats().Outcomes[OutcomeOK])
 
 	bad := newFakePool(t, Config{Size: 1}, fakecli.EnvMode+"="+fakecli.ModeErrorResult)
 	require.NoError(t, bad.WaitReady(ctx), "a bad key passes WaitReady")
@@ -203,23 +261,23 @@ func TestCheckAPI(t *testing.T) {
 	var re *ResultError
 	require.ErrorAs(t, err, &re)
 	require.Equal(t, 401, re.APIErrorStatus)
-	require.EqualValues(t, 1, bad.Stats().ConsecutiveAuthFailures())
+	require.EqualValues(t, 1, bad.Stats().Health.ConsecutiveAuthFailures)
 }
 
 func TestSpawnHealthInStats(t *testing.T) {
 	fp := newFakePool(t, Config{Size: 1}, fakecli.EnvMode+"="+fakecli.ModeExitEarly)
 	fp.logs.waitFor(t, "claudepool: spawn failed", 2)
 	st := fp.Stats()
-	require.GreaterOrEqual(t, st.ConsecutiveSpawnFailures(), int64(2))
-	require.ErrorContains(t, st.LastSpawnError(), "fatal: fake start-up failure")
-	data, err := st.MarshalJSON()
+	require.GreaterOrEqual(t, st.Health.ConsecutiveSpawnFailures, int64(2))
+	require.Contains(t, st.Health.LastSpawnError, "fatal: fake start-up failure")
+	data, err := json.Marshal(st)
 	require.NoError(t, err)
 	require.Contains(t, string(data), `"last_spawn_error":"`)
 
 	ok := newFakePool(t, Config{Size: 1})
 	require.NoError(t, ok.WaitReady(testCtx(t)))
-	require.Zero(t, ok.Stats().ConsecutiveSpawnFailures())
-	require.NoError(t, ok.Stats().LastSpawnError())
+	require.Zero(t, ok.Stats().Health.ConsecutiveSpawnFailures)
+	require.Empty(t, ok.Stats().Health.LastSpawnError)
 }
 
 // TestOverloadedBurst sends a burst of chats beyond MaxWaiting at a pool
@@ -246,7 +304,7 @@ func TestOverloadedBurst(t *testing.T) {
 		shed = append(shed, o)
 	}
 	// The others wait; once they all do, the slot frees.
-	waitStats(t, fp, "the waiters", func(st Stats) bool { return st.Waiting() == maxWaiting })
+	waitStats(t, fp, "the waiters", func(st Stats) bool { return st.Waiting == maxWaiting })
 	require.NoError(t, holder.Close())
 	for len(served) < maxWaiting {
 		o := <-results
@@ -254,10 +312,10 @@ func TestOverloadedBurst(t *testing.T) {
 		served = append(served, o)
 	}
 	st := fp.Stats()
-	require.Zero(t, st.Waiting())
-	require.EqualValues(t, burst-maxWaiting, st.Overloaded())
-	require.EqualValues(t, maxWaiting, st.Outcomes(OutcomeOK))
-	require.LessOrEqual(t, st.Live(), 1)
+	require.Zero(t, st.Waiting)
+	require.EqualValues(t, burst-maxWaiting, st.Overloaded)
+	require.EqualValues(t, maxWaiting, st.Outcomes[OutcomeOK])
+	require.LessOrEqual(t, st.Live, 1)
 }
 
 func TestMaxWaitSheds(t *testing.T) {
@@ -268,8 +326,8 @@ func TestMaxWaitSheds(t *testing.T) {
 	_, err = fp.Acquire(ctx)
 	requireErrorIs(t, err, ErrOverloaded)
 	require.ErrorContains(t, err, "MaxWait")
-	require.EqualValues(t, 1, fp.Stats().Overloaded())
-	require.Zero(t, fp.Stats().Waiting())
+	require.EqualValues(t, 1, fp.Stats().Overloaded)
+	require.Zero(t, fp.Stats().Waiting)
 	require.NoError(t, first.Stop(ctx))
 	second, err := fp.Acquire(ctx)
 	require.NoError(t, err)
@@ -284,7 +342,7 @@ func TestSparesFollowDemand(t *testing.T) {
 	const held = 3
 	fp := newFakePool(t, Config{Size: 1, MaxProcs: 8, SpareDecay: 100 * time.Millisecond})
 	require.NoError(t, fp.WaitReady(ctx))
-	require.Equal(t, 1, fp.Stats().SpareTarget())
+	require.Equal(t, 1, fp.Stats().SpareTarget)
 	a := NewAdapter(fp.Pool)
 	var streams []*Stream
 	for range held {
@@ -292,18 +350,18 @@ func TestSparesFollowDemand(t *testing.T) {
 		require.NoError(t, err)
 		streams = append(streams, s)
 	}
-	st := waitStats(t, fp, "spares to grow", func(st Stats) bool { return st.Idle() >= held })
-	require.Equal(t, held, st.SpareTarget())
-	require.Equal(t, held, st.Busy())
-	require.LessOrEqual(t, st.Live(), 8)
+	st := waitStats(t, fp, "spares to grow", func(st Stats) bool { return st.Idle >= held })
+	require.Equal(t, held, st.SpareTarget)
+	require.Equal(t, held, st.Busy)
+	require.LessOrEqual(t, st.Live, 8)
 
 	for _, s := range streams {
 		require.NoError(t, s.Close())
 	}
 	st = waitStats(t, fp, "spares to shrink", func(st Stats) bool {
-		return st.SpareTarget() == 1 && st.Idle() == 1 && st.Retired(RetireSpare) >= held-1
+		return st.SpareTarget == 1 && st.Idle == 1 && st.Retired[RetireSpare] >= held-1
 	})
-	require.Zero(t, st.Busy())
+	require.Zero(t, st.Busy)
 	// Back to the floor: the remaining spare serves.
 	requireOK(t, chat(t, a, "after", 0), "after")
 }
@@ -330,6 +388,6 @@ func TestSparesSteadyLoadNoChurn(t *testing.T) {
 		wg.Wait()
 	}
 	st := fp.Stats()
-	require.LessOrEqual(t, st.Retired(RetireSpare), st.ColdAcquires())
-	require.Positive(t, st.Reuses())
+	require.LessOrEqual(t, st.Retired[RetireSpare], st.ColdAcquires)
+	require.Positive(t, st.Reuses)
 }

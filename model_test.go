@@ -161,7 +161,7 @@ func TestModelsConfirmedBeforeReady(t *testing.T) {
 			require.NoError(t, fp.WaitReady(ctx))
 			pid := onlyPID(t, fp)
 			require.Equal(t, tt.wantReady, received(t, fp, pid), "before any chat")
-			require.EqualValues(t, 1, fp.Stats().SpawnToReady().Count)
+			require.EqualValues(t, 1, fp.Stats().SpawnToReady.Count)
 
 			// A chat for a listed model still switches (the CLI has
 			// confirmed it already, so that costs a local round trip).

@@ -2,6 +2,7 @@ package claudepool
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -57,7 +58,7 @@ func TestWarmAcquire(t *testing.T) {
 	ctx := testCtx(t)
 	fp := newFakePool(t, Config{Size: 2})
 	require.NoError(t, fp.WaitReady(ctx))
-	require.Equal(t, 2, fp.Stats().Idle())
+	require.Equal(t, 2, fp.Stats().Idle)
 
 	proc, err := fp.Acquire(ctx)
 	require.NoError(t, err)
@@ -82,11 +83,11 @@ func TestWarmAcquire(t *testing.T) {
 		strings.Split(strings.TrimSuffix(string(args), "\n"), "\n"))
 
 	st := fp.Stats()
-	require.EqualValues(t, 1, st.WarmAcquires())
-	require.EqualValues(t, 0, st.ColdAcquires())
-	require.EqualValues(t, 1, st.WarmAcquireWait().Count)
-	require.EqualValues(t, 2, st.SpawnToReady().Count)
-	require.Equal(t, 1, st.Busy())
+	require.EqualValues(t, 1, st.WarmAcquires)
+	require.EqualValues(t, 0, st.ColdAcquires)
+	require.EqualValues(t, 1, st.Warm.Acquire.Count)
+	require.EqualValues(t, 2, st.SpawnToReady.Count)
+	require.Equal(t, 1, st.Busy)
 	require.NoError(t, proc.Stop(ctx))
 }
 
@@ -105,9 +106,9 @@ func TestColdFallback(t *testing.T) {
 	require.NotEqual(t, warm.PID(), cold.PID())
 
 	st := fp.Stats()
-	require.EqualValues(t, 1, st.WarmAcquires())
-	require.EqualValues(t, 1, st.ColdAcquires())
-	require.EqualValues(t, 1, st.ColdAcquireWait().Count)
+	require.EqualValues(t, 1, st.WarmAcquires)
+	require.EqualValues(t, 1, st.ColdAcquires)
+	require.EqualValues(t, 1, st.Cold.Acquire.Count)
 	require.NoError(t, warm.Stop(ctx))
 	require.NoError(t, cold.Stop(ctx))
 }
@@ -122,7 +123,7 @@ func TestSizeZeroIsAlwaysCold(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, proc.AcquireInfo().Warm)
 	require.NoError(t, proc.Stop(ctx))
-	require.Zero(t, fp.Stats().Idle())
+	require.Zero(t, fp.Stats().Idle)
 }
 
 func TestTryAcquire(t *testing.T) {
@@ -146,12 +147,12 @@ func TestRefillAfterAcquire(t *testing.T) {
 	require.True(t, a.AcquireInfo().Warm && b.AcquireInfo().Warm)
 
 	require.NoError(t, fp.WaitReady(ctx))
-	require.Equal(t, 2, fp.Stats().Idle())
+	require.Equal(t, 2, fp.Stats().Idle)
 	c, err := fp.Acquire(ctx)
 	require.NoError(t, err)
 	require.True(t, c.AcquireInfo().Warm)
 	require.NotContains(t, []int{a.PID(), b.PID()}, c.PID())
-	require.EqualValues(t, 4, fp.Stats().SpawnToReady().Count)
+	require.EqualValues(t, 4, fp.Stats().SpawnToReady.Count)
 	for _, p := range []*Process{a, b, c} {
 		require.NoError(t, p.Stop(ctx))
 	}
@@ -168,7 +169,7 @@ func TestDeadIdleProcessSkipped(t *testing.T) {
 	proc, err := fp.Acquire(ctx)
 	require.NoError(t, err)
 	require.NotEqual(t, victim, proc.PID())
-	require.EqualValues(t, 1, fp.Stats().DeadIdle())
+	require.EqualValues(t, 1, fp.Stats().DeadIdle)
 	require.NoError(t, proc.Stop(ctx))
 }
 
@@ -186,7 +187,7 @@ func TestMaxIdleRecycles(t *testing.T) {
 
 	fp.logs.waitFor(t, "claudepool: process ready", 2)
 	require.NoError(t, fp.WaitReady(ctx))
-	require.GreaterOrEqual(t, fp.Stats().Retired(RetireIdle), int64(1))
+	require.GreaterOrEqual(t, fp.Stats().Retired[RetireIdle], int64(1))
 	proc, err := fp.Acquire(ctx)
 	require.NoError(t, err)
 	require.NotEqual(t, first, proc.PID())
@@ -204,7 +205,7 @@ func TestMaxProcsWaitsForSlot(t *testing.T) {
 	_, err = fp.Acquire(short)
 	requireErrorIs(t, err, context.DeadlineExceeded)
 	require.ErrorContains(t, err, "MaxProcs 1")
-	require.EqualValues(t, 1, fp.Stats().SlotTimeouts())
+	require.EqualValues(t, 1, fp.Stats().SlotTimeouts)
 
 	got := make(chan *Process)
 	errc := make(chan error, 1)
@@ -234,7 +235,7 @@ func TestMaxProcsCapsWarmAndBusy(t *testing.T) {
 	defer cancel()
 	_, err = fp.Acquire(short)
 	requireErrorIs(t, err, context.DeadlineExceeded)
-	require.LessOrEqual(t, fp.Stats().Live(), 2)
+	require.LessOrEqual(t, fp.Stats().Live, 2)
 	require.NoError(t, a.Stop(ctx))
 	require.NoError(t, b.Stop(ctx))
 	require.NoError(t, fp.WaitReady(ctx))
@@ -263,7 +264,7 @@ func TestSpawnFailureBacksOff(t *testing.T) {
 	err := fp.WaitReady(short)
 	requireErrorIs(t, err, context.DeadlineExceeded)
 	require.ErrorContains(t, err, "fatal: fake start-up failure")
-	require.GreaterOrEqual(t, fp.Stats().SpawnFailures(), int64(4))
+	require.GreaterOrEqual(t, fp.Stats().SpawnFailures, int64(4))
 }
 
 func TestSpawnRecoversWhenCLIComesBack(t *testing.T) {
@@ -299,7 +300,7 @@ func TestExecutableDisappears(t *testing.T) {
 	require.NoError(t, os.WriteFile(cli, []byte("not a program"), 0o644))
 	_, err = fp.Acquire(ctx)
 	requireErrorIs(t, err, ErrCLINotFound)
-	require.EqualValues(t, 2, fp.Stats().SpawnFailures())
+	require.EqualValues(t, 2, fp.Stats().SpawnFailures)
 }
 
 func TestReadyTimeout(t *testing.T) {
@@ -337,7 +338,7 @@ func TestCloseRetiresIdleAndKillsBusy(t *testing.T) {
 	default:
 		t.Fatal("busy process not reaped by Close")
 	}
-	require.Zero(t, fp.Stats().Live())
+	require.Zero(t, fp.Stats().Live)
 	require.Equal(t, fds, openFDs(t), "file descriptors left open")
 	_, err = os.Stat(fp.dir)
 	require.True(t, os.IsNotExist(err), "private working directory not removed")
@@ -414,7 +415,7 @@ func TestCloseDuringStartup(t *testing.T) {
 	// Both spawns are waiting for their probe answer; Close aborts them.
 	require.NoError(t, fp.Close(ctx))
 	requireGone(t, fp.pids())
-	require.Zero(t, fp.Stats().SpawnFailures(), "a spawn aborted by Close is not a failure")
+	require.Zero(t, fp.Stats().SpawnFailures, "a spawn aborted by Close is not a failure")
 }
 
 func TestCallerCancelDoesNotKillPoolSpawn(t *testing.T) {
@@ -469,7 +470,7 @@ func TestStatsJSON(t *testing.T) {
 	proc, err := fp.Acquire(ctx)
 	require.NoError(t, err)
 	require.NoError(t, proc.Stop(ctx))
-	data, err := fp.Stats().MarshalJSON()
+	data, err := json.Marshal(fp.Stats())
 	require.NoError(t, err)
 	for _, key := range []string{`"warm_acquires":1`, `"cold_acquires":0`, `"spawn_to_ready":{"count":`, `"warm":{"acquire":{"count":1`} {
 		require.Contains(t, string(data), key)

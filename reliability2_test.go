@@ -205,7 +205,7 @@ func TestDeadWarmProcessReplacedAtClaim(t *testing.T) {
 	require.Equal(t, "echo: x", s.Result().Text)
 	require.NotEqual(t, victim.pid, s.Acquire().PID)
 	require.True(t, s.Acquire().Warm, "the chat runs on another warm process")
-	require.EqualValues(t, 1, fp.Stats().DeadAtClaim())
+	require.EqualValues(t, 1, fp.Stats().DeadAtClaim)
 }
 
 // Item 4. Guards against a request whose ctx has already ended taking a
@@ -228,9 +228,9 @@ func TestEndedCtxTakesNoProcess(t *testing.T) {
 		_, err = fp.Acquire(ended)
 		requireErrorIs(t, err, context.Canceled)
 		st := fp.Stats()
-		require.Zero(t, st.WarmAcquires())
-		require.Zero(t, st.ColdAcquires())
-		require.Equal(t, 1, st.Idle())
+		require.Zero(t, st.WarmAcquires)
+		require.Zero(t, st.ColdAcquires)
+		require.Equal(t, 1, st.Idle)
 
 		// The warm process is still there for the next caller.
 		s, _ = chatOK(t, testCtx(t), a, userMsg("x"))
@@ -243,8 +243,8 @@ func TestEndedCtxTakesNoProcess(t *testing.T) {
 		requireErrorIs(t, err, context.Canceled)
 		_, err = fp.Acquire(ended)
 		requireErrorIs(t, err, context.Canceled)
-		require.Zero(t, fp.Stats().ColdAcquires())
-		require.Zero(t, fp.Stats().Live())
+		require.Zero(t, fp.Stats().ColdAcquires)
+		require.Zero(t, fp.Stats().Live)
 	})
 }
 
@@ -334,8 +334,8 @@ func TestCloseKillingOnlyIdleProcessesIsNotAnError(t *testing.T) {
 	fp := newFakePool(t, Config{Size: 2})
 	require.NoError(t, fp.WaitReady(testCtx(t)))
 	st := fp.Stats()
-	require.Zero(t, st.Busy())
-	require.Equal(t, 2, st.Idle())
+	require.Zero(t, st.Busy)
+	require.Equal(t, 2, st.Idle)
 	ended, cancel := context.WithCancel(context.Background())
 	cancel()
 	require.NoError(t, fp.Close(ended))
@@ -386,8 +386,8 @@ func TestStatsProcessCountsConsistent(t *testing.T) {
 	for snapshots < minSnapshots || !finished() {
 		st := fp.Stats()
 		snapshots++
-		if st.Busy() < 0 || st.Idle() < 0 || st.Resetting() < 0 ||
-			st.Busy()+st.Idle()+st.Resetting() > st.Live() {
+		if st.Busy < 0 || st.Idle < 0 || st.Resetting < 0 ||
+			st.Busy+st.Idle+st.Resetting > st.Live {
 			if bad == 0 {
 				first = st
 			}
@@ -399,7 +399,7 @@ func TestStatsProcessCountsConsistent(t *testing.T) {
 		require.NoError(t, err)
 	}
 	require.Zero(t, bad, "%d of %d snapshots inconsistent, first: busy %d + idle %d + resetting %d > live %d",
-		bad, snapshots, first.Busy(), first.Idle(), first.Resetting(), first.Live())
+		bad, snapshots, first.Busy, first.Idle, first.Resetting, first.Live)
 }
 
 // Item 10. Guards against Err after Stream.Close returning an

@@ -242,9 +242,9 @@ func TestSpareComesBackAtCap(t *testing.T) {
 		require.NoError(t, s.Close())
 	}
 	st := waitStats(t, fp, "a spare at the cap", func(st Stats) bool {
-		return st.Idle() == 3 && st.Held() == 2 && st.Resetting() == 0
+		return st.Idle == 3 && st.Held == 2 && st.Resetting == 0
 	})
-	require.EqualValues(t, 1, st.HoldsEnded(false))
+	require.EqualValues(t, 1, st.Conversations.GaveWay)
 	require.NoError(t, fp.WaitReady(ctx))
 	proc, err := fp.TryAcquire()
 	require.NoError(t, err, "a spare without a conversation is ready")
@@ -283,15 +283,15 @@ func TestSpareWithoutPromptForAcquire(t *testing.T) {
 		drain(t, s)
 		require.NoError(t, s.Close())
 	}
-	waitStats(t, fp2, "both chats' processes idle", func(st Stats) bool { return st.Idle() == 2 })
-	cold := fp2.Stats().ColdAcquires()
+	waitStats(t, fp2, "both chats' processes idle", func(st Stats) bool { return st.Idle == 2 })
+	cold := fp2.Stats().ColdAcquires
 	for range 2 {
 		p, err := fp2.Acquire(ctx)
 		require.NoError(t, err)
 		require.True(t, p.Warm(), "both idle processes are spares")
 		defer p.Stop(context.Background())
 	}
-	require.Equal(t, cold, fp2.Stats().ColdAcquires())
+	require.Equal(t, cold, fp2.Stats().ColdAcquires)
 }
 
 // With neither MaxProcs nor MaxIdle, the spares a burst left beyond Size
@@ -316,9 +316,9 @@ func TestSurplusSparesShrink(t *testing.T) {
 		require.NoError(t, s.Close())
 	}
 	st := waitStats(t, fp, "the pool back at Size", func(st Stats) bool {
-		return st.Live() == 1 && st.Idle() == 1
+		return st.Live == 1 && st.Idle == 1
 	})
-	require.GreaterOrEqual(t, st.Retired(RetireSpare), int64(2))
+	require.GreaterOrEqual(t, st.Retired[RetireSpare], int64(2))
 	require.NoError(t, fp.WaitReady(ctx))
 
 	// With MaxIdle set, the surplus rule stays out of the way.
@@ -334,8 +334,8 @@ func TestSurplusSparesShrink(t *testing.T) {
 		drain(t, s)
 		require.NoError(t, s.Close())
 	}
-	waitStats(t, fp2, "both chats' processes idle", func(st Stats) bool { return st.Idle() >= 2 && st.Resetting() == 0 })
-	require.Zero(t, fp2.Stats().Retired(RetireSpare))
+	waitStats(t, fp2, "both chats' processes idle", func(st Stats) bool { return st.Idle >= 2 && st.Resetting == 0 })
+	require.Zero(t, fp2.Stats().Retired[RetireSpare])
 }
 
 func count(ts []EventType, want EventType) int {

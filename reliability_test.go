@@ -268,7 +268,7 @@ func requireClean(t *testing.T, fp *fakePool, fds fdSet) {
 			t.Errorf("process %d (ppid %d, group %d, state %s) left behind", p.pid, p.ppid, p.pgrp, p.state)
 		}
 	}
-	require.Zero(t, fp.Stats().Live(), "processes still tracked after Close")
+	require.Zero(t, fp.Stats().Live, "processes still tracked after Close")
 	requireNoNewFDs(t, fds)
 	goleak.VerifyNone(t)
 }
@@ -418,7 +418,7 @@ func faults() []fault {
 				require.NoError(t, o.error())
 				require.Equal(t, []EventType{EventInit, EventAssistant, EventResult}, o.types)
 				require.Equal(t, o.text, o.result)
-				require.GreaterOrEqual(t, fp.Stats().MalformedLines(), int64(1))
+				require.GreaterOrEqual(t, fp.Stats().MalformedLines, int64(1))
 			},
 		},
 		{
@@ -625,7 +625,7 @@ func faultIdle(t *testing.T, f fault, fds fdSet) {
 		// The refill that acquire asked for fails; it is logged and counted.
 		recs := fp.logs.waitFor(t, "claudepool: spawn failed", 1)
 		requireSpawnLog(t, recs[0], "claude CLI not found")
-		require.GreaterOrEqual(t, fp.Stats().SpawnFailures(), int64(1))
+		require.GreaterOrEqual(t, fp.Stats().SpawnFailures, int64(1))
 		// Callers get the error at once.
 		o = chat(t, a, "x", faultBound)
 		requireErrorIs(t, o.startErr, ErrCLINotFound)
@@ -639,7 +639,7 @@ func faultIdle(t *testing.T, f fault, fds fdSet) {
 		a := NewAdapter(fp.Pool)
 		recs := fp.logs.waitFor(t, "claudepool: spawn failed", 1)
 		requireSpawnLog(t, recs[0], f.spawnLog)
-		require.GreaterOrEqual(t, fp.Stats().SpawnFailures(), int64(1))
+		require.GreaterOrEqual(t, fp.Stats().SpawnFailures, int64(1))
 		o := chat(t, a, "x", faultBound)
 		require.False(t, o.warm, "no warm process can be ready")
 		f.wantSpawn(t, o)
@@ -659,7 +659,7 @@ func faultIdle(t *testing.T, f fault, fds fdSet) {
 			recs := fp.logs.waitFor(t, "claudepool: idle process exited", 1)
 			require.EqualValues(t, victim, attr(recs[0], "pid").Int64())
 			require.Contains(t, attr(recs[0], "err").String(), "signal killed")
-			require.EqualValues(t, 1, fp.Stats().DeadIdle())
+			require.EqualValues(t, 1, fp.Stats().DeadIdle)
 			require.NoError(t, fp.WaitReady(testCtx(t)))
 		}
 		// Repaired before the faulty warm process is taken: the refill
@@ -686,7 +686,7 @@ func faultAtAcquire(t *testing.T, f fault, fds fdSet) {
 		o := chat(t, a, "x", faultBound)
 		requireErrorIs(t, o.startErr, ErrCLINotFound)
 		f.requireBounded(t, o)
-		require.EqualValues(t, 1, fp.Stats().SpawnFailures())
+		require.EqualValues(t, 1, fp.Stats().SpawnFailures)
 	case f.spawnEnv != nil:
 		c.set(t, f.spawnEnv)
 		o := chat(t, a, "x", faultBound)
@@ -791,7 +791,7 @@ func faultDuringClose(t *testing.T, f fault, fds fdSet) {
 				fp := f.newPool(t, c, 2, func(c *Config) { c.ReadyTimeout = time.Hour })
 				fp.logs.waitFor(t, "claudepool: process started", 2)
 				require.NoError(t, closeBounded(fp))
-				require.Zero(t, fp.Stats().SpawnFailures())
+				require.Zero(t, fp.Stats().SpawnFailures)
 				requireClean(t, fp, fds)
 			})
 		}
@@ -873,8 +873,8 @@ func requireResetFailed(t *testing.T, fp *fakePool, pid int) {
 	recs := fp.logs.waitFor(t, "claudepool: reset failed", 1)
 	require.EqualValues(t, pid, attr(recs[0], "pid").Int64())
 	require.True(t, waitExited(pid, testWait), "process %d retired", pid)
-	require.EqualValues(t, 1, fp.Stats().Retired(RetireResetFailed))
-	require.Zero(t, fp.Stats().Reuses())
+	require.EqualValues(t, 1, fp.Stats().Retired[RetireResetFailed])
+	require.Zero(t, fp.Stats().Reuses)
 }
 
 // requireSpawnLog checks a "spawn failed" record: it carries the error
@@ -967,7 +967,7 @@ func TestDeadlineCloseWithSilentStartingCLI(t *testing.T) {
 	// are killed after the stop grace.
 	require.NoError(t, fp.Close(ctx))
 	require.Less(t, time.Since(start), closeDeadline+faultBound, "Close outlived its ctx")
-	require.Zero(t, fp.Stats().SpawnFailures())
+	require.Zero(t, fp.Stats().SpawnFailures)
 	requireClean(t, fp, fds)
 }
 

@@ -87,7 +87,7 @@ func received(t *testing.T, fp *fakePool, pid int) []string {
 func retiredTotal(st Stats) int64 {
 	var n int64
 	for _, r := range retireReasonsArray {
-		n += st.Retired(r)
+		n += st.Retired[r]
 	}
 	return n
 }
@@ -122,13 +122,13 @@ func TestReuseSamePrompt(t *testing.T) {
 		require.NotContains(t, string(ev.Raw), "first secret")
 	}
 	require.NotEqual(t, s1.Result().SessionID, s2.Result().SessionID, "a new session after the reset")
-	require.EqualValues(t, 1, fp.Stats().Reuses())
+	require.EqualValues(t, 1, fp.Stats().Reuses)
 
 	waitReset(t, fp, info1.PID, 2)
 	require.Equal(t, []string{"mcp_status", "initialize", "user:first secret", "user:/clear", "user:second", "user:/clear"},
 		received(t, fp, info1.PID), "one initialize for life, a /clear after each chat")
 	st := fp.Stats()
-	require.EqualValues(t, 2, st.Resets().Count)
+	require.EqualValues(t, 2, st.Resets.Count)
 	require.Zero(t, retiredTotal(st))
 }
 
@@ -217,16 +217,16 @@ func TestNoReuseAfterUncleanEnd(t *testing.T) {
 			tt.want(t, o)
 			require.True(t, waitExited(o.pid, testWait), "process %d retired", o.pid)
 			st := fp.Stats()
-			require.EqualValues(t, 1, st.Retired(RetireUnclean))
+			require.EqualValues(t, 1, st.Retired[RetireUnclean])
 			require.EqualValues(t, 1, retiredTotal(st))
-			require.Zero(t, st.Resets().Count)
+			require.Zero(t, st.Resets.Count)
 			require.NotContains(t, received(t, fp, o.pid), "user:/clear", "an unclean process is never reset")
 
 			require.NoError(t, fp.WaitReady(testCtx(t)))
 			next := chat(t, a, "next", faultBound)
 			requireOK(t, next, "next")
 			require.NotEqual(t, o.pid, next.pid, "the retired process is never handed out again")
-			require.Zero(t, fp.Stats().Reuses())
+			require.Zero(t, fp.Stats().Reuses)
 		})
 	}
 }
@@ -250,7 +250,7 @@ func TestReuseAfterErrorResult(t *testing.T) {
 	requireOK(t, o2, "after the error")
 	require.Equal(t, o1.pid, o2.pid)
 	st := fp.Stats()
-	require.EqualValues(t, 1, st.Reuses())
+	require.EqualValues(t, 1, st.Reuses)
 	require.Zero(t, retiredTotal(st))
 }
 
@@ -348,12 +348,12 @@ func TestReuseMaxUses(t *testing.T) {
 
 			st := fp.Stats()
 			retired := int64(tt.chats / tt.maxUses)
-			require.Equal(t, retired, st.Retired(RetireMaxUses))
+			require.Equal(t, retired, st.Retired[RetireMaxUses])
 			require.Equal(t, retired, retiredTotal(st))
-			require.EqualValues(t, tt.chats-len(pids), st.Reuses())
-			require.EqualValues(t, resets, st.Resets().Count)
-			require.EqualValues(t, retired, st.UsesPerProcess().Count)
-			require.EqualValues(t, tt.maxUses, st.UsesPerProcess().Max)
+			require.EqualValues(t, tt.chats-len(pids), st.Reuses)
+			require.EqualValues(t, resets, st.Resets.Count)
+			require.EqualValues(t, retired, st.UsesPerProcess.Count)
+			require.EqualValues(t, tt.maxUses, st.UsesPerProcess.Max)
 			if tt.maxUses == 1 {
 				for _, pid := range pids {
 					require.NotContains(t, received(t, fp, pid), "user:/clear")
@@ -378,11 +378,11 @@ func TestReuseMaxRSS(t *testing.T) {
 	t.Run("IdleRSS after a reset", func(t *testing.T) {
 		ctx := testCtx(t)
 		fp := newFakePool(t, Config{}, growEnv)
-		require.Zero(t, fp.Stats().IdleRSS())
+		require.Zero(t, fp.Stats().IdleRSS)
 		o := chat(t, NewAdapter(fp.Pool), "grow", faultBound)
 		requireOK(t, o, "grow")
 		waitReset(t, fp, o.pid, 1)
-		afterOne = fp.Stats().IdleRSS()
+		afterOne = fp.Stats().IdleRSS
 		t.Logf("idle RSS after one grown turn: %d MiB", afterOne>>20)
 		require.Greater(t, afterOne, int64(grow), "the idle process's memory, grown turn included")
 		require.NoError(t, fp.Close(ctx))
@@ -398,7 +398,7 @@ func TestReuseMaxRSS(t *testing.T) {
 		o1 := chat(t, a, "one", faultBound)
 		requireOK(t, o1, "one")
 		waitReset(t, fp, o1.pid, 1)
-		require.Positive(t, fp.Stats().IdleRSS())
+		require.Positive(t, fp.Stats().IdleRSS)
 
 		o2 := chat(t, a, "two", faultBound)
 		requireOK(t, o2, "two")
@@ -406,10 +406,10 @@ func TestReuseMaxRSS(t *testing.T) {
 		require.Equal(t, RetireMemory, waitRetired(t, fp, o1.pid))
 		require.True(t, waitExited(o1.pid, testWait))
 		st := fp.Stats()
-		require.EqualValues(t, 1, st.Retired(RetireMemory))
+		require.EqualValues(t, 1, st.Retired[RetireMemory])
 		require.EqualValues(t, 1, retiredTotal(st))
-		require.EqualValues(t, 2, st.UsesPerProcess().Max)
-		require.Zero(t, st.IdleRSS())
+		require.EqualValues(t, 2, st.UsesPerProcess.Max)
+		require.Zero(t, st.IdleRSS)
 
 		o3 := chat(t, a, "three", faultBound)
 		requireOK(t, o3, "three")
@@ -454,7 +454,7 @@ func TestReuseAffinity(t *testing.T) {
 		b2 := chatOn(t, fp, "B")
 		require.Equal(t, b1.PID, b2.PID)
 		st := fp.Stats()
-		require.EqualValues(t, 2, st.Reuses())
+		require.EqualValues(t, 2, st.Reuses)
 		require.Zero(t, retiredTotal(st))
 		require.Equal(t, []string{"mcp_status", "initialize", "user:hi", "user:/clear", "user:hi", "user:/clear"},
 			received(t, fp, a1.PID), "one initialize for life")
@@ -472,7 +472,7 @@ func TestReuseAffinity(t *testing.T) {
 		require.NotEqual(t, a.PID, s.Acquire().PID)
 		require.Equal(t, RetireEvicted, waitRetired(t, fp, a.PID))
 		require.True(t, waitExited(a.PID, testWait))
-		require.EqualValues(t, 1, fp.Stats().Retired(RetireEvicted))
+		require.EqualValues(t, 1, fp.Stats().Retired[RetireEvicted])
 		require.EqualValues(t, 1, retiredTotal(fp.Stats()))
 	})
 
@@ -500,7 +500,7 @@ func TestReuseAffinity(t *testing.T) {
 			require.Equal(t, RetireSurplus, waitRetired(t, fp, procs[tt.retired]))
 			require.True(t, waitExited(procs[tt.retired], testWait))
 			st := fp.Stats()
-			require.EqualValues(t, 1, st.Retired(RetireSurplus))
+			require.EqualValues(t, 1, st.Retired[RetireSurplus])
 			require.EqualValues(t, 1, retiredTotal(st))
 			for _, p := range tt.kept {
 				info := chatOn(t, fp, p)
@@ -542,8 +542,8 @@ func TestReusePoolPrompt(t *testing.T) {
 	}
 	require.Equal(t, []string{"mcp_status", "initialize", "user:one", "user:/clear", "user:two", "user:/clear", "user:three", "user:/clear"},
 		received(t, fp, pid), "the pool's initialize at spawn, none at claim")
-	require.EqualValues(t, 2, fp.Stats().Reuses())
-	require.Zero(t, fp.Stats().PromptCold())
+	require.EqualValues(t, 2, fp.Stats().Reuses)
+	require.Zero(t, fp.Stats().PromptCold)
 }
 
 // A reset that is not confirmed retires the process; the next chat runs on
@@ -572,7 +572,7 @@ func TestResetFaults(t *testing.T) {
 			rec := fp.logs.waitFor(t, logResetErr, 1)[0]
 			require.Contains(t, attr(rec, "err").String(), tt.wantErr)
 			require.EqualValues(t, 1, retiredTotal(fp.Stats()))
-			require.Zero(t, fp.Stats().Resets().Count)
+			require.Zero(t, fp.Stats().Resets.Count)
 
 			require.NoError(t, fp.WaitReady(testCtx(t)))
 			o2 := chat(t, a, "second", faultBound)
@@ -636,9 +636,9 @@ func TestReuseStatsUnderLoad(t *testing.T) {
 			during++
 		}
 		st := fp.Stats()
-		if st.Busy()+st.Idle()+st.Resetting() > st.Live() {
+		if st.Busy+st.Idle+st.Resetting > st.Live {
 			t.Fatalf("snapshot %d: busy %d + idle %d + resetting %d > live %d",
-				snapshots, st.Busy(), st.Idle(), st.Resetting(), st.Live())
+				snapshots, st.Busy, st.Idle, st.Resetting, st.Live)
 		}
 		runtime.Gosched()
 	}
@@ -656,11 +656,11 @@ func TestReuseStatsUnderLoad(t *testing.T) {
 	resets := fp.logs.waitFor(t, logReset, callers*chats)
 	st := fp.Stats()
 	require.Len(t, resets, callers*chats)
-	require.EqualValues(t, len(resets), st.Resets().Count)
-	require.Zero(t, st.Resetting())
-	require.Zero(t, st.Busy())
+	require.EqualValues(t, len(resets), st.Resets.Count)
+	require.Zero(t, st.Resetting)
+	require.Zero(t, st.Busy)
 	require.Positive(t, reused)
-	require.Equal(t, reused, st.Reuses())
+	require.Equal(t, reused, st.Reuses)
 	require.Zero(t, retiredTotal(st))
 	require.Zero(t, countLogs(fp, logResetErr))
 }
@@ -687,7 +687,7 @@ func TestResetInFlightAtClose(t *testing.T) {
 	o := chat(t, NewAdapter(fp.Pool), text, faultBound)
 	requireOK(t, o, text)
 	// The process went to its reset before the caller saw the result.
-	require.Equal(t, 1, fp.Stats().Resetting())
+	require.Equal(t, 1, fp.Stats().Resetting)
 
 	closed := make(chan error, 1)
 	go func() { closed <- fp.Close(context.Background()) }()
@@ -704,11 +704,11 @@ func TestResetInFlightAtClose(t *testing.T) {
 	// close, not for a failed reset, and no failure is logged.
 	require.Equal(t, RetireClosed, waitRetired(t, fp, o.pid))
 	st := fp.Stats()
-	require.EqualValues(t, 1, st.Retired(RetireClosed))
-	require.Zero(t, st.Retired(RetireResetFailed))
+	require.EqualValues(t, 1, st.Retired[RetireClosed])
+	require.Zero(t, st.Retired[RetireResetFailed])
 	require.Zero(t, countLogs(fp, logResetErr))
-	require.Zero(t, st.Resetting())
-	require.Zero(t, st.Reuses())
+	require.Zero(t, st.Resetting)
+	require.Zero(t, st.Reuses)
 	requireClean(t, fp, fds)
 }
 

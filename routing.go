@@ -51,7 +51,8 @@ import (
 // robin in HAProxy), so such a conversation may move once, at its second
 // turn, which is then served from the rendered history. When a replica
 // goes away, its conversations move to others the same way: their next
-// turn misses (Stats.StickyMisses) and the turns after it continue there.
+// turn misses (Stats.Conversations.MissNotHeld) and the turns after it
+// continue there.
 func ConversationKey(req Request) string {
 	h := sha256.New()
 	keyField(h, "claudepool conversation key v1")

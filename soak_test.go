@@ -177,7 +177,7 @@ func TestSoak(t *testing.T) {
 		tick := time.NewTicker(2 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			raise(&maxLive, int64(fp.Stats().Live()))
+			raise(&maxLive, int64(fp.Stats().Live))
 			raise(&maxChildren, int64(liveChildren()))
 			select {
 			case <-stopWatch:
@@ -237,14 +237,14 @@ func TestSoak(t *testing.T) {
 	fmt.Fprintf(&b, "  random cancels:  %d; errors at StreamChat: %d; wrong outcomes: %d\n", canceled, atStart, len(problems))
 	fmt.Fprintf(&b, "  max live: %d (pool), %d (children in /proc); MaxProcs %d\n", maxLive.Load(), maxChildren.Load(), soakMaxProcs)
 	fmt.Fprintf(&b, "  pool: warm %d, cold %d, spawn failures %d, dead idle %d, slot timeouts %d, malformed lines %d, idle %d, live %d\n",
-		st.WarmAcquires(), st.ColdAcquires(), st.SpawnFailures(), st.DeadIdle(), st.SlotTimeouts(), st.MalformedLines(), st.Idle(), st.Live())
+		st.WarmAcquires, st.ColdAcquires, st.SpawnFailures, st.DeadIdle, st.SlotTimeouts, st.MalformedLines, st.Idle, st.Live)
 	retired := map[string]int{}
 	for _, r := range []RetireReason{RetireMaxUses, RetireMemory, RetireResetFailed, RetireUnclean,
 		RetireIdle, RetireEvicted, RetireSurplus, RetireSpare, RetireClosed} {
-		retired[string(r)] = int(st.Retired(r))
+		retired[string(r)] = int(st.Retired[r])
 	}
 	fmt.Fprintf(&b, "  reuse: %d reuses, %d resets (p50 %v), uses per process p50 %d max %d; retired: %s\n",
-		st.Reuses(), st.Resets().Count, st.Resets().P50, st.UsesPerProcess().P50, st.UsesPerProcess().Max, counts(retired))
+		st.Reuses, st.Resets.Count, st.Resets.P50, st.UsesPerProcess.P50, st.UsesPerProcess.Max, counts(retired))
 	t.Log(b.String())
 
 	for i, p := range problems {
@@ -257,10 +257,10 @@ func TestSoak(t *testing.T) {
 	require.Equal(t, chats, len(results))
 	require.LessOrEqual(t, maxLive.Load(), int64(soakMaxProcs), "live processes exceeded MaxProcs")
 	require.LessOrEqual(t, maxChildren.Load(), int64(soakMaxProcs), "child processes exceeded MaxProcs")
-	require.GreaterOrEqual(t, st.Idle(), soakSize)
-	require.LessOrEqual(t, st.Live(), soakMaxProcs)
-	require.Positive(t, st.Reuses())
-	require.Zero(t, st.SpawnFailures())
+	require.GreaterOrEqual(t, st.Idle, soakSize)
+	require.LessOrEqual(t, st.Live, soakMaxProcs)
+	require.Positive(t, st.Reuses)
+	require.Zero(t, st.SpawnFailures)
 
 	requireClean(t, fp, fds)
 	t.Logf("soak: leaks after Close: none (processes, process groups, file descriptors, goroutines)")

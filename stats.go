@@ -1,7 +1,6 @@
 package claudepool
 
 import (
-	"encoding/json"
 	"math"
 	"sync/atomic"
 )
@@ -52,60 +51,175 @@ type latencies struct {
 	uses           histogram // chats served by each retired process, as a count in ns units
 }
 
-// Stats is a snapshot of a pool's state and counters. Counters are
-// cumulative since NewPool. The zero value reports an empty pool.
+// Stats is a snapshot of a pool: its processes now, and counters and
+// latencies since NewPool. It is plain data: compare its fields, log it,
+// encode it as JSON. The process counts are taken together under the
+// pool's lock, so they add up. The zero value reports an empty pool.
 type Stats struct {
-	idle, busy, starting, resetting, live int
-	idleRSS                               int64
+	// Processes now.
+	//
+	// Idle is the number of warm processes ready to be acquired.
+	Idle int `json:"idle"`
+	// Busy is the number of processes serving a caller.
+	Busy int `json:"busy"`
+	// Starting is the number of warm processes being spawned or probed.
+	Starting int `json:"starting"`
+	// Resetting is the number of processes whose conversation is being
+	// cleared for the next chat.
+	Resetting int `json:"resetting"`
+	// Held is the number of idle processes that hold the conversation of
+	// their last chat.
+	Held int `json:"held"`
+	// Live is the number of processes not yet reaped: idle, busy,
+	// starting, resetting and retiring.
+	Live int `json:"live"`
+	// IdleRSS is the resident memory of the idle processes in bytes, as
+	// read after their last reset; processes not read yet (fresh ones, or
+	// on systems without /proc) count 0.
+	IdleRSS int64 `json:"idle_rss_bytes"`
+	// SpareTarget is the number of idle spares the refill aims for: Size,
+	// or with Config.SpareDecay the recent peak of busy processes when it
+	// is higher, within MaxProcs.
+	SpareTarget int `json:"spare_target"`
+	// Waiting is the number of callers waiting for a MaxProcs slot now.
+	Waiting int64 `json:"waiting"`
 
-	warmAcquires, coldAcquires, spawnFailures int64
-	deadIdle, slotTimeouts                    int64
-	promptCold, malformedLines                int64
-	reuses, deadAtClaim                       int64
-	held                                      int
-	stickyHits, stickyMissNone                int64
-	stickyMissSettings, holdsExpired          int64
-	holdsTaken                                int64
-	retired                                   map[RetireReason]int64
-	resets                                    LatencySummary
-	uses                                      CountSummary
+	// Acquires, since NewPool.
+	//
+	// WarmAcquires counts acquires served by a ready process.
+	WarmAcquires int64 `json:"warm_acquires"`
+	// ColdAcquires counts acquires that spawned a process.
+	ColdAcquires int64 `json:"cold_acquires"`
+	// PromptCold counts requests served by a cold process because they
+	// brought a system prompt other than the pool's Config.Prompt.
+	PromptCold int64 `json:"prompt_cold"`
+	// SlotTimeouts counts acquires that gave up waiting for a MaxProcs
+	// slot.
+	SlotTimeouts int64 `json:"slot_timeouts"`
+	// Overloaded counts callers turned away with ErrOverloaded
+	// (Config.MaxWaiting, Config.MaxWait).
+	Overloaded int64 `json:"overloaded"`
+	// DeadAtClaim counts processes found dead when a chat began with
+	// them, before its request reached them; the chat took another.
+	DeadAtClaim int64 `json:"dead_at_claim"`
 
-	warmAcquireWait, coldAcquireWait, spawnToReady LatencySummary
-	warmFirstEvent, coldFirstEvent                 LatencySummary
-	warmFirstText, coldFirstText                   LatencySummary
-	warmResult, coldResult                         LatencySummary
+	// Processes' lives, since NewPool.
+	//
+	// SpawnFailures counts spawns that failed to start or to become
+	// ready.
+	SpawnFailures int64 `json:"spawn_failures"`
+	// DeadIdle counts warm processes that exited while waiting in the
+	// pool.
+	DeadIdle int64 `json:"dead_idle"`
+	// Reuses counts chats served by a process that had served one before.
+	Reuses int64 `json:"reuses"`
+	// Retired counts the processes the pool retired, by reason; every
+	// reason of RetireReasons is present, 0 included. Processes that
+	// exited on their own are counted by DeadIdle or not at all.
+	Retired map[RetireReason]int64 `json:"retired"`
+	// UsesPerProcess summarizes how many chats each retired process
+	// served.
+	UsesPerProcess CountSummary `json:"uses_per_process"`
+	// MalformedLines counts stdout lines that were not JSON and were
+	// skipped.
+	MalformedLines int64 `json:"malformed_lines"`
 
-	outcomes                  map[Outcome]int64
-	tokens                    TokenCounts
-	costUSD                   float64
-	waiting, overloaded       int64
-	lastSpawnErr              error
-	spawnStreak, authFailures int64
-	spareTarget               int
+	// Held conversations, since NewPool.
+	//
+	// Conversations counts what became of held conversations.
+	Conversations ConversationStats `json:"conversations"`
 
-	hists [numHists]Histogram
+	// Streams, since NewPool.
+	//
+	// Outcomes counts the streams that ended with each outcome (see
+	// OutcomeOf); every outcome of Outcomes is present, 0 included.
+	Outcomes map[Outcome]int64 `json:"outcomes"`
+	// Tokens sums the usage of every stream's result, failed ones
+	// included.
+	Tokens TokenCounts `json:"tokens"`
+	// CostUSD sums the CLI's cost estimate (total_cost_usd) of every
+	// stream's result, failed ones included.
+	CostUSD float64 `json:"cost_usd"`
+
+	// Latencies: lifetime percentiles and cumulative histograms.
+	//
+	// SpawnToReady is how long a warm process took from spawn to
+	// answering its readiness probe: the start-up cost the pool hides.
+	SpawnToReady Latency `json:"spawn_to_ready"`
+	// Resets is how long confirmed resets between chats took.
+	Resets Latency `json:"resets"`
+	// Warm holds the latencies of chats on warm acquires.
+	Warm PhaseLatencies `json:"warm"`
+	// Cold holds the latencies of chats on cold acquires; Cold.Acquire
+	// includes the spawn and any wait for a MaxProcs slot.
+	Cold PhaseLatencies `json:"cold"`
+
+	// Health holds the figures a readiness probe watches.
+	Health Health `json:"health"`
 }
 
-// The histograms Stats exports, in latencies' order.
-const (
-	histWarmAcquire = iota
-	histColdAcquire
-	histSpawnToReady
-	histWarmFirstEvent
-	histColdFirstEvent
-	histWarmFirstText
-	histColdFirstText
-	histWarmResult
-	histColdResult
-	histReset
-	numHists
-)
+// ConversationStats counts what became of held conversations. A request
+// could continue one when its last messages are an assistant reply and a
+// user message: it continued one (Continued) or missed (MissNotHeld,
+// MissSettings). A held conversation ends when the pool resets it
+// (Expired, GaveWay).
+type ConversationStats struct {
+	// Continued counts requests that continued a held conversation.
+	Continued int64 `json:"continued"`
+	// MissNotHeld counts requests that could have continued a
+	// conversation but found no process holding those messages: a new or
+	// edited history, a conversation reset or held by another replica.
+	MissNotHeld int64 `json:"miss_not_held"`
+	// MissSettings counts requests that could have continued a
+	// conversation held by a process with another system prompt or model.
+	MissSettings int64 `json:"miss_settings"`
+	// Expired counts held conversations reset after
+	// Config.HoldConversations.
+	Expired int64 `json:"expired"`
+	// GaveWay counts held conversations reset to serve another chat or to
+	// make a spare.
+	GaveWay int64 `json:"gave_way"`
+}
 
-// all returns the latency histograms in the order of the hist* constants.
-func (l *latencies) all() [numHists]*histogram {
-	return [numHists]*histogram{&l.warmAcquire, &l.coldAcquire, &l.spawnToReady,
-		&l.warmFirstEvent, &l.coldFirstEvent, &l.warmFirstText, &l.coldFirstText,
-		&l.warmResult, &l.coldResult, &l.reset}
+// PhaseLatencies are the latencies of the chats on warm or on cold
+// processes. Each is measured from StreamChat, Acquire from Acquire's
+// start.
+type PhaseLatencies struct {
+	// Acquire is how long acquires took.
+	Acquire Latency `json:"acquire"`
+	// FirstEvent is the time from StreamChat to the first event.
+	FirstEvent Latency `json:"first_event"`
+	// FirstText is the time from StreamChat to the first event with text.
+	FirstText Latency `json:"first_text"`
+	// Result is the time from StreamChat to the result line.
+	Result Latency `json:"result"`
+}
+
+// Latency is a lifetime summary of durations and their cumulative
+// histogram. It encodes as its summary alone (LatencySummary's
+// MarshalJSON is promoted): the histogram is for metrics exporters.
+type Latency struct {
+	LatencySummary
+	// Histogram counts the same durations in the buckets of
+	// HistogramBounds.
+	Histogram Histogram `json:"-"`
+}
+
+// Health holds the figures a readiness probe watches.
+type Health struct {
+	// LastSpawnError is the text of the error of the last spawn that
+	// failed, warm or cold; "" when no spawn failed since the last
+	// successful one. A spawn fails when the executable cannot be
+	// started, or, for a warm process, when it does not become ready.
+	LastSpawnError string `json:"last_spawn_error,omitempty"`
+	// ConsecutiveSpawnFailures counts the spawns that failed since the
+	// last successful one.
+	ConsecutiveSpawnFailures int64 `json:"consecutive_spawn_failures"`
+	// ConsecutiveAuthFailures counts the results in a row whose API call
+	// was refused for authentication (api_error_status 401 or 403): a bad
+	// or revoked key, which WaitReady cannot see. Any successful result
+	// resets it; other failures leave it as it is.
+	ConsecutiveAuthFailures int64 `json:"consecutive_auth_failures"`
 }
 
 // Stats returns a snapshot of the pool's state, counters and latencies.
@@ -114,347 +228,69 @@ func (l *latencies) all() [numHists]*histogram {
 func (p *Pool) Stats() Stats {
 	p.mu.Lock()
 	st := Stats{
-		idle:      p.idle.len(),
-		busy:      p.count[stateLeased],
-		starting:  p.spawning,
-		resetting: p.count[stateResetting],
-		live:      len(p.live),
+		Idle:        p.idle.len(),
+		Busy:        p.count[stateLeased],
+		Starting:    p.spawning,
+		Resetting:   p.count[stateResetting],
+		Live:        len(p.live),
+		SpareTarget: p.spareTargetLocked(),
 	}
 	for _, proc := range p.idle.procs {
-		st.idleRSS += proc.life.rss
+		st.IdleRSS += proc.life.rss
 		if proc.life.held != nil {
-			st.held++
+			st.Held++
 		}
 	}
-	st.lastSpawnErr = p.lastSpawnErr
-	st.spawnStreak = int64(p.spawnStreak)
-	st.spareTarget = p.spareTargetLocked()
+	if p.lastSpawnErr != nil {
+		st.Health.LastSpawnError = p.lastSpawnErr.Error()
+	}
+	st.Health.ConsecutiveSpawnFailures = int64(p.spawnStreak)
 	p.mu.Unlock()
-	c, l := &p.counters, &p.lat
-	st.outcomes = make(map[Outcome]int64, len(outcomesArray))
-	for i, o := range outcomesArray {
-		st.outcomes[o] = c.outcomes[i].Load()
-	}
-	u := &p.usage
-	st.tokens = TokenCounts{Input: u.input.Load(), Output: u.output.Load(),
-		CacheRead: u.cacheRead.Load(), CacheCreation: u.cacheCreation.Load()}
-	st.costUSD = math.Float64frombits(u.costBits.Load())
-	st.authFailures = u.authFailures.Load()
-	st.waiting = p.waiting.Load()
-	st.overloaded = c.overloaded.Load()
-	for i, h := range l.all() {
-		st.hists[i] = h.snapshot()
-	}
-	st.warmAcquires = c.warm.Load()
-	st.coldAcquires = c.cold.Load()
-	st.spawnFailures = c.spawnFailures.Load()
-	st.deadIdle = c.deadIdle.Load()
-	st.slotTimeouts = c.slotTimeouts.Load()
-	st.promptCold = c.promptCold.Load()
-	st.malformedLines = p.set.malformed.Load()
-	st.reuses = c.reuses.Load()
-	st.deadAtClaim = c.deadAtClaim.Load()
-	st.stickyHits = c.stickyHits.Load()
-	st.stickyMissNone = c.stickyMissNone.Load()
-	st.stickyMissSettings = c.stickyMissSettings.Load()
-	st.holdsExpired = c.holdsExpired.Load()
-	st.holdsTaken = c.holdsTaken.Load()
-	st.retired = make(map[RetireReason]int64, len(retireReasonsArray))
+
+	c, l, u := &p.counters, &p.lat, &p.usage
+	st.Waiting = p.waiting.Load()
+
+	st.WarmAcquires = c.warm.Load()
+	st.ColdAcquires = c.cold.Load()
+	st.PromptCold = c.promptCold.Load()
+	st.SlotTimeouts = c.slotTimeouts.Load()
+	st.Overloaded = c.overloaded.Load()
+	st.DeadAtClaim = c.deadAtClaim.Load()
+
+	st.SpawnFailures = c.spawnFailures.Load()
+	st.DeadIdle = c.deadIdle.Load()
+	st.Reuses = c.reuses.Load()
+	st.Retired = make(map[RetireReason]int64, len(retireReasonsArray))
 	for i, r := range retireReasonsArray {
-		st.retired[r] = c.retired[i].Load()
+		st.Retired[r] = c.retired[i].Load()
 	}
-	st.warmAcquireWait = l.warmAcquire.summary()
-	st.coldAcquireWait = l.coldAcquire.summary()
-	st.spawnToReady = l.spawnToReady.summary()
-	st.warmFirstEvent = l.warmFirstEvent.summary()
-	st.coldFirstEvent = l.coldFirstEvent.summary()
-	st.warmFirstText = l.warmFirstText.summary()
-	st.coldFirstText = l.coldFirstText.summary()
-	st.warmResult = l.warmResult.summary()
-	st.coldResult = l.coldResult.summary()
-	st.resets = l.reset.summary()
-	st.uses = l.uses.counts()
+	st.UsesPerProcess = l.uses.counts()
+	st.MalformedLines = p.set.malformed.Load()
+
+	st.Conversations = ConversationStats{
+		Continued:    c.stickyHits.Load(),
+		MissNotHeld:  c.stickyMissNone.Load(),
+		MissSettings: c.stickyMissSettings.Load(),
+		Expired:      c.holdsExpired.Load(),
+		GaveWay:      c.holdsTaken.Load(),
+	}
+
+	st.Outcomes = make(map[Outcome]int64, len(outcomesArray))
+	for i, o := range outcomesArray {
+		st.Outcomes[o] = c.outcomes[i].Load()
+	}
+	st.Tokens = TokenCounts{Input: u.input.Load(), Output: u.output.Load(),
+		CacheRead: u.cacheRead.Load(), CacheCreation: u.cacheCreation.Load()}
+	st.CostUSD = math.Float64frombits(u.costBits.Load())
+
+	lat := func(h *histogram) Latency { return Latency{LatencySummary: h.summary(), Histogram: h.snapshot()} }
+	st.SpawnToReady = lat(&l.spawnToReady)
+	st.Resets = lat(&l.reset)
+	st.Warm = PhaseLatencies{Acquire: lat(&l.warmAcquire), FirstEvent: lat(&l.warmFirstEvent),
+		FirstText: lat(&l.warmFirstText), Result: lat(&l.warmResult)}
+	st.Cold = PhaseLatencies{Acquire: lat(&l.coldAcquire), FirstEvent: lat(&l.coldFirstEvent),
+		FirstText: lat(&l.coldFirstText), Result: lat(&l.coldResult)}
+
+	st.Health.ConsecutiveAuthFailures = u.authFailures.Load()
 	return st
-}
-
-// Idle is the number of warm processes ready to be acquired.
-func (s Stats) Idle() int { return s.idle }
-
-// Busy is the number of processes serving a caller.
-func (s Stats) Busy() int { return s.busy }
-
-// Resetting is the number of processes whose conversation is being
-// cleared for the next chat.
-func (s Stats) Resetting() int { return s.resetting }
-
-// IdleRSS is the resident memory of the idle processes in bytes, as read
-// after their last reset; processes not read yet (fresh ones, or on
-// systems without /proc) count 0.
-func (s Stats) IdleRSS() int64 { return s.idleRSS }
-
-// Reuses counts chats served by a process that had served one before.
-func (s Stats) Reuses() int64 { return s.reuses }
-
-// Resets summarizes how long confirmed resets between chats took.
-func (s Stats) Resets() LatencySummary { return s.resets }
-
-// Retired counts the processes the pool retired for reason. Processes
-// that exited on their own are counted by DeadIdle or not at all.
-func (s Stats) Retired(reason RetireReason) int64 { return s.retired[reason] }
-
-// UsesPerProcess summarizes how many chats each retired process served.
-func (s Stats) UsesPerProcess() CountSummary { return s.uses }
-
-// Held is the number of idle processes that hold the conversation of
-// their last chat.
-func (s Stats) Held() int { return s.held }
-
-// StickyHits counts requests that continued a held conversation.
-func (s Stats) StickyHits() int64 { return s.stickyHits }
-
-// StickyMisses counts requests that could have continued a conversation
-// (their last messages are an assistant reply and a user message) but
-// found none held for them, by reason: MissNotHeld when no process holds
-// those messages (a new or edited history, a conversation reset or held
-// by another replica), MissSettings when one does, with another system
-// prompt or model.
-func (s Stats) StickyMisses(reason MissReason) int64 {
-	if reason == MissSettings {
-		return s.stickyMissSettings
-	}
-	return s.stickyMissNone
-}
-
-// HoldsEnded counts held conversations the pool reset: after
-// Config.HoldConversations (expired true), or to serve another chat.
-func (s Stats) HoldsEnded(expired bool) int64 {
-	if expired {
-		return s.holdsExpired
-	}
-	return s.holdsTaken
-}
-
-// MissReason says why a request found no held conversation to continue.
-type MissReason string
-
-// The reasons a continuation misses.
-const (
-	MissNotHeld  MissReason = "not_held"
-	MissSettings MissReason = "settings"
-)
-
-// DeadAtClaim counts processes found dead when a chat began with them,
-// before its request reached them; the chat took another.
-func (s Stats) DeadAtClaim() int64 { return s.deadAtClaim }
-
-// Starting is the number of warm processes being spawned or probed.
-func (s Stats) Starting() int { return s.starting }
-
-// Live is the number of processes not yet reaped: idle, busy, starting,
-// resetting and retiring.
-func (s Stats) Live() int { return s.live }
-
-// WarmAcquires counts acquires served by a ready process.
-func (s Stats) WarmAcquires() int64 { return s.warmAcquires }
-
-// ColdAcquires counts acquires that spawned a process.
-func (s Stats) ColdAcquires() int64 { return s.coldAcquires }
-
-// SpawnFailures counts spawns that failed to start or to become ready.
-func (s Stats) SpawnFailures() int64 { return s.spawnFailures }
-
-// DeadIdle counts warm processes that exited while waiting in the pool.
-func (s Stats) DeadIdle() int64 { return s.deadIdle }
-
-// SlotTimeouts counts acquires that gave up waiting for a MaxProcs slot.
-func (s Stats) SlotTimeouts() int64 { return s.slotTimeouts }
-
-// PromptCold counts requests served by a cold process because they
-// brought a system prompt other than the pool's Config.Prompt.
-func (s Stats) PromptCold() int64 { return s.promptCold }
-
-// MalformedLines counts stdout lines that were not JSON and were skipped.
-func (s Stats) MalformedLines() int64 { return s.malformedLines }
-
-// WarmAcquireWait summarizes how long warm acquires took.
-func (s Stats) WarmAcquireWait() LatencySummary { return s.warmAcquireWait }
-
-// ColdAcquireWait summarizes how long cold acquires took (spawn, plus any
-// wait for a MaxProcs slot).
-func (s Stats) ColdAcquireWait() LatencySummary { return s.coldAcquireWait }
-
-// SpawnToReady summarizes how long a warm process took from spawn to
-// answering its readiness probe: the start-up cost the pool hides.
-func (s Stats) SpawnToReady() LatencySummary { return s.spawnToReady }
-
-// FirstEvent summarizes the time from StreamChat to the first event, for
-// warm (true) or cold (false) acquires.
-func (s Stats) FirstEvent(warm bool) LatencySummary {
-	if warm {
-		return s.warmFirstEvent
-	}
-	return s.coldFirstEvent
-}
-
-// FirstText summarizes the time from StreamChat to the first event with
-// text, for warm (true) or cold (false) acquires.
-func (s Stats) FirstText(warm bool) LatencySummary {
-	if warm {
-		return s.warmFirstText
-	}
-	return s.coldFirstText
-}
-
-// ResultTime summarizes the time from StreamChat to the result line, for
-// warm (true) or cold (false) acquires.
-func (s Stats) ResultTime(warm bool) LatencySummary {
-	if warm {
-		return s.warmResult
-	}
-	return s.coldResult
-}
-
-// Outcomes counts the streams that ended with outcome o (see OutcomeOf).
-func (s Stats) Outcomes(o Outcome) int64 { return s.outcomes[o] }
-
-// Tokens sums the usage of every stream's result, failed ones included.
-func (s Stats) Tokens() TokenCounts { return s.tokens }
-
-// CostUSD sums the CLI's cost estimate (total_cost_usd) of every stream's
-// result, failed ones included.
-func (s Stats) CostUSD() float64 { return s.costUSD }
-
-// Waiting is the number of callers waiting for a MaxProcs slot now.
-func (s Stats) Waiting() int64 { return s.waiting }
-
-// Overloaded counts callers turned away with ErrOverloaded
-// (Config.MaxWaiting, Config.MaxWait).
-func (s Stats) Overloaded() int64 { return s.overloaded }
-
-// LastSpawnError is the error of the last spawn that failed, warm or
-// cold; nil when no spawn failed since the last successful one. A spawn
-// fails when the executable cannot be started, or, for a warm process,
-// when it does not become ready.
-func (s Stats) LastSpawnError() error { return s.lastSpawnErr }
-
-// ConsecutiveSpawnFailures counts the spawns that failed since the last
-// successful one.
-func (s Stats) ConsecutiveSpawnFailures() int64 { return s.spawnStreak }
-
-// ConsecutiveAuthFailures counts the results in a row whose API call was
-// refused for authentication (api_error_status 401 or 403): a bad or
-// revoked key, which WaitReady cannot see. Any successful result resets
-// it; other failures leave it as it is.
-func (s Stats) ConsecutiveAuthFailures() int64 { return s.authFailures }
-
-// SpareTarget is the number of idle spares the refill aims for: Size, or
-// with Config.SpareDecay the recent peak of busy processes when it is
-// higher, within MaxProcs.
-func (s Stats) SpareTarget() int { return s.spareTarget }
-
-// AcquireHistogram is the histogram of warm (true) or cold (false)
-// acquire waits (see WarmAcquireWait, ColdAcquireWait).
-func (s Stats) AcquireHistogram(warm bool) Histogram {
-	return s.pick(warm, histWarmAcquire, histColdAcquire)
-}
-
-// SpawnToReadyHistogram is the histogram of SpawnToReady.
-func (s Stats) SpawnToReadyHistogram() Histogram { return s.hists[histSpawnToReady] }
-
-// FirstEventHistogram is the histogram of FirstEvent(warm).
-func (s Stats) FirstEventHistogram(warm bool) Histogram {
-	return s.pick(warm, histWarmFirstEvent, histColdFirstEvent)
-}
-
-// FirstTextHistogram is the histogram of FirstText(warm).
-func (s Stats) FirstTextHistogram(warm bool) Histogram {
-	return s.pick(warm, histWarmFirstText, histColdFirstText)
-}
-
-// ResultHistogram is the histogram of ResultTime(warm).
-func (s Stats) ResultHistogram(warm bool) Histogram {
-	return s.pick(warm, histWarmResult, histColdResult)
-}
-
-// ResetHistogram is the histogram of Resets.
-func (s Stats) ResetHistogram() Histogram { return s.hists[histReset] }
-
-func (s Stats) pick(warm bool, w, c int) Histogram {
-	if warm {
-		return s.hists[w]
-	}
-	return s.hists[c]
-}
-
-// MarshalJSON encodes the snapshot for a metrics or status endpoint.
-func (s Stats) MarshalJSON() ([]byte, error) {
-	type phase struct {
-		Acquire    LatencySummary `json:"acquire"`
-		FirstEvent LatencySummary `json:"first_event"`
-		FirstText  LatencySummary `json:"first_text"`
-		Result     LatencySummary `json:"result"`
-	}
-	type sticky struct {
-		Hits         int64 `json:"hits"`
-		MissNotHeld  int64 `json:"miss_not_held"`
-		MissSettings int64 `json:"miss_settings"`
-		HoldsExpired int64 `json:"holds_expired"`
-		HoldsTaken   int64 `json:"holds_taken"`
-	}
-	type health struct {
-		LastSpawnError           string `json:"last_spawn_error,omitempty"`
-		ConsecutiveSpawnFailures int64  `json:"consecutive_spawn_failures"`
-		ConsecutiveAuthFailures  int64  `json:"consecutive_auth_failures"`
-	}
-	type stats struct {
-		Idle           int                    `json:"idle"`
-		Busy           int                    `json:"busy"`
-		Starting       int                    `json:"starting"`
-		Resetting      int                    `json:"resetting"`
-		Held           int                    `json:"held"`
-		Live           int                    `json:"live"`
-		IdleRSS        int64                  `json:"idle_rss_bytes"`
-		WarmAcquires   int64                  `json:"warm_acquires"`
-		ColdAcquires   int64                  `json:"cold_acquires"`
-		SpawnFailures  int64                  `json:"spawn_failures"`
-		Reuses         int64                  `json:"reuses"`
-		Retired        map[RetireReason]int64 `json:"retired"`
-		Resets         LatencySummary         `json:"resets"`
-		UsesPerProcess CountSummary           `json:"uses_per_process"`
-		DeadAtClaim    int64                  `json:"dead_at_claim"`
-		Sticky         sticky                 `json:"sticky"`
-		DeadIdle       int64                  `json:"dead_idle"`
-		SlotTimeouts   int64                  `json:"slot_timeouts"`
-		PromptCold     int64                  `json:"prompt_cold"`
-		MalformedLines int64                  `json:"malformed_lines"`
-		SpawnToReady   LatencySummary         `json:"spawn_to_ready"`
-		Warm           phase                  `json:"warm"`
-		Cold           phase                  `json:"cold"`
-		Outcomes       map[Outcome]int64      `json:"outcomes"`
-		Tokens         TokenCounts            `json:"tokens"`
-		CostUSD        float64                `json:"cost_usd"`
-		Waiting        int64                  `json:"waiting"`
-		Overloaded     int64                  `json:"overloaded"`
-		SpareTarget    int                    `json:"spare_target"`
-		Health         health                 `json:"health"`
-	}
-	lastErr := ""
-	if s.lastSpawnErr != nil {
-		lastErr = s.lastSpawnErr.Error()
-	}
-	return json.Marshal(stats{
-		Idle: s.idle, Busy: s.busy, Starting: s.starting, Resetting: s.resetting, Held: s.held,
-		Live: s.live, IdleRSS: s.idleRSS,
-		WarmAcquires: s.warmAcquires, ColdAcquires: s.coldAcquires, SpawnFailures: s.spawnFailures,
-		Reuses: s.reuses, Retired: s.retired, Resets: s.resets, UsesPerProcess: s.uses,
-		DeadAtClaim: s.deadAtClaim,
-		Sticky:      sticky{s.stickyHits, s.stickyMissNone, s.stickyMissSettings, s.holdsExpired, s.holdsTaken},
-		DeadIdle:    s.deadIdle, SlotTimeouts: s.slotTimeouts, PromptCold: s.promptCold,
-		MalformedLines: s.malformedLines, SpawnToReady: s.spawnToReady,
-		Warm:     phase{s.warmAcquireWait, s.warmFirstEvent, s.warmFirstText, s.warmResult},
-		Cold:     phase{s.coldAcquireWait, s.coldFirstEvent, s.coldFirstText, s.coldResult},
-		Outcomes: s.outcomes, Tokens: s.tokens, CostUSD: s.costUSD, Waiting: s.waiting,
-		Overloaded: s.overloaded, SpareTarget: s.spareTarget,
-		Health: health{lastErr, s.spawnStreak, s.authFailures},
-	})
 }

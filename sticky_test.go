@@ -90,9 +90,9 @@ func requireRendered(t *testing.T, fp *fakePool, s *Stream, req Request) {
 func requireSticky(t *testing.T, fp *fakePool, hits, missNotHeld, missSettings int64) {
 	t.Helper()
 	st := fp.Stats()
-	require.Equal(t, hits, st.StickyHits(), "sticky hits")
-	require.Equal(t, missNotHeld, st.StickyMisses(MissNotHeld), "misses: not held")
-	require.Equal(t, missSettings, st.StickyMisses(MissSettings), "misses: settings")
+	require.Equal(t, hits, st.Conversations.Continued, "sticky hits")
+	require.Equal(t, missNotHeld, st.Conversations.MissNotHeld, "misses: not held")
+	require.Equal(t, missSettings, st.Conversations.MissSettings, "misses: settings")
 }
 
 // Turns 2 and 3, sent with the whole history, run on turn 1's process,
@@ -109,7 +109,7 @@ func TestStickyContinuesOnSameProcess(t *testing.T) {
 	require.False(t, s1.Acquire().Sticky)
 	r1 := s1.Result().Text
 	require.Equal(t, "echo: u1", r1)
-	require.Equal(t, 1, fp.Stats().Held(), "the process holds turn 1 once its result is out")
+	require.Equal(t, 1, fp.Stats().Held, "the process holds turn 1 once its result is out")
 
 	req2 := continued(req1, r1, "u2")
 	s2, _ := chatOK(t, ctx, a, req2)
@@ -128,10 +128,10 @@ func TestStickyContinuesOnSameProcess(t *testing.T) {
 
 	requireSticky(t, fp, 2, 0, 0)
 	st := fp.Stats()
-	require.Equal(t, 1, st.Held())
-	require.Zero(t, st.HoldsEnded(true))
-	require.Zero(t, st.HoldsEnded(false))
-	require.EqualValues(t, 1, st.ColdAcquires(), "one process served the three turns")
+	require.Equal(t, 1, st.Held)
+	require.Zero(t, st.Conversations.Expired)
+	require.Zero(t, st.Conversations.GaveWay)
+	require.EqualValues(t, 1, st.ColdAcquires, "one process served the three turns")
 }
 
 // Requests that do not continue the held conversation exactly are served
@@ -202,7 +202,7 @@ func TestStickyErrorResultHoldsNothing(t *testing.T) {
 	var re *ResultError
 	require.ErrorAs(t, s1.Err(), &re)
 	r1 := s1.Result().Text
-	require.Zero(t, fp.Stats().Held(), "a failed turn holds nothing")
+	require.Zero(t, fp.Stats().Held, "a failed turn holds nothing")
 
 	cont := continued(req1, r1, "u2")
 	s2, err := a.StreamChat(ctx, cont)
@@ -214,7 +214,7 @@ func TestStickyErrorResultHoldsNothing(t *testing.T) {
 	require.ErrorAs(t, s2.Err(), &re)
 	requireRendered(t, fp, s2, cont)
 	requireSticky(t, fp, 0, 1, 0)
-	require.Zero(t, fp.Stats().Held())
+	require.Zero(t, fp.Stats().Held)
 }
 
 // A cancelled turn retires its process, which may hold part of the turn:
@@ -237,9 +237,9 @@ func TestStickyCancelledTurnRetires(t *testing.T) {
 	requireErrorIs(t, s1.Err(), context.Canceled)
 	// Close returns once the turn was interrupted and its process retired.
 	require.NoError(t, s1.Close())
-	require.EqualValues(t, 1, fp.Stats().Retired(RetireUnclean))
+	require.EqualValues(t, 1, fp.Stats().Retired[RetireUnclean])
 	require.True(t, waitExited(pid, testWait), "process %d still runs", pid)
-	require.Zero(t, fp.Stats().Held())
+	require.Zero(t, fp.Stats().Held)
 
 	// The continuation as a backend would send it, with the text the
 	// turn produced. Its rendered transcript carries turn 1's marker, so
@@ -326,9 +326,9 @@ func TestHoldConversationsExpires(t *testing.T) {
 	pid := s1.Acquire().PID
 	waitReset(t, fp, pid, 1)
 	st := fp.Stats()
-	require.EqualValues(t, 1, st.HoldsEnded(true))
-	require.Zero(t, st.HoldsEnded(false))
-	require.Zero(t, st.Held())
+	require.EqualValues(t, 1, st.Conversations.Expired)
+	require.Zero(t, st.Conversations.GaveWay)
+	require.Zero(t, st.Held)
 
 	cont := continued(req1, s1.Result().Text, "u2")
 	s2, _ := chatOK(t, ctx, a, cont)
@@ -346,14 +346,14 @@ func TestHeldGivesWayAtMaxProcs(t *testing.T) {
 
 	s1, _ := chatOK(t, ctx, a, conv("c1"))
 	pid := s1.Acquire().PID
-	require.Equal(t, 1, fp.Stats().Held())
+	require.Equal(t, 1, fp.Stats().Held)
 
 	s2, _ := chatOK(t, ctx, a, conv("n1"))
 	require.Equal(t, pid, s2.Acquire().PID, "the held process serves the new conversation")
 	require.False(t, s2.Acquire().Sticky)
 	require.Equal(t, "echo: n1", s2.Result().Text, "nothing of the held conversation")
 	require.Equal(t, []string{"c1", "/clear", "n1"}, userTexts(t, fp, pid))
-	require.EqualValues(t, 1, fp.Stats().HoldsEnded(false))
+	require.EqualValues(t, 1, fp.Stats().Conversations.GaveWay)
 
 	// Now it holds n1; a chat with another prompt needs its slot.
 	other := conv("p1")
@@ -386,9 +386,9 @@ func TestHeldGivesWayToRefill(t *testing.T) {
 
 	waitReset(t, fp, pid, 1)
 	st := fp.Stats()
-	require.GreaterOrEqual(t, st.HoldsEnded(false), int64(1))
-	require.Zero(t, st.HoldsEnded(true))
-	require.Zero(t, st.Held())
+	require.GreaterOrEqual(t, st.Conversations.GaveWay, int64(1))
+	require.Zero(t, st.Conversations.Expired)
+	require.Zero(t, st.Held)
 	require.NoError(t, fp.WaitReady(ctx), "the reset process is the spare")
 }
 
@@ -403,13 +403,13 @@ func TestHoldConversationsOff(t *testing.T) {
 	for _, next := range []string{"u2", "u3"} {
 		s, _ := chatOK(t, ctx, a, req)
 		require.False(t, s.Acquire().Sticky)
-		require.Zero(t, fp.Stats().Held())
+		require.Zero(t, fp.Stats().Held)
 		req = continued(req, s.Result().Text, next)
 	}
 	s, _ := chatOK(t, ctx, a, req)
 	requireRendered(t, fp, s, req)
 	requireSticky(t, fp, 0, 0, 0)
-	require.Zero(t, fp.Stats().Held())
+	require.Zero(t, fp.Stats().Held)
 }
 
 // Without MaxProcs, nothing but the pool bounds the processes that hold
@@ -434,9 +434,9 @@ func TestHeldBoundedWithoutMaxProcs(t *testing.T) {
 	}
 	fp.logs.waitFor(t, "claudepool: process reset", 2)
 	st := fp.Stats()
-	require.Equal(t, 1, st.Held())
-	require.EqualValues(t, 2, st.HoldsEnded(false))
-	require.Equal(t, 3, st.Idle())
+	require.Equal(t, 1, st.Held)
+	require.EqualValues(t, 2, st.Conversations.GaveWay)
+	require.Equal(t, 3, st.Idle)
 }
 
 // A message that closes the current message and opens an assistant turn

@@ -126,6 +126,16 @@ func TestCollector(t *testing.T) {
 		"claudepool_first_text_seconds":         dto.MetricType_HISTOGRAM,
 		"claudepool_result_seconds":             dto.MetricType_HISTOGRAM,
 		"claudepool_reset_duration_seconds":     dto.MetricType_HISTOGRAM,
+		"claudepool_conversations_total":        dto.MetricType_COUNTER,
+		"claudepool_holds_ended_total":          dto.MetricType_COUNTER,
+		"claudepool_uses_per_process":           dto.MetricType_GAUGE,
+		"claudepool_spawn_failing":              dto.MetricType_GAUGE,
+	}
+	// Every metric the table names for a field of Stats is in the scrape.
+	for path, name := range prom.StatsMetrics {
+		if _, ok := types[name]; !ok {
+			t.Errorf("Stats.%s: family %s missing from the scrape", path, name)
+		}
 	}
 	for name, typ := range want {
 		got, ok := types[name]

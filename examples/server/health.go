@@ -34,10 +34,10 @@ func (s *server) notReady() string {
 		return "draining"
 	}
 	st := s.pool.Stats()
-	if st.Idle()+st.Busy()+st.Resetting() == 0 {
+	if st.Idle+st.Busy+st.Resetting == 0 {
 		return "no warm process"
 	}
-	if st.ConsecutiveAuthFailures() >= authFailuresUnready {
+	if st.Health.ConsecutiveAuthFailures >= authFailuresUnready {
 		s.recheckAPI()
 	}
 	return healthReason(st)

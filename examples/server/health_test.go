@@ -30,7 +30,7 @@ func TestReadyzAuthFailing(t *testing.T) {
 		e := apiErrorBody(t, resp.Body)
 		require.Equal(t, "authentication_error", e.Error.Type)
 	}
-	require.EqualValues(t, authFailuresUnready, ts.pool.Stats().ConsecutiveAuthFailures())
+	require.EqualValues(t, authFailuresUnready, ts.pool.Stats().Health.ConsecutiveAuthFailures)
 	resp, body := ts.get(t, "/readyz")
 	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
 	require.Equal(t, "API authentication failing\n", body)
@@ -79,7 +79,7 @@ func TestOverloadedShedsLoad(t *testing.T) {
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	require.Contains(t, string(b), `"type":"overloaded_error"`, "%s", b)
-	require.EqualValues(t, 2, ts.pool.Stats().Overloaded())
+	require.EqualValues(t, 2, ts.pool.Stats().Overloaded)
 
 	cancel()
 }

@@ -153,7 +153,7 @@ func TestSlowBodyCut(t *testing.T) {
 	}
 	require.Contains(t, ts.logs.String(), "status=408")
 	st := ts.pool.Stats()
-	require.Zero(t, st.WarmAcquires()+st.ColdAcquires(), "a request never received took a process")
+	require.Zero(t, st.WarmAcquires+st.ColdAcquires, "a request never received took a process")
 }
 
 // TestSlowHeaderCut: a client that never finishes its headers, though it

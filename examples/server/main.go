@@ -92,7 +92,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		if err := pool.Close(ctx); err != nil {
 			log.Warn("close pool", "err", err)
 		}
-		log.Info("pool closed", "live", pool.Stats().Live())
+		log.Info("pool closed", "live", pool.Stats().Live)
 	}()
 	start := time.Now()
 	wctx, cancel := context.WithTimeout(ctx, o.startup)
@@ -157,7 +157,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	case <-ctx.Done():
 	}
 	api.startDrain()
-	log.Info("draining: readiness off", "in_flight", pool.Stats().Busy(), "ready_delay", o.readyDelay)
+	log.Info("draining: readiness off", "in_flight", pool.Stats().Busy, "ready_delay", o.readyDelay)
 	if o.onDrain != nil {
 		o.onDrain()
 	}
@@ -170,7 +170,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 			return err
 		}
 	}
-	log.Info("shutting down", "in_flight", pool.Stats().Busy(), "drain", o.drain)
+	log.Info("shutting down", "in_flight", pool.Stats().Busy, "drain", o.drain)
 	sctx, cancel := context.WithTimeout(context.Background(), o.drain)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {

@@ -168,7 +168,7 @@ func TestMessagesBadRequests(t *testing.T) {
 		})
 	}
 	st := ts.pool.Stats()
-	require.Zero(t, st.WarmAcquires()+st.ColdAcquires(), "a bad request took a process")
+	require.Zero(t, st.WarmAcquires+st.ColdAcquires, "a bad request took a process")
 }
 
 // TestMessagesUpstreamErrorPassedThrough: an upstream error keeps its

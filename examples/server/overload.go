@@ -40,9 +40,9 @@ func configureShedding(cfg *claudepool.Config, o options) {
 // admin listener.
 func healthReason(st claudepool.Stats) string {
 	switch {
-	case st.ConsecutiveAuthFailures() >= authFailuresUnready:
+	case st.Health.ConsecutiveAuthFailures >= authFailuresUnready:
 		return "API authentication failing"
-	case st.ConsecutiveSpawnFailures() >= spawnFailuresUnready:
+	case st.Health.ConsecutiveSpawnFailures >= spawnFailuresUnready:
 		return "spawns failing"
 	}
 	return ""

@@ -70,7 +70,7 @@ func newTestServerConfig(t *testing.T, configure func(*claudepool.Config), env .
 		ctx, cancel := context.WithTimeout(context.Background(), testWait)
 		defer cancel()
 		require.NoError(t, pool.Close(ctx))
-		require.Zero(t, pool.Stats().Live(), "processes left after Close")
+		require.Zero(t, pool.Stats().Live, "processes left after Close")
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), testWait)
 	defer cancel()
@@ -300,7 +300,7 @@ func TestChatBadRequests(t *testing.T) {
 		require.Contains(t, e.Error, "larger than 1024 bytes")
 	})
 	st := ts.pool.Stats()
-	require.Zero(t, st.WarmAcquires()+st.ColdAcquires(), "a bad request took a process")
+	require.Zero(t, st.WarmAcquires+st.ColdAcquires, "a bad request took a process")
 }
 
 func TestStats(t *testing.T) {
@@ -402,7 +402,7 @@ func TestClientDisconnectReapsProcess(t *testing.T) {
 	ev, ok := readEvent(bufio.NewScanner(resp.Body))
 	require.True(t, ok)
 	require.Equal(t, "delta", ev.name)
-	require.Equal(t, 1, ts.pool.Stats().Busy())
+	require.Equal(t, 1, ts.pool.Stats().Busy)
 	pid := ts.pidWith(t, marker)
 
 	cancel() // the client goes away
@@ -410,5 +410,5 @@ func TestClientDisconnectReapsProcess(t *testing.T) {
 	// The handler returned after Stream.Close, which reaps the process.
 	require.True(t, errors.Is(syscall.Kill(pid, 0), syscall.ESRCH), "process %d still exists", pid)
 	// The pool's counts are final by the time the reap is signalled.
-	require.Zero(t, ts.pool.Stats().Busy())
+	require.Zero(t, ts.pool.Stats().Busy)
 }

@@ -87,13 +87,13 @@ func run(cli string, chats, turns, callers int, dur time.Duration) error {
 		idleRSS = append(idleRSS, rssOf(pid))
 	}
 	fmt.Printf("spawn to ready (prompt applied), CPU per process: %s  (p50 of %d; spawn-to-ready p50 %s)\n",
-		median(spawnCPU), len(spawnCPU), p.Stats().SpawnToReady().P50)
+		median(spawnCPU), len(spawnCPU), p.Stats().SpawnToReady.P50)
 	fmt.Printf("RSS of a fresh idle process: %s\n", mib(medianInt(idleRSS)))
 
 	// 2. One process reused for many chats, each a new conversation; the
 	// reset after each chat is counted in its CPU.
 	a := claudepool.NewAdapter(p)
-	spawns0 := p.Stats().SpawnToReady().Count + p.Stats().ColdAcquires()
+	spawns0 := p.Stats().SpawnToReady.Count + p.Stats().ColdAcquires
 	c0 := cpuMark()
 	var pid int
 	uses := map[int]int{}
@@ -118,14 +118,14 @@ func run(cli string, chats, turns, callers int, dur time.Duration) error {
 	perChat := (measured + cpuMark().sub(c0)) / time.Duration(chats)
 	st := p.Stats()
 	fmt.Printf("CPU per chat on a reused process (its reset included): %s  (%d chats, %d reuses, %d spawns to replace processes retired after MaxUses, included)\n",
-		perChat, chats, st.Reuses(), st.SpawnToReady().Count+st.ColdAcquires()-spawns0)
+		perChat, chats, st.Reuses, st.SpawnToReady.Count+st.ColdAcquires-spawns0)
 	var reusedRSS []int64
 	for _, c := range children() {
 		reusedRSS = append(reusedRSS, rssOf(c))
 	}
 	fmt.Printf("RSS of a reused process after: %s\n", strings.Join(growth, ", "))
 	fmt.Printf("RSS after %d chats on the pool's 3 processes: %s (chats per process %v); Stats.IdleRSS %s\n",
-		chats, joinMiB(reusedRSS), slices.Sorted(maps.Values(uses)), mib(p.Stats().IdleRSS()))
+		chats, joinMiB(reusedRSS), slices.Sorted(maps.Values(uses)), mib(p.Stats().IdleRSS))
 	if err := p.Close(ctx); err != nil {
 		return err
 	}
@@ -168,7 +168,7 @@ func run(cli string, chats, turns, callers int, dur time.Duration) error {
 		}
 	}
 	fmt.Printf("CPU per held turn (turns 2-%d, sticky): %s\n", turns, turnCPU/time.Duration(turns-1))
-	fmt.Printf("RSS of the process holding the conversation: %s; Stats.Held %d\n", strings.Join(heldRSS, ", "), p.Stats().Held())
+	fmt.Printf("RSS of the process holding the conversation: %s; Stats.Held %d\n", strings.Join(heldRSS, ", "), p.Stats().Held)
 	if err := p.Close(ctx); err != nil {
 		return err
 	}
@@ -218,7 +218,7 @@ func run(cli string, chats, turns, callers int, dur time.Duration) error {
 		rate/cores, rate/float64(runtime.NumCPU()), runtime.NumCPU())
 	st = p.Stats()
 	fmt.Printf("  warm %d, cold %d, reuses %d, first event p50 warm %s, result p50 warm %s\n",
-		st.WarmAcquires(), st.ColdAcquires(), st.Reuses(), st.FirstEvent(true).P50, st.ResultTime(true).P50)
+		st.WarmAcquires, st.ColdAcquires, st.Reuses, st.Warm.FirstEvent.P50, st.Warm.Result.P50)
 	return nil
 }
 
@@ -238,7 +238,7 @@ func chat(ctx context.Context, a *claudepool.Adapter, msgs []claudepool.Message)
 func settle(p *claudepool.Pool, idle int) {
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		st := p.Stats()
-		if st.Idle() >= idle && st.Busy() == 0 && st.Resetting() == 0 && st.Starting() == 0 {
+		if st.Idle >= idle && st.Busy == 0 && st.Resetting == 0 && st.Starting == 0 {
 			time.Sleep(100 * time.Millisecond) // the last output lines
 			return
 		}

@@ -143,11 +143,11 @@ type reply struct {
 
 // poolStats is the part of a replica's Stats JSON the report uses.
 type poolStats struct {
-	Sticky struct {
-		Hits         int64 `json:"hits"`
+	Conversations struct {
+		Continued    int64 `json:"continued"`
 		MissNotHeld  int64 `json:"miss_not_held"`
 		MissSettings int64 `json:"miss_settings"`
-	} `json:"sticky"`
+	} `json:"conversations"`
 	WarmAcquires int64 `json:"warm_acquires"`
 	ColdAcquires int64 `json:"cold_acquires"`
 	Reuses       int64 `json:"reuses"`
@@ -267,8 +267,8 @@ func (d *driver) phase(n int, kill string) bool {
 			fmt.Printf("  %-8s %6d %6d %12s %8s %10s\n", r.name, convs, turns, "-", "-", "(killed: Stats gone with it)")
 			continue
 		}
-		h := a.Sticky.Hits - b.Sticky.Hits
-		m := a.Sticky.MissNotHeld + a.Sticky.MissSettings - b.Sticky.MissNotHeld - b.Sticky.MissSettings
+		h := a.Conversations.Continued - b.Conversations.Continued
+		m := a.Conversations.MissNotHeld + a.Conversations.MissSettings - b.Conversations.MissNotHeld - b.Conversations.MissSettings
 		hits += h
 		conts += h + m
 		fmt.Printf("  %-8s %6d %6d %12d %8d %10s\n", r.name, convs, turns, h, m, pct(h, h+m))

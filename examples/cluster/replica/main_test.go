@@ -103,12 +103,12 @@ func TestReplicaKeyAndStickyTurn(t *testing.T) {
 	require.NoError(t, err)
 	defer r.Body.Close()
 	var st struct {
-		Sticky struct {
-			Hits int64 `json:"hits"`
-		} `json:"sticky"`
+		Conversations struct {
+			Continued int64 `json:"continued"`
+		} `json:"conversations"`
 	}
 	require.NoError(t, json.NewDecoder(r.Body).Decode(&st))
-	require.EqualValues(t, 1, st.Sticky.Hits)
+	require.EqualValues(t, 1, st.Conversations.Continued)
 }
 
 // A key the client sends is returned as sent, whatever the messages: the
