@@ -122,7 +122,7 @@ func (p *Pool) takeLocked(want *SystemPrompt, start time.Time) (proc *pooled, di
 // lease takes a process for a chat: the one that holds the conversation
 // the chat continues, else as acquire does, pausing the refill.
 func (p *Pool) lease(ctx context.Context, c *chatRequest) (*pooled, *refillPause, error) {
-	if c.cont != nil && !p.isClosed() && ctx.Err() == nil {
+	if c.continues != nil && !p.isClosed() && ctx.Err() == nil {
 		if proc := p.continueHeld(c); proc != nil {
 			p.logAcquire(proc)
 			return proc, nil, nil
@@ -152,14 +152,14 @@ func (p *Pool) acquireCold(ctx context.Context, start time.Time, want *SystemPro
 		if !errors.Is(err, ErrClosed) {
 			p.counters.spawnFailures.Add(1)
 			p.mu.Lock()
-			p.spawnStreak++
+			p.failedSpawns++
 			p.lastSpawnErr = err
 			p.mu.Unlock()
 		}
 		return nil, err
 	}
 	p.mu.Lock()
-	p.spawnStreak, p.lastSpawnErr = 0, nil
+	p.failedSpawns, p.lastSpawnErr = 0, nil
 	p.mu.Unlock()
 	proc := p.newPooled(cp, false)
 	proc.life.uses = 1

@@ -83,7 +83,7 @@ func (a *Adapter) settle(c *chatRequest, start time.Time) {
 	if c.model == a.pool.cfg.Model {
 		c.model = ""
 	}
-	if key, msgKey, ok := continuation(c.prompt, c.model, c.msgs); ok && a.pool.cfg.HoldConversations > 0 {
-		c.cont = &contKeys{key, msgKey}
+	if a.pool.cfg.HoldConversations > 0 {
+		c.continues = continues(c.prompt, c.model, c.msgs)
 	}
 }

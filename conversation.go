@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"sync/atomic"
 	"time"
 )
 
@@ -69,16 +70,16 @@ func writeField(w interface{ Write([]byte) (int, error) }, s string) {
 	_, _ = w.Write([]byte(s))
 }
 
-// continuation returns the keys a held conversation must have for req to
-// continue it, and false when req cannot continue one: it needs at least
-// a user message, the assistant's reply and a new user message.
-func continuation(prompt SystemPrompt, model string, msgs []Message) (key, msgKey convKey, ok bool) {
+// continues returns the held conversation a request with these settings
+// and messages continues, or nil when it can continue none: it needs at
+// least a user message, the assistant's reply and a new user message.
+func continues(prompt SystemPrompt, model string, msgs []Message) *held {
 	n := len(msgs)
 	if n < 3 || msgs[n-2].Role != RoleAssistant {
-		return key, msgKey, false
+		return nil
 	}
-	key, msgKey = conversationKeys(prompt, model, msgs[:n-1])
-	return key, msgKey, true
+	key, msgKey := conversationKeys(prompt, model, msgs[:n-1])
+	return &held{key: key, msgKey: msgKey}
 }
 
 // heldAfter returns what a process holds after a chat on msgs that ended
@@ -89,8 +90,15 @@ func heldAfter(prompt SystemPrompt, model string, msgs []Message, reply string) 
 	return &held{key: key, msgKey: msgKey}
 }
 
-// contKeys are the keys of the conversation a request continues.
-type contKeys struct{ key, msgKey convKey }
+// conversationCounters count what became of held conversations (see
+// Stats.Conversations).
+type conversationCounters struct {
+	continued    atomic.Int64 // requests that continued a held conversation
+	missNotHeld  atomic.Int64 // ... that could have, but no process holds the history
+	missSettings atomic.Int64 // ... that could have, but one does with another prompt or model
+	expired      atomic.Int64 // holds ended after HoldConversations
+	gaveWay      atomic.Int64 // holds ended for another chat or a spare
+}
 
 // holdLocked starts the hold of the conversation an idle process just
 // took in (proc.life.held): it ends after Config.HoldConversations. Without
@@ -100,7 +108,7 @@ type contKeys struct{ key, msgKey convKey }
 func (p *Pool) holdLocked(proc *pooled, gen int) {
 	proc.life.holdTimer = time.AfterFunc(p.cfg.HoldConversations, func() { p.expireHold(proc, gen) })
 	if p.slots == nil && p.idle.count(holding) > max(p.cfg.Size, 1) {
-		p.counters.holdsTaken.Add(1)
+		p.conversations.gaveWay.Add(1)
 		p.resetLocked(p.idle.oldest(holding))
 	}
 }
@@ -111,7 +119,7 @@ func (p *Pool) expireHold(proc *pooled, gen int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if proc.state.Load() == stateIdle && proc.life.idleGen == gen && proc.life.held != nil && !p.closed {
-		p.counters.holdsExpired.Add(1)
+		p.conversations.expired.Add(1)
 		p.resetLocked(proc)
 	}
 }
@@ -123,7 +131,7 @@ func (p *Pool) continueHeld(c *chatRequest) *pooled {
 	defer p.mu.Unlock()
 	var proc *pooled
 	for _, q := range p.idle.procs {
-		if q.life.held != nil && q.life.held.key == c.cont.key {
+		if q.life.held != nil && q.life.held.key == c.continues.key {
 			proc = q
 			break
 		}
@@ -131,11 +139,11 @@ func (p *Pool) continueHeld(c *chatRequest) *pooled {
 	switch {
 	case proc != nil:
 		p.claimLocked(proc, c.start)
-		p.counters.stickyHits.Add(1)
-	case p.idle.count(func(q *pooled) bool { return q.life.held != nil && q.life.held.msgKey == c.cont.msgKey }) > 0:
-		p.counters.stickyMissSettings.Add(1)
+		p.conversations.continued.Add(1)
+	case p.idle.count(func(q *pooled) bool { return q.life.held != nil && q.life.held.msgKey == c.continues.msgKey }) > 0:
+		p.conversations.missSettings.Add(1)
 	default:
-		p.counters.stickyMissNone.Add(1)
+		p.conversations.missNotHeld.Add(1)
 	}
 	return proc
 }
@@ -150,7 +158,7 @@ func (p *Pool) heldWithLocked(want SystemPrompt) *pooled {
 // giveWay resets a leased process that held a conversation before it
 // serves another chat; a process whose reset fails is retired.
 func (p *Pool) giveWay(ctx context.Context, proc *pooled) error {
-	p.counters.holdsTaken.Add(1)
+	p.conversations.gaveWay.Add(1)
 	err := p.resetConversation(ctx, proc)
 	if err != nil {
 		p.log.Warn("claudepool: reset failed", "pid", proc.pid, "err", err)
@@ -170,7 +178,7 @@ func (p *Pool) giveWayToSpareLocked() bool {
 	if h == nil {
 		return false
 	}
-	p.counters.holdsTaken.Add(1)
+	p.conversations.gaveWay.Add(1)
 	p.resetLocked(h)
 	return true
 }

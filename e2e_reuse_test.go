@@ -1,6 +1,7 @@
 package claudepool
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -64,4 +65,29 @@ func TestE2EReuse(t *testing.T) {
 	require.EqualValues(t, 4, st.Resets.Count)
 	require.Positive(t, st.IdleRSS, "the idle process's RSS, read after its reset")
 	t.Logf("reset p50 %v, idle RSS %d MB", st.Resets.P50, st.IdleRSS>>20)
+}
+
+// On the real CLI: at the MaxProcs cap, chats that end holding their
+// conversations leave no spare; the refill resets one of them, and a
+// spare is back without any chat asking.
+func TestE2ESpareComesBackAtCap(t *testing.T) {
+	ctx := e2eCtx(t, 3*time.Minute)
+	reply, release := holdMarked(t)
+	e := newE2E(t, claudepooltest.Config{Reply: reply})
+	p, _ := e.pool(t, Config{Size: 1, MaxProcs: 3, HoldConversations: time.Hour})
+	a := NewAdapter(p)
+	require.NoError(t, p.WaitReady(ctx))
+	// The mock holds each reply until all three have started: three
+	// processes.
+	go func() {
+		_, _ = e.mock.WaitChatRequests(ctx, 3)
+		release()
+	}()
+	chatsAtOnce(t, ctx, a, userMsg("a [hold]"), userMsg("b [hold]"), userMsg("c [hold]"))
+	waitPool(t, p, time.Now().Add(time.Minute), func(st Stats) bool {
+		return st.Live == 3 && st.Idle == 3 && st.Held == 2 && st.Resetting == 0
+	})
+	proc, err := p.TryAcquire()
+	require.NoError(t, err, "a spare is ready")
+	require.NoError(t, proc.Stop(context.Background()))
 }

@@ -173,7 +173,7 @@ func (p *Pool) spawnWarm() {
 		}
 		return
 	}
-	p.warmFailures, p.spawnStreak = 0, 0
+	p.warmFailures, p.failedSpawns = 0, 0
 	p.lastSpawnErr = nil
 	p.nextAttempt = time.Time{}
 	if proc.state.Load() != stateStarting {
@@ -215,7 +215,7 @@ func (p *Pool) spawnFailedLocked(err error) (backoff time.Duration) {
 		backoff = 0
 	} else {
 		p.counters.spawnFailures.Add(1)
-		p.spawnStreak++
+		p.failedSpawns++
 	}
 	p.nextAttempt = time.Now().Add(backoff)
 	p.lastSpawnErr = err
@@ -300,7 +300,7 @@ func (p *Pool) claimLocked(proc *pooled, start time.Time) {
 	proc.life.uses++
 	wait := time.Since(start)
 	proc.life.acquire = AcquireInfo{Warm: true, Reused: proc.life.uses > 1, Uses: proc.life.uses,
-		Sticky: proc.life.held != nil, Wait: wait, IdleAge: start.Sub(proc.life.readyAt), PID: proc.pid}
+		Continued: proc.life.held != nil, Wait: wait, IdleAge: start.Sub(proc.life.readyAt), PID: proc.pid}
 	proc.life.held = nil
 	p.counters.warm.Add(1)
 	if proc.life.uses > 1 {

@@ -70,9 +70,9 @@ type Pool struct {
 	// lastSpawnErr is the error of the last failed spawn, warm or cold;
 	// nil after a successful one.
 	lastSpawnErr error
-	// spawnStreak counts failed spawns, warm and cold, since the last
+	// failedSpawns counts failed spawns, warm and cold, since the last
 	// successful one: what Stats reports (warmFailures drives the backoff).
-	spawnStreak int
+	failedSpawns int
 	// demand tracks the peak of leased processes for Config.SpareDecay.
 	demand demand
 
@@ -82,8 +82,9 @@ type Pool struct {
 	waiting atomic.Int64
 	usage   usageCounters
 
-	counters counters
-	lat      latencies
+	counters      counters
+	conversations conversationCounters
+	lat           latencies
 
 	wg        sync.WaitGroup // every goroutine the pool starts
 	closeOnce sync.Once
@@ -155,7 +156,7 @@ func NewPool(cfg Config) (*Pool, error) {
 // call (Models aside), so a bad or revoked API key, an unreachable API or
 // an exhausted quota all pass WaitReady, and then every chat fails with a
 // *ResultError (API status 401, ...). CheckAPI proves those with one
-// request; Stats.ConsecutiveAuthFailures watches them afterwards.
+// request; Stats.Health.ConsecutiveAuthFailures watches them afterwards.
 func (p *Pool) WaitReady(ctx context.Context) error {
 	for {
 		p.mu.Lock()

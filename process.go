@@ -85,9 +85,9 @@ type AcquireInfo struct {
 	// Uses is the number of chats the process has served, this one
 	// included.
 	Uses int
-	// Sticky is true when the process held the conversation this chat
+	// Continued is true when the process held the conversation this chat
 	// continues: it received the new user message alone.
-	Sticky bool
+	Continued bool
 	// Wait is the time Acquire took, measured with time.Since.
 	Wait time.Duration
 	// IdleAge is how long a warm process had been ready before it was

@@ -147,10 +147,10 @@ type chatRequest struct {
 	// last is the user line with the last message alone, for a process
 	// that holds the conversation before it.
 	last []byte
-	// cont are the keys of the held conversation it continues; nil when
-	// it continues none.
-	cont  *contKeys
-	start time.Time // when StreamChat began
+	// continues is the held conversation it continues; nil when it
+	// continues none.
+	continues *held
+	start     time.Time // when StreamChat began
 }
 
 // encode validates r and encodes it. It runs before any process is taken,

@@ -19,14 +19,6 @@ type counters struct {
 	retired       [len(retireReasonsArray)]atomic.Int64
 	outcomes      [len(outcomesArray)]atomic.Int64
 	overloaded    atomic.Int64 // callers shed with ErrOverloaded
-	// Held conversations: continued; missed because no process holds the
-	// history, or because one does with another prompt or model; reset
-	// after HoldConversations; reset for another chat.
-	stickyHits         atomic.Int64
-	stickyMissNone     atomic.Int64
-	stickyMissSettings atomic.Int64
-	holdsExpired       atomic.Int64
-	holdsTaken         atomic.Int64
 }
 
 // retireReasonsArray fixes the number of retire reasons at compile time.
@@ -244,7 +236,7 @@ func (p *Pool) Stats() Stats {
 	if p.lastSpawnErr != nil {
 		st.Health.LastSpawnError = p.lastSpawnErr.Error()
 	}
-	st.Health.ConsecutiveSpawnFailures = int64(p.spawnStreak)
+	st.Health.ConsecutiveSpawnFailures = int64(p.failedSpawns)
 	p.mu.Unlock()
 
 	c, l, u := &p.counters, &p.lat, &p.usage
@@ -268,11 +260,11 @@ func (p *Pool) Stats() Stats {
 	st.MalformedLines = p.set.malformed.Load()
 
 	st.Conversations = ConversationStats{
-		Continued:    c.stickyHits.Load(),
-		MissNotHeld:  c.stickyMissNone.Load(),
-		MissSettings: c.stickyMissSettings.Load(),
-		Expired:      c.holdsExpired.Load(),
-		GaveWay:      c.holdsTaken.Load(),
+		Continued:    p.conversations.continued.Load(),
+		MissNotHeld:  p.conversations.missNotHeld.Load(),
+		MissSettings: p.conversations.missSettings.Load(),
+		Expired:      p.conversations.expired.Load(),
+		GaveWay:      p.conversations.gaveWay.Load(),
 	}
 
 	st.Outcomes = make(map[Outcome]int64, len(outcomesArray))

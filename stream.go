@@ -585,7 +585,7 @@ func (s *Stream) send(p *pooled) (sent bool, err error) {
 		p.life.model = m
 	}
 	line := s.req.user
-	if s.Acquire().Sticky {
+	if s.Acquire().Continued {
 		line = s.req.last
 	}
 	if err := p.WriteLine(line); err != nil {

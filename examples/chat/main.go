@@ -149,8 +149,8 @@ func turn(ctx context.Context, a *claudepool.Adapter, o options, msgs []claudepo
 		info, lat := s.Acquire(), s.Latency()
 		kind := "cold"
 		switch {
-		case info.Sticky:
-			kind = "sticky"
+		case info.Continued:
+			kind = "continued"
 		case info.Reused:
 			kind = "reused"
 		case info.Warm:

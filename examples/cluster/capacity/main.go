@@ -157,8 +157,8 @@ func run(cli string, chats, turns, callers int, dur time.Duration) error {
 		}
 		settle(p, 2)
 		if k > 0 {
-			if !s.Acquire().Sticky {
-				return fmt.Errorf("turn %d was not sticky", k+1)
+			if !s.Acquire().Continued {
+				return fmt.Errorf("turn %d did not continue its conversation", k+1)
 			}
 			turnCPU += cpuMark().sub(m)
 		}
@@ -167,7 +167,7 @@ func run(cli string, chats, turns, callers int, dur time.Duration) error {
 			heldRSS = append(heldRSS, fmt.Sprintf("after turn %d %s", k+1, mib(rssOf(s.Acquire().PID))))
 		}
 	}
-	fmt.Printf("CPU per held turn (turns 2-%d, sticky): %s\n", turns, turnCPU/time.Duration(turns-1))
+	fmt.Printf("CPU per held turn (turns 2-%d, continued): %s\n", turns, turnCPU/time.Duration(turns-1))
 	fmt.Printf("RSS of the process holding the conversation: %s; Stats.Held %d\n", strings.Join(heldRSS, ", "), p.Stats().Held)
 	if err := p.Close(ctx); err != nil {
 		return err

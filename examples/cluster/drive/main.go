@@ -8,7 +8,7 @@
 // as a Messages API client does, with the conversation's key
 // (claudepool.ConversationKey) in X-Conversation-Key, on which the
 // balancer hashes. The report gives,
-// per phase, the turns answered and lost, the sticky hit rate of turns 2
+// per phase, the turns answered and lost, the continued rate of turns 2
 // and later from each replica's Stats, the per-turn latency, and, for
 // phase 2, how the conversations of the killed replica moved.
 package main
@@ -126,7 +126,7 @@ type driver struct {
 type turn struct {
 	conv, n  int // conversation, turn number from 1
 	replica  string
-	sticky   bool
+	continued   bool
 	sent     time.Time
 	latency  time.Duration
 	attempts int
@@ -138,7 +138,7 @@ type reply struct {
 	Reply   string `json:"reply"`
 	Replica string `json:"replica"`
 	Key     string `json:"key"`
-	Sticky  bool   `json:"sticky"`
+	Continued  bool   `json:"continued"`
 }
 
 // poolStats is the part of a replica's Stats JSON the report uses.
@@ -242,9 +242,9 @@ func (d *driver) phase(n int, kill string) bool {
 		fmt.Printf("  HAProxy: %s\n", hapDiff(hapBefore, hapAfter))
 	}
 
-	// The sticky hit rate from each replica's Stats: hits over
+	// The continued rate from each replica's Stats: hits over
 	// continuations (hits and misses; every turn after the first is one).
-	fmt.Printf("  %-8s %6s %6s %12s %8s %10s\n", "replica", "convs", "turns", "sticky hits", "misses", "hit rate")
+	fmt.Printf("  %-8s %6s %6s %12s %8s %10s\n", "replica", "convs", "turns", "continued", "misses", "hit rate")
 	var hits, conts int64
 	for _, r := range o.replicas {
 		b, okb := before[r.name]
@@ -280,12 +280,12 @@ func (d *driver) phase(n int, kill string) bool {
 	for _, t := range results {
 		if t.n > 1 && t.err == nil {
 			rc++
-			if t.sticky {
+			if t.continued {
 				rh++
 			}
 		}
 	}
-	fmt.Printf("  sticky turns 2-%d from the replies: %d/%d = %s\n", o.turns, rh, rc, pct(rh, rc))
+	fmt.Printf("  continued turns 2-%d from the replies: %d/%d = %s\n", o.turns, rh, rc, pct(rh, rc))
 
 	fmt.Printf("  latency per turn, p50 (p90):")
 	for k := 1; k <= o.turns; k++ {
@@ -307,14 +307,14 @@ func (d *driver) phase(n int, kill string) bool {
 		good = false
 	default:
 		rec := d.recovery(results, kill, killedAt)
-		d.summary = append(d.summary, fmt.Sprintf("phase 2, %s killed mid-run: %d/%d turns answered, %d lost; sticky turns 2-%d before the kill %s, turns that moved %s, every other turn after the kill %s",
+		d.summary = append(d.summary, fmt.Sprintf("phase 2, %s killed mid-run: %d/%d turns answered, %d lost; continued turns 2-%d before the kill %s, turns that moved %s, every other turn after the kill %s",
 			kill, answered, len(results), lost, o.turns, rec[0], rec[1], rec[2]))
 	}
 	if kill == "" {
-		d.summary = append(d.summary, fmt.Sprintf("phase 1, %d replicas up: %d/%d turns answered, %d lost; sticky hit rate of turns 2-%d %d/%d = %s (from Stats; 95%% wanted); latency p50 turn 1 %s, turns 2-%d %s",
+		d.summary = append(d.summary, fmt.Sprintf("phase 1, %d replicas up: %d/%d turns answered, %d lost; continued rate of turns 2-%d %d/%d = %s (from Stats; 95%% wanted); latency p50 turn 1 %s, turns 2-%d %s",
 			len(live), answered, len(results), lost, o.turns, hits, conts, pct(hits, conts), d.p50(results, 1, 1), o.turns, d.p50(results, 2, o.turns)))
 		if conts == 0 || float64(hits) < 0.95*float64(conts) {
-			fmt.Printf("  FAIL: sticky hit rate below 95%%\n")
+			fmt.Printf("  FAIL: continued rate below 95%%\n")
 			good = false
 		}
 	}
@@ -348,17 +348,17 @@ func (d *driver) recovery(results []turn, kill string, at time.Time) [3]string {
 					}
 					moved = append(moved, fmt.Sprintf("turn %d %s the kill, answered by %s in %s", t.n, when, t.replica, t.latency.Round(time.Millisecond)))
 					movedN++
-					if t.sticky {
+					if t.continued {
 						movedH++
 					}
 				case t.sent.Before(at):
 					beforeN++
-					if t.sticky {
+					if t.continued {
 						beforeH++
 					}
 				default:
 					afterN++
-					if t.sticky {
+					if t.continued {
 						afterH++
 					}
 				}
@@ -366,9 +366,9 @@ func (d *driver) recovery(results []turn, kill string, at time.Time) [3]string {
 			prev = t.replica
 		}
 	}
-	fmt.Printf("  turns 2-%d before the kill: %d/%d sticky = %s\n", d.o.turns, beforeH, beforeN, pct(beforeH, beforeN))
-	fmt.Printf("  turns that moved from %s to another replica (served from the rendered history): %d/%d sticky: %s\n", kill, movedH, movedN, strings.Join(moved, "; "))
-	fmt.Printf("  every other turn 2-%d after the kill: %d/%d sticky = %s (recovered)\n", d.o.turns, afterH, afterN, pct(afterH, afterN))
+	fmt.Printf("  turns 2-%d before the kill: %d/%d continued = %s\n", d.o.turns, beforeH, beforeN, pct(beforeH, beforeN))
+	fmt.Printf("  turns that moved from %s to another replica (served from the rendered history): %d/%d continued: %s\n", kill, movedH, movedN, strings.Join(moved, "; "))
+	fmt.Printf("  every other turn 2-%d after the kill: %d/%d continued = %s (recovered)\n", d.o.turns, afterH, afterN, pct(afterH, afterN))
 	return [3]string{fmt.Sprintf("%d/%d", beforeH, beforeN), fmt.Sprintf("%d/%d", movedH, movedN), fmt.Sprintf("%d/%d", afterH, afterN)}
 }
 
@@ -438,7 +438,7 @@ func (d *driver) send(req claudepool.Request) (turn, string) {
 		}
 		if err == nil {
 			t.latency = time.Since(t.sent)
-			t.replica, t.sticky = rep.Replica, rep.Sticky
+			t.replica, t.continued = rep.Replica, rep.Continued
 			return t, rep.Reply
 		}
 		if t.attempts >= d.o.attempts || errors.Is(err, errPermanent) {

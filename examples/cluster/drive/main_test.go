@@ -19,16 +19,16 @@ func TestRecoverySplitsTurns(t *testing.T) {
 	results := []turn{
 		// Conversation 1 on r2: turn 3 in flight at the kill, moved to r1.
 		{conv: 1, n: 1, replica: "r2", sent: before.Add(-3 * time.Second)},
-		{conv: 1, n: 2, replica: "r2", sticky: true, sent: before.Add(-2 * time.Second)},
+		{conv: 1, n: 2, replica: "r2", continued: true, sent: before.Add(-2 * time.Second)},
 		{conv: 1, n: 3, replica: "r1", sent: at.Add(-time.Millisecond)},
-		{conv: 1, n: 4, replica: "r1", sticky: true, sent: after},
+		{conv: 1, n: 4, replica: "r1", continued: true, sent: after},
 		// Conversation 2 on r2: its next turn is sent after the kill.
 		{conv: 2, n: 1, replica: "r2", sent: before},
 		{conv: 2, n: 2, replica: "r3", sent: after},
-		{conv: 2, n: 3, replica: "r3", sticky: true, sent: after.Add(time.Second)},
+		{conv: 2, n: 3, replica: "r3", continued: true, sent: after.Add(time.Second)},
 		// Conversation 3 on r1 throughout, one miss after the kill.
 		{conv: 3, n: 1, replica: "r1", sent: before},
-		{conv: 3, n: 2, replica: "r1", sticky: true, sent: before},
+		{conv: 3, n: 2, replica: "r1", continued: true, sent: before},
 		{conv: 3, n: 3, replica: "r1", sent: after},
 	}
 	d := &driver{o: options{turns: 5}}

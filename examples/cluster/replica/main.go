@@ -2,7 +2,7 @@
 // backend over its own claudepool.Pool.
 //
 //	POST /chat    {"system": "...", "model": "...", "messages": [{"role": "user", "content": "..."}]}
-//	              → {"reply": "...", "replica": "r1", "key": "...", "sticky": true, ...}
+//	              → {"reply": "...", "replica": "r1", "key": "...", "continued": true, ...}
 //	GET  /stats   the pool's Stats as JSON
 //	GET  /healthz 200 while the replica serves, 503 once it drains
 //
@@ -182,7 +182,7 @@ type ChatReply struct {
 	Reply        string  `json:"reply"`
 	Replica      string  `json:"replica"`
 	Key          string  `json:"key"`
-	Sticky       bool    `json:"sticky"` // the turn continued a conversation its process held
+	Continued       bool    `json:"continued"` // the turn continued a conversation its process held
 	Warm         bool    `json:"warm"`
 	PID          int     `json:"pid"`
 	FirstEventMS float64 `json:"first_event_ms"`
@@ -227,7 +227,7 @@ func (s *server) handleChat(w http.ResponseWriter, r *http.Request) {
 	}
 	lat := st.Latency()
 	writeJSON(w, http.StatusOK, ChatReply{Reply: st.Result().Text, Replica: s.name, Key: key,
-		Sticky: st.Acquire().Sticky, Warm: st.Acquire().Warm, PID: st.Acquire().PID,
+		Continued: st.Acquire().Continued, Warm: st.Acquire().Warm, PID: st.Acquire().PID,
 		FirstEventMS: ms(lat.FirstEvent), ResultMS: ms(lat.Result)})
 }
 

@@ -78,7 +78,7 @@ type body struct {
 // in the response header and body; the second turn, sent with the history
 // and the key, continues on the process that holds the first, and /stats
 // counts it.
-func TestReplicaKeyAndStickyTurn(t *testing.T) {
+func TestReplicaKeyAndContinuedTurn(t *testing.T) {
 	ts, _ := newTestReplica(t)
 	b := body{System: "S", Messages: []msg{{"user", "hello"}}}
 	want := claudepool.ConversationKey(claudepool.Request{System: "S",
@@ -90,13 +90,13 @@ func TestReplicaKeyAndStickyTurn(t *testing.T) {
 	require.Equal(t, "r9", resp.Header.Get("X-Replica"))
 	require.Equal(t, want, rep.Key)
 	require.Equal(t, "a reply", rep.Reply)
-	require.False(t, rep.Sticky)
+	require.False(t, rep.Continued)
 
 	b.Messages = append(b.Messages, msg{"assistant", rep.Reply}, msg{"user", "and then?"})
 	resp, rep2 := post(t, ts, want, b)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Equal(t, want, resp.Header.Get(KeyHeader))
-	require.True(t, rep2.Sticky, "the second turn continues on its process")
+	require.True(t, rep2.Continued, "the second turn continues on its process")
 	require.Equal(t, rep.PID, rep2.PID)
 
 	r, err := ts.Client().Get(ts.URL + "/stats")

@@ -16,7 +16,7 @@ import (
 // history as a backend sends it, runs on turn 1's process, which receives
 // the new message alone; the API sees real turns. A request that shares
 // turn 1 but carries another reply is served as sent.
-func TestE2EStickyConversation(t *testing.T) {
+func TestE2EHeldConversation(t *testing.T) {
 	ctx := e2eCtx(t, 2*time.Minute)
 	// Replies that do not echo: turn 1's text is then in turn 1 alone.
 	e := newE2E(t, claudepooltest.Config{Reply: claudepooltest.Text("Nice to meet you.")})
@@ -31,7 +31,7 @@ func TestE2EStickyConversation(t *testing.T) {
 		Message{Role: RoleUser, Content: "What is my name?"})
 	s2, _ := chatOK(t, ctx, a, Request{Messages: msgs})
 	require.Equal(t, s1.Acquire().PID, s2.Acquire().PID, "turn 2 runs on turn 1's process")
-	require.True(t, s2.Acquire().Sticky)
+	require.True(t, s2.Acquire().Continued)
 
 	reqs := e.mock.ChatRequests()
 	require.Len(t, reqs, 2)
@@ -52,7 +52,7 @@ func TestE2EStickyConversation(t *testing.T) {
 	// The same first turn with another reply: not the held conversation.
 	forked := []Message{msgs[0], {Role: RoleAssistant, Content: "Nice to meet you, Grace."}, msgs[2]}
 	s3, _ := chatOK(t, ctx, a, Request{Messages: forked})
-	require.False(t, s3.Acquire().Sticky)
+	require.False(t, s3.Acquire().Continued)
 	reqs = e.mock.ChatRequests()
 	require.Len(t, reqs, 3)
 	require.Equal(t, RenderTranscript(forked), reqs[2].LastUserText(), "its own history reaches the API")
@@ -62,7 +62,7 @@ func TestE2EStickyConversation(t *testing.T) {
 }
 
 // BenchmarkE2EConversation runs a 10-turn conversation on the real CLI
-// against the mock, once with held conversations (sticky: each turn after
+// against the mock, once with held conversations (held: each turn after
 // the first sends the new message to the process that holds the rest) and
 // once without (rendered: each turn sends the whole history, rendered into
 // one message, to a process without a conversation). It reports the first
@@ -73,7 +73,7 @@ func BenchmarkE2EConversation(b *testing.B) {
 	for _, mode := range []struct {
 		name string
 		hold time.Duration
-	}{{"sticky", time.Minute}, {"rendered", -1}} {
+	}{{"held", time.Minute}, {"rendered", -1}} {
 		b.Run("mode="+mode.name, func(b *testing.B) {
 			var firstEvents []time.Duration
 			var bytes, tokens int
@@ -107,8 +107,8 @@ func BenchmarkE2EConversation(b *testing.B) {
 					_ = s.Close()
 					if turn > 0 {
 						firstEvents = append(firstEvents, s.Latency().FirstEvent)
-						if s.Acquire().Sticky != (mode.hold > 0) {
-							b.Fatalf("turn %d: sticky %v", turn+1, s.Acquire().Sticky)
+						if s.Acquire().Continued != (mode.hold > 0) {
+							b.Fatalf("turn %d: continued %v", turn+1, s.Acquire().Continued)
 						}
 					}
 					tokens += s.Result().Usage.InputTokens

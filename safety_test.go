@@ -1,7 +1,6 @@
 package claudepool
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,8 +14,7 @@ import (
 // The tests of this file: a chat's text is data, never a CLI command; the
 // reset proves the process is back to the pool's settings; a rejected
 // model and an API status that cannot succeed on retry fail the chat at
-// once and keep the process; spares come back at the cap, are what
-// Acquire takes, and shrink back to Size.
+// once and keep the process.
 
 // slashTexts are messages the CLI would run as commands if they were
 // typed: each must reach the model as the text it is.
@@ -50,7 +48,7 @@ func TestSlashCommandIsData(t *testing.T) {
 		// Held: the continuation's new message is sent alone.
 		next := continued(conv(text), s.Result().Text, "/model opus")
 		s2, _ := chatOK(t, ctx, a, next)
-		require.True(t, s2.Acquire().Sticky)
+		require.True(t, s2.Acquire().Continued)
 		require.Equal(t, "echo: "+text+" | /model opus", s2.Result().Text)
 
 		// Another user's chat on the same process runs on the pool's
@@ -63,7 +61,7 @@ func TestSlashCommandIsData(t *testing.T) {
 	// Rendered: a conversation no process holds, starting with a command.
 	req := conv(slashTexts[0], "echo: x", "/config model=opus")
 	s, _ := chatOK(t, ctx, a, req)
-	require.False(t, s.Acquire().Sticky)
+	require.False(t, s.Acquire().Continued)
 	requireRendered(t, fp, s, req)
 
 	_, err := os.Stat(filepath.Join(home, ".claude", "settings.json"))
@@ -219,123 +217,6 @@ func TestRetryable(t *testing.T) {
 	for _, s := range []int{400, 401, 403, 404, 413, 422} {
 		require.False(t, Retryable(s), "%d", s)
 	}
-}
-
-// At the MaxProcs cap, chats that end holding their conversations leave
-// no spare; the refill then resets the least recently used one, off any
-// chat's path, and the next new chat finds a spare.
-func TestSpareComesBackAtCap(t *testing.T) {
-	ctx := testCtx(t)
-	fp := newFakePool(t, Config{Size: 1, MaxProcs: 3, HoldConversations: time.Hour},
-		fakecli.EnvChunks+"=2", fakecli.EnvChunkDelay+"=50ms")
-	a := NewAdapter(fp.Pool)
-	require.NoError(t, fp.WaitReady(ctx))
-	var streams []*Stream
-	for _, text := range []string{"a", "b", "c"} {
-		s, err := a.StreamChat(ctx, conv(text))
-		require.NoError(t, err)
-		streams = append(streams, s)
-	}
-	for _, s := range streams {
-		drain(t, s)
-		require.NoError(t, s.Err())
-		require.NoError(t, s.Close())
-	}
-	st := waitStats(t, fp, "a spare at the cap", func(st Stats) bool {
-		return st.Idle == 3 && st.Held == 2 && st.Resetting == 0
-	})
-	require.EqualValues(t, 1, st.Conversations.GaveWay)
-	require.NoError(t, fp.WaitReady(ctx))
-	proc, err := fp.TryAcquire()
-	require.NoError(t, err, "a spare without a conversation is ready")
-	require.NoError(t, proc.Stop(ctx))
-}
-
-// Without Config.Prompt, the spare a chat leaves (it carries the empty
-// prompt) is what WaitReady counts, TryAcquire takes and Acquire takes
-// warm.
-func TestSpareWithoutPromptForAcquire(t *testing.T) {
-	ctx := testCtx(t)
-	fp := newFakePool(t, Config{Size: 1, MaxProcs: 1})
-	a := NewAdapter(fp.Pool)
-	require.NoError(t, fp.WaitReady(ctx))
-	s, _ := chatOK(t, ctx, a, userMsg("x"))
-	pid := s.Acquire().PID
-	waitReset(t, fp, pid, 1)
-	require.NoError(t, fp.WaitReady(ctx))
-
-	proc, err := fp.TryAcquire()
-	require.NoError(t, err)
-	require.Equal(t, pid, proc.PID())
-	sp, ok := proc.SystemPrompt()
-	require.True(t, ok)
-	require.Equal(t, SystemPrompt{}, sp)
-	require.NoError(t, proc.Stop(ctx))
-
-	fp2 := newFakePool(t, Config{Size: 1, MaxProcs: 2})
-	require.NoError(t, fp2.WaitReady(ctx))
-	a2 := NewAdapter(fp2.Pool)
-	s1, err := a2.StreamChat(ctx, userMsg("x"))
-	require.NoError(t, err)
-	s2, err := a2.StreamChat(ctx, userMsg("y"))
-	require.NoError(t, err)
-	for _, s := range []*Stream{s1, s2} {
-		drain(t, s)
-		require.NoError(t, s.Close())
-	}
-	waitStats(t, fp2, "both chats' processes idle", func(st Stats) bool { return st.Idle == 2 })
-	cold := fp2.Stats().ColdAcquires
-	for range 2 {
-		p, err := fp2.Acquire(ctx)
-		require.NoError(t, err)
-		require.True(t, p.Warm(), "both idle processes are spares")
-		defer p.Stop(context.Background())
-	}
-	require.Equal(t, cold, fp2.Stats().ColdAcquires)
-}
-
-// With neither MaxProcs nor MaxIdle, the spares a burst left beyond Size
-// are retired once idle for the surplus time, down to Size.
-func TestSurplusSparesShrink(t *testing.T) {
-	ctx := testCtx(t)
-	fp := newFakePool(t, Config{Size: 1}, fakecli.EnvChunks+"=2", fakecli.EnvChunkDelay+"=50ms")
-	fp.mu.Lock()
-	fp.surplusIdle = 50 * time.Millisecond
-	fp.mu.Unlock()
-	a := NewAdapter(fp.Pool)
-	require.NoError(t, fp.WaitReady(ctx))
-	var streams []*Stream
-	for _, text := range []string{"a", "b", "c"} {
-		s, err := a.StreamChat(ctx, userMsg(text))
-		require.NoError(t, err)
-		streams = append(streams, s)
-	}
-	for _, s := range streams {
-		drain(t, s)
-		require.NoError(t, s.Err())
-		require.NoError(t, s.Close())
-	}
-	st := waitStats(t, fp, "the pool back at Size", func(st Stats) bool {
-		return st.Live == 1 && st.Idle == 1
-	})
-	require.GreaterOrEqual(t, st.Retired[RetireSpare], int64(2))
-	require.NoError(t, fp.WaitReady(ctx))
-
-	// With MaxIdle set, the surplus rule stays out of the way.
-	fp2 := newFakePool(t, Config{Size: 1, MaxIdle: time.Hour})
-	fp2.mu.Lock()
-	fp2.surplusIdle = time.Nanosecond
-	fp2.mu.Unlock()
-	s1, err := NewAdapter(fp2.Pool).StreamChat(ctx, userMsg("a"))
-	require.NoError(t, err)
-	s2, err := NewAdapter(fp2.Pool).StreamChat(ctx, userMsg("b"))
-	require.NoError(t, err)
-	for _, s := range []*Stream{s1, s2} {
-		drain(t, s)
-		require.NoError(t, s.Close())
-	}
-	waitStats(t, fp2, "both chats' processes idle", func(st Stats) bool { return st.Idle >= 2 && st.Resetting == 0 })
-	require.Zero(t, fp2.Stats().Retired[RetireSpare])
 }
 
 func count(ts []EventType, want EventType) int {

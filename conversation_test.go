@@ -74,11 +74,11 @@ func lastUserText(t *testing.T, fp *fakePool, pid int) string {
 }
 
 // requireRendered checks a chat that no held conversation served: it is
-// not sticky, its process received the rendered transcript, and (with
+// not continued, its process received the rendered transcript, and (with
 // echoHistory) held nothing else.
 func requireRendered(t *testing.T, fp *fakePool, s *Stream, req Request) {
 	t.Helper()
-	require.False(t, s.Acquire().Sticky)
+	require.False(t, s.Acquire().Continued)
 	rendered := RenderTranscript(req.Messages)
 	require.Equal(t, rendered, lastUserText(t, fp, s.Acquire().PID), "the process received the rendered transcript")
 	if r := s.Result(); r != nil && !r.IsError {
@@ -86,11 +86,11 @@ func requireRendered(t *testing.T, fp *fakePool, s *Stream, req Request) {
 	}
 }
 
-// requireSticky counts what the pool counted of held conversations.
-func requireSticky(t *testing.T, fp *fakePool, hits, missNotHeld, missSettings int64) {
+// requireContinued counts what the pool counted of held conversations.
+func requireContinued(t *testing.T, fp *fakePool, hits, missNotHeld, missSettings int64) {
 	t.Helper()
 	st := fp.Stats()
-	require.Equal(t, hits, st.Conversations.Continued, "sticky hits")
+	require.Equal(t, hits, st.Conversations.Continued, "continued")
 	require.Equal(t, missNotHeld, st.Conversations.MissNotHeld, "misses: not held")
 	require.Equal(t, missSettings, st.Conversations.MissSettings, "misses: settings")
 }
@@ -98,7 +98,7 @@ func requireSticky(t *testing.T, fp *fakePool, hits, missNotHeld, missSettings i
 // Turns 2 and 3, sent with the whole history, run on turn 1's process,
 // which receives the new message alone and answers from the conversation
 // it holds.
-func TestStickyContinuesOnSameProcess(t *testing.T) {
+func TestHeldContinuesOnSameProcess(t *testing.T) {
 	ctx := testCtx(t)
 	fp := newFakePool(t, Config{HoldConversations: time.Minute}, echoHistory)
 	a := NewAdapter(fp.Pool)
@@ -106,7 +106,7 @@ func TestStickyContinuesOnSameProcess(t *testing.T) {
 	req1 := conv("u1")
 	s1, _ := chatOK(t, ctx, a, req1)
 	pid := s1.Acquire().PID
-	require.False(t, s1.Acquire().Sticky)
+	require.False(t, s1.Acquire().Continued)
 	r1 := s1.Result().Text
 	require.Equal(t, "echo: u1", r1)
 	require.Equal(t, 1, fp.Stats().Held, "the process holds turn 1 once its result is out")
@@ -114,7 +114,7 @@ func TestStickyContinuesOnSameProcess(t *testing.T) {
 	req2 := continued(req1, r1, "u2")
 	s2, _ := chatOK(t, ctx, a, req2)
 	require.Equal(t, pid, s2.Acquire().PID, "turn 2 runs on turn 1's process")
-	require.True(t, s2.Acquire().Sticky)
+	require.True(t, s2.Acquire().Continued)
 	require.Equal(t, 2, s2.Acquire().Uses)
 	require.Equal(t, "echo: u1 | u2", s2.Result().Text, "the process held turn 1")
 	require.Equal(t, []string{"u1", "u2"}, userTexts(t, fp, pid), "turn 2 sent its new message alone, with no reset before it")
@@ -122,11 +122,11 @@ func TestStickyContinuesOnSameProcess(t *testing.T) {
 	req3 := continued(req2, s2.Result().Text, "u3")
 	s3, _ := chatOK(t, ctx, a, req3)
 	require.Equal(t, pid, s3.Acquire().PID)
-	require.True(t, s3.Acquire().Sticky)
+	require.True(t, s3.Acquire().Continued)
 	require.Equal(t, "echo: u1 | u2 | u3", s3.Result().Text)
 	require.Equal(t, []string{"u1", "u2", "u3"}, userTexts(t, fp, pid))
 
-	requireSticky(t, fp, 2, 0, 0)
+	requireContinued(t, fp, 2, 0, 0)
 	st := fp.Stats()
 	require.Equal(t, 1, st.Held)
 	require.Zero(t, st.Conversations.Expired)
@@ -136,7 +136,7 @@ func TestStickyContinuesOnSameProcess(t *testing.T) {
 
 // Requests that do not continue the held conversation exactly are served
 // as sent, and counted by why they missed.
-func TestStickyMissesFallBack(t *testing.T) {
+func TestHeldMissesFallBack(t *testing.T) {
 	ctx := testCtx(t)
 	fp := newFakePool(t, Config{HoldConversations: time.Minute}, echoHistory)
 	a := NewAdapter(fp.Pool)
@@ -153,7 +153,7 @@ func TestStickyMissesFallBack(t *testing.T) {
 		// The held process was reset for it.
 		require.Equal(t, []string{"u1", "/clear", RenderTranscript(edited.Messages)}, userTexts(t, fp, pid))
 	}
-	requireSticky(t, fp, 0, 1, 0)
+	requireContinued(t, fp, 0, 1, 0)
 
 	// The history of a held conversation with another model: the pool
 	// holds these messages, not with these settings.
@@ -165,7 +165,7 @@ func TestStickyMissesFallBack(t *testing.T) {
 	otherModel.Model = "claude-other-model"
 	s3, _ := chatOK(t, ctx, a, otherModel)
 	requireRendered(t, fp, s3, otherModel)
-	requireSticky(t, fp, 0, 1, 1)
+	requireContinued(t, fp, 0, 1, 1)
 
 	// And with another system prompt.
 	sx, _ = chatOK(t, ctx, a, reqX)
@@ -176,7 +176,7 @@ func TestStickyMissesFallBack(t *testing.T) {
 	s4, _ := chatOK(t, ctx, a, otherPrompt)
 	requireRendered(t, fp, s4, otherPrompt)
 	require.NotEqual(t, heldPID, s4.Acquire().PID, "a process of the pool's prompt does not serve another prompt")
-	requireSticky(t, fp, 0, 1, 2)
+	requireContinued(t, fp, 0, 1, 2)
 
 	// Requests that could not continue a conversation are no misses: a
 	// single message, and a history that does not end with a reply.
@@ -184,12 +184,12 @@ func TestStickyMissesFallBack(t *testing.T) {
 	twoUsers := Request{Messages: []Message{{Role: RoleUser, Content: "a"}, {Role: RoleUser, Content: "b"}}}
 	s5, _ := chatOK(t, ctx, a, twoUsers)
 	requireRendered(t, fp, s5, twoUsers)
-	requireSticky(t, fp, 0, 1, 2)
+	requireContinued(t, fp, 0, 1, 2)
 }
 
 // A turn that ended with is_error leaves nothing to continue: its process
 // is reset, and a request continuing it misses.
-func TestStickyErrorResultHoldsNothing(t *testing.T) {
+func TestHeldErrorResultHoldsNothing(t *testing.T) {
 	ctx := testCtx(t)
 	fp := newFakePool(t, Config{HoldConversations: time.Minute}, echoHistory)
 	a := NewAdapter(fp.Pool)
@@ -213,13 +213,13 @@ func TestStickyErrorResultHoldsNothing(t *testing.T) {
 	// too, where the new message alone would have succeeded.
 	require.ErrorAs(t, s2.Err(), &re)
 	requireRendered(t, fp, s2, cont)
-	requireSticky(t, fp, 0, 1, 0)
+	requireContinued(t, fp, 0, 1, 0)
 	require.Zero(t, fp.Stats().Held)
 }
 
 // A cancelled turn retires its process, which may hold part of the turn:
 // no request continues it.
-func TestStickyCancelledTurnRetires(t *testing.T) {
+func TestHeldCancelledTurnRetires(t *testing.T) {
 	ctx := testCtx(t)
 	fp := newFakePool(t, Config{HoldConversations: time.Minute}, echoHistory)
 	a := NewAdapter(fp.Pool)
@@ -251,13 +251,13 @@ func TestStickyCancelledTurnRetires(t *testing.T) {
 	require.True(t, s2.Next(), "the continuation started")
 	require.NotEqual(t, pid, s2.Acquire().PID)
 	requireRendered(t, fp, s2, cont)
-	requireSticky(t, fp, 0, 1, 0)
+	requireContinued(t, fp, 0, 1, 0)
 	require.NoError(t, s2.Close())
 }
 
 // Two requests racing to continue one conversation both succeed: one
 // continues it on its process, the other is served as sent.
-func TestStickyRace(t *testing.T) {
+func TestHeldRace(t *testing.T) {
 	ctx := testCtx(t)
 	// Slow replies, so that the two chats overlap.
 	fp := newFakePool(t, Config{HoldConversations: time.Minute}, echoHistory, fakecli.EnvChunkDelay+"=20ms")
@@ -300,18 +300,18 @@ func TestStickyRace(t *testing.T) {
 
 	require.NoError(t, out[0].err)
 	require.NoError(t, out[1].err)
-	require.NotEqual(t, out[0].info.Sticky, out[1].info.Sticky, "exactly one continues the conversation")
-	sticky, other := out[0], out[1]
-	if other.info.Sticky {
-		sticky, other = other, sticky
+	require.NotEqual(t, out[0].info.Continued, out[1].info.Continued, "exactly one continues the conversation")
+	continued, other := out[0], out[1]
+	if other.info.Continued {
+		continued, other = other, continued
 	}
-	require.Equal(t, pid, sticky.info.PID)
-	require.Equal(t, "echo: u1 | u2", sticky.text)
+	require.Equal(t, pid, continued.info.PID)
+	require.Equal(t, "echo: u1 | u2", continued.text)
 	rendered := RenderTranscript(cont.Messages)
 	require.Equal(t, "echo: "+rendered, other.text, "the other is served as sent, by a process that holds nothing")
 	require.Contains(t, userTexts(t, fp, other.info.PID), rendered)
 	require.Contains(t, userTexts(t, fp, pid), "u2")
-	requireSticky(t, fp, 1, 1, 0)
+	requireContinued(t, fp, 1, 1, 0)
 }
 
 // A conversation held for HoldConversations without a continuation is
@@ -333,7 +333,7 @@ func TestHoldConversationsExpires(t *testing.T) {
 	cont := continued(req1, s1.Result().Text, "u2")
 	s2, _ := chatOK(t, ctx, a, cont)
 	requireRendered(t, fp, s2, cont)
-	requireSticky(t, fp, 0, 1, 0)
+	requireContinued(t, fp, 0, 1, 0)
 }
 
 // At MaxProcs 1, a held conversation gives way to a new conversation with
@@ -350,7 +350,7 @@ func TestHeldGivesWayAtMaxProcs(t *testing.T) {
 
 	s2, _ := chatOK(t, ctx, a, conv("n1"))
 	require.Equal(t, pid, s2.Acquire().PID, "the held process serves the new conversation")
-	require.False(t, s2.Acquire().Sticky)
+	require.False(t, s2.Acquire().Continued)
 	require.Equal(t, "echo: n1", s2.Result().Text, "nothing of the held conversation")
 	require.Equal(t, []string{"c1", "/clear", "n1"}, userTexts(t, fp, pid))
 	require.EqualValues(t, 1, fp.Stats().Conversations.GaveWay)
@@ -362,7 +362,7 @@ func TestHeldGivesWayAtMaxProcs(t *testing.T) {
 	require.NotEqual(t, pid, s3.Acquire().PID)
 	require.Equal(t, "echo: p1", s3.Result().Text)
 	require.Equal(t, RetireEvicted, waitRetired(t, fp, pid))
-	requireSticky(t, fp, 0, 0, 0)
+	requireContinued(t, fp, 0, 0, 0)
 }
 
 // A held conversation with the pool's default prompt gives way to the
@@ -402,13 +402,13 @@ func TestHoldConversationsOff(t *testing.T) {
 	req := conv("u1")
 	for _, next := range []string{"u2", "u3"} {
 		s, _ := chatOK(t, ctx, a, req)
-		require.False(t, s.Acquire().Sticky)
+		require.False(t, s.Acquire().Continued)
 		require.Zero(t, fp.Stats().Held)
 		req = continued(req, s.Result().Text, next)
 	}
 	s, _ := chatOK(t, ctx, a, req)
 	requireRendered(t, fp, s, req)
-	requireSticky(t, fp, 0, 0, 0)
+	requireContinued(t, fp, 0, 0, 0)
 	require.Zero(t, fp.Stats().Held)
 }
 
@@ -421,17 +421,7 @@ func TestHeldBoundedWithoutMaxProcs(t *testing.T) {
 	a := NewAdapter(fp.Pool)
 	// Three chats at once: three processes, each then holding a
 	// conversation.
-	var streams []*Stream
-	for _, text := range []string{"a", "b", "c"} {
-		s, err := a.StreamChat(ctx, conv(text))
-		require.NoError(t, err)
-		streams = append(streams, s)
-	}
-	for _, s := range streams {
-		drain(t, s)
-		require.NoError(t, s.Err())
-		require.NoError(t, s.Close())
-	}
+	chatsAtOnce(t, ctx, a, conv("a"), conv("b"), conv("c"))
 	fp.logs.waitFor(t, "claudepool: process reset", 2)
 	st := fp.Stats()
 	require.Equal(t, 1, st.Held)

@@ -1,7 +1,6 @@
 package claudepool
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -121,34 +120,4 @@ func TestE2EUnauthorizedFailsFast(t *testing.T) {
 	s2, _ := chatOK(t, ctx, a, userMsg("next"))
 	require.Equal(t, s.Acquire().PID, s2.Acquire().PID)
 	require.Zero(t, retiredTotal(p.Stats()))
-}
-
-// On the real CLI: at the MaxProcs cap, chats that end holding their
-// conversations leave no spare; the refill resets one of them, and a
-// spare is back without any chat asking.
-func TestE2ESpareComesBackAtCap(t *testing.T) {
-	ctx := e2eCtx(t, 3*time.Minute)
-	reply, release := holdMarked(t)
-	e := newE2E(t, claudepooltest.Config{Reply: reply})
-	p, _ := e.pool(t, Config{Size: 1, MaxProcs: 3, HoldConversations: time.Hour})
-	a := NewAdapter(p)
-	require.NoError(t, p.WaitReady(ctx))
-	var streams []*Stream
-	for _, text := range []string{"a [hold]", "b [hold]", "c [hold]"} {
-		s, err := a.StreamChat(ctx, userMsg(text))
-		require.NoError(t, err)
-		streams = append(streams, s)
-	}
-	release()
-	for _, s := range streams {
-		drain(t, s)
-		require.NoError(t, s.Err())
-		require.NoError(t, s.Close())
-	}
-	waitPool(t, p, time.Now().Add(time.Minute), func(st Stats) bool {
-		return st.Live == 3 && st.Idle == 3 && st.Held == 2 && st.Resetting == 0
-	})
-	proc, err := p.TryAcquire()
-	require.NoError(t, err, "a spare is ready")
-	require.NoError(t, proc.Stop(context.Background()))
 }
