@@ -124,21 +124,21 @@ type driver struct {
 
 // turn is the outcome of one turn.
 type turn struct {
-	conv, n  int // conversation, turn number from 1
-	replica  string
-	continued   bool
-	sent     time.Time
-	latency  time.Duration
-	attempts int
-	err      error
+	conv, n   int // conversation, turn number from 1
+	replica   string
+	continued bool
+	sent      time.Time
+	latency   time.Duration
+	attempts  int
+	err       error
 }
 
 // reply is what a replica answers (see examples/cluster/replica).
 type reply struct {
-	Reply   string `json:"reply"`
-	Replica string `json:"replica"`
-	Key     string `json:"key"`
-	Continued  bool   `json:"continued"`
+	Reply     string `json:"reply"`
+	Replica   string `json:"replica"`
+	Key       string `json:"key"`
+	Continued bool   `json:"continued"`
 }
 
 // poolStats is the part of a replica's Stats JSON the report uses.

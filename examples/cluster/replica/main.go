@@ -182,7 +182,7 @@ type ChatReply struct {
 	Reply        string  `json:"reply"`
 	Replica      string  `json:"replica"`
 	Key          string  `json:"key"`
-	Continued       bool    `json:"continued"` // the turn continued a conversation its process held
+	Continued    bool    `json:"continued"` // the turn continued a conversation its process held
 	Warm         bool    `json:"warm"`
 	PID          int     `json:"pid"`
 	FirstEventMS float64 `json:"first_event_ms"`
