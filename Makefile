@@ -41,7 +41,8 @@ bench-e2e: cli
 	$(GO) test -run '^$$' -bench '^BenchmarkE2EConversation$$' -benchtime 3x -count 1 .
 
 ## bench-load: 1, 4 and 8 callers chatting back to back against the real CLI, and 1 with held conversations off,
-## for CLAUDEPOOL_LOAD_SECONDS (default 20) each
+## for CLAUDEPOOL_LOAD_SECONDS (default 20) each, each beside the raw CLI driven directly under the same load
+## (CLAUDEPOOL_LOAD_RAW=0 skips that baseline)
 bench-load: cli
 	$(GO) test -run '^$$' -bench 'E2ELoad' -benchtime 1x -count 1 -timeout 30m .
 

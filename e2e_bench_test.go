@@ -80,6 +80,12 @@ func loadDuration(b *testing.B) time.Duration {
 // measured with getrusage(RUSAGE_CHILDREN) once Close has reaped them all.
 // Any failed chat fails the benchmark.
 //
+// Beside each pool run, in the same iteration, the raw CLI runs the same
+// load driven directly, one process a caller (runRaw), and the pool's
+// figures are reported over its: chats/s-vs-raw, overhead-vs-raw and
+// child-cpu-vs-raw, with the raw figures as raw-.... CLAUDEPOOL_LOAD_RAW=0
+// skips it.
+//
 // It runs against two APIs: one that answers at once (API=instant), which
 // shows what the pool and the CLI cost, and one with a realistic first
 // byte (API=500ms), which shows what a user feels; and once more with one
@@ -107,13 +113,21 @@ func BenchmarkE2ELoad(b *testing.B) {
 	cases = append(cases, loadCase{"API=500ms/K=1/hold=off", 1, benchFirstByteDelay, holdOff})
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
-			var total loadResult
+			var total, raw loadResult
 			b.ResetTimer()
 			for range b.N {
+				// The raw CLI first, then the pool, in each round: the
+				// same machine in the same minute.
+				if rawBaseline() {
+					raw.add(runRaw(b, c.callers, d, c.firstByte, c.cfg))
+				}
 				total.add(runLoad(b, c.callers, d, c.firstByte, c.cfg))
 			}
 			b.StopTimer()
 			total.report(b, c.callers, d, c.firstByte, c.cfg)
+			if rawBaseline() {
+				reportRaw(b, &total, &raw, c.callers, d, c.firstByte)
+			}
 		})
 	}
 }

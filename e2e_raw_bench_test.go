@@ -1,0 +1,222 @@
+//go:build unix
+
+package claudepool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/claudepool/claudepool/claudepooltest"
+)
+
+// The raw CLI, driven directly: the floor under the pool's figures.
+//
+// runRaw drives the same CLI, with the same flags, environment and mock
+// API as a pool of loadConfig would, through the package's lowest floor
+// alone (spawn.go, process.go, control.go): no pool, no refill, no held
+// conversations. Each caller owns one process, started and made ready
+// (mcp_status, then initialize with the pool's prompt) before the clock
+// starts, and chats on it back to back: the chat's user line, its events
+// up to the result, then the CLI's /clear and its confirmation, on the
+// caller's own time, before the next chat. What the CLI itself costs
+// shows here; the pool's figures are reported beside it as ratios.
+
+// loadRaw is the environment variable that turns the raw baseline of
+// BenchmarkE2ELoad off when set to 0.
+const loadRaw = "CLAUDEPOOL_LOAD_RAW"
+
+// rawBaseline reports whether BenchmarkE2ELoad runs the raw CLI beside
+// each pool run.
+func rawBaseline() bool { return os.Getenv(loadRaw) != "0" }
+
+// runRaw runs callers processes of the raw CLI for d against a mock with
+// firstByte, with cfg's flags and prompt, and returns what it measured.
+func runRaw(b *testing.B, callers int, d, firstByte time.Duration, cfg Config) loadResult {
+	b.StopTimer()
+	e := newE2E(b, claudepooltest.Config{FirstByteDelay: firstByte})
+	ctx, cancel := context.WithTimeout(context.Background(), d+5*time.Minute)
+	defer cancel()
+	cpuBefore := childCPU(b)
+
+	cfg.Command, cfg.Dir = e.cli, e.dir
+	cfg.Env = append(e.mock.Env(), "HOME="+e.home)
+	cfg, path, err := cfg.normalize()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	set := &procSettings{stopGrace: cfg.StopGrace, readyTimeout: cfg.ReadyTimeout, maxLine: cfg.MaxLineBytes,
+		log: slog.New(slog.DiscardHandler), exited: func(*Process) {}}
+	sp := newSpawner(path, cfg.argv(), cfg.env(os.Environ(), b.TempDir()), cfg.Dir, false, set)
+	procs := make([]*Process, 0, callers)
+	defer func() {
+		for _, p := range procs {
+			_ = p.Stop(context.Background())
+		}
+		wg.Wait()
+		sp.stop()
+	}()
+	for range callers {
+		p, err := sp.spawn()
+		if err != nil {
+			b.Fatal(err)
+		}
+		procs = append(procs, p)
+		wg.Add(2)
+		go func() { defer wg.Done(); p.drainStderr() }()
+		go func() { defer wg.Done(); p.reap() }()
+	}
+	for _, p := range procs {
+		if err := p.probe(ctx); err != nil {
+			b.Fatal(err)
+		}
+		if cfg.Prompt != nil {
+			if err := p.initialize(ctx, *cfg.Prompt); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+
+	var (
+		mu  sync.Mutex
+		res loadResult
+	)
+	start := time.Now()
+	deadline := start.Add(d)
+	b.StartTimer()
+	var callersWG sync.WaitGroup
+	for _, p := range procs {
+		callersWG.Add(1)
+		go func() {
+			defer callersWG.Done()
+			session := ""
+			for time.Now().Before(deadline) {
+				c, s := rawChat(ctx, p, "hello")
+				if c.err == nil {
+					session = s
+					_, _, c.err = p.clearConversation(ctx, session)
+				}
+				mu.Lock()
+				res.chats = append(res.chats, c)
+				if c.err != nil {
+					res.errs = append(res.errs, fmt.Errorf("%s: %w", c.marker, c.err))
+				}
+				mu.Unlock()
+				if c.err != nil {
+					return
+				}
+			}
+		}()
+	}
+	callersWG.Wait()
+	res.elapsed = time.Since(start)
+	b.StopTimer()
+	res.started = int64(len(procs))
+
+	for _, p := range procs {
+		_ = p.Stop(context.Background())
+	}
+	wg.Wait()
+	res.childCPU = childCPU(b) - cpuBefore
+	if len(res.errs) == 0 {
+		api, err := matchChats(e.mock.ChatRequests(), res.chats)
+		if err != nil {
+			b.Fatal(err)
+		}
+		res.api = api
+	}
+	return res
+}
+
+// rawChat writes one chat's user line, as the pool writes it, to p and
+// reads its events up to the result. It returns the chat and the session
+// its system/init named.
+func rawChat(ctx context.Context, p *Process, text string) (c benchChat, session string) {
+	c = benchChat{marker: fmt.Sprintf("[chat %d]", benchChatSeq.Add(1))}
+	line, err := encodeUserLine(text + " " + c.marker)
+	if err != nil {
+		c.err = err
+		return c, ""
+	}
+	c.start = time.Now()
+	if err := p.WriteLine(line); err != nil {
+		c.err = err
+		return c, ""
+	}
+	for ctx.Err() == nil {
+		out, err := p.ReadLine()
+		if err != nil {
+			c.err = err
+			return c, session
+		}
+		ev, ctrl, err := parseLine(out)
+		if err != nil || ctrl != nil {
+			continue
+		}
+		since := time.Since(c.start)
+		if c.lat.FirstEvent == 0 {
+			c.lat.FirstEvent = since
+		}
+		if c.lat.FirstText == 0 && ev.Text() != "" {
+			c.lat.FirstText = since
+		}
+		switch ev.Type {
+		case EventInit:
+			session = ev.SessionID
+		case EventResult:
+			c.lat.Result = since
+			if ev.Result == nil || ev.Result.IsError {
+				c.err = errors.New("the raw chat ended with an error result")
+			} else if c.lat.FirstText == 0 {
+				c.err = errors.New("the raw chat ended without text")
+			}
+			return c, session
+		}
+	}
+	c.err = ctx.Err()
+	return c, session
+}
+
+// reportRaw reports the raw baseline beside a pool run: the raw figures
+// (raw-...) and the pool's over them (...-vs-raw), each a ratio of the
+// two runs' medians or rates.
+func reportRaw(b *testing.B, pool, raw *loadResult, callers int, d, firstByte time.Duration) {
+	if len(raw.errs) > 0 {
+		b.Fatalf("%d of %d raw chats failed; first ones: %v", len(raw.errs), len(raw.chats), raw.errs[:min(len(raw.errs), 5)])
+	}
+	if len(raw.chats) == 0 || len(pool.chats) == 0 {
+		b.Fatal("no chat completed")
+	}
+	rate := func(r *loadResult) float64 { return float64(len(r.chats)) / r.elapsed.Seconds() }
+	cpu := func(r *loadResult) time.Duration { return r.childCPU / time.Duration(len(r.chats)) }
+	text := func(r *loadResult) time.Duration {
+		var t []time.Duration
+		for _, c := range r.chats {
+			t = append(t, c.lat.FirstText)
+		}
+		return quantile(t, 0.50)
+	}
+	over := func(r *loadResult) time.Duration {
+		o, _, _, _ := r.apiSplit()
+		return quantile(o, 0.50)
+	}
+	b.ReportMetric(rate(raw), "raw-chats/s")
+	b.ReportMetric(ms(text(raw)), "raw-first-text-p50-ms")
+	b.ReportMetric(ms(over(raw)), "raw-overhead-p50-ms")
+	b.ReportMetric(ms(cpu(raw)), "raw-child-cpu-ms/chat")
+	b.ReportMetric(rate(pool)/rate(raw), "chats/s-vs-raw")
+	b.ReportMetric(float64(over(pool))/float64(over(raw)), "overhead-vs-raw")
+	b.ReportMetric(float64(cpu(pool))/float64(cpu(raw)), "child-cpu-vs-raw")
+	fmt.Fprintf(os.Stderr, "E2ELoad raw CLI beside it, K=%d, %v a run, %d processes driven directly (/clear after each chat), mock API first byte %v:\n"+
+		"  %d chats (%.2f/s); first text p50 %v; overhead p50 %v; child CPU %v a chat\n"+
+		"  pool / raw: chats/s %.2f, overhead p50 %.2f, child CPU a chat %.2f\n",
+		callers, d, raw.started, firstByte,
+		len(raw.chats), rate(raw), rnd(text(raw)), rnd(over(raw)), rnd(cpu(raw)),
+		rate(pool)/rate(raw), float64(over(pool))/float64(over(raw)), float64(cpu(pool))/float64(cpu(raw)))
+}
