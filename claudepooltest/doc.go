@@ -17,6 +17,21 @@
 // [Failure]: an HTTP error with an Anthropic-shaped body, or a request that is
 // never answered.
 //
+// # Stops
+//
+// As the Messages API does, the request can end a reply early, streamed or
+// not: a reply text that contains one of the request's stop_sequences is
+// cut before it and ends with stop_reason "stop_sequence" and that
+// sequence as its stop_sequence; a reply whose estimated output tokens (1 +
+// characters/4) exceed the request's max_tokens is cut to its first
+// 4*max_tokens-1 characters and ends with stop_reason "max_tokens". When
+// both apply the earlier stop wins, and the usage reports what was
+// generated. The CLI asks max_tokens 32000 or more, so only its one-token
+// model probe (max_tokens 1) is cut in practice. [Reply.StopReason] ends
+// a whole reply with any other stop reason, such as [StopRefusal] or
+// [StopMaxTokens] regardless of the request's limit; [Reply] has the
+// details.
+//
 // # Latency
 //
 // By default the mock answers as fast as it can. For latency benchmarks two
@@ -41,8 +56,12 @@
 // [Server.Requests] returns every request received; [Server.ChatRequests]
 // only those that carry the user's conversation, leaving out the side
 // requests the CLI makes on its own. Each [Request] keeps the fields a test
-// usually checks (model, system texts, messages reduced to text, tools) and
-// the whole raw JSON body, [Request.Body], to search for anything else.
+// usually checks (model, system texts, messages reduced to text, tools), the
+// ones a proxy in front of the API sets or reads (headers with the
+// credentials, max_tokens, temperature, top_p, top_k, stop_sequences,
+// metadata.user_id, thinking) and the whole raw JSON body, [Request.Body],
+// to search for anything else. A body whose fields have the wrong JSON type
+// is answered 400 invalid_request_error, and recorded too.
 // [Server.WaitRequests] and [Server.WaitChatRequests] block until a given
 // number has arrived, so tests wait on a signal instead of sleeping.
 //

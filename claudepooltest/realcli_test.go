@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -134,6 +136,36 @@ func (p *cliProc) next(typ string, timeout time.Duration) map[string]any {
 	}
 }
 
+// untilResult reads stdout up to the next result line and returns it with
+// the text of each assistant line before it, logging their stop_reason.
+func (p *cliProc) untilResult(timeout time.Duration) (assistants []string, result map[string]any) {
+	p.t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case m, ok := <-p.lines:
+			require.True(p.t, ok, "stdout closed before a result line; stderr: %s", p.stderr.String())
+			switch m["type"] {
+			case "result":
+				return assistants, m
+			case "assistant":
+				msg, _ := m["message"].(map[string]any)
+				var texts []string
+				blocks, _ := msg["content"].([]any)
+				for _, b := range blocks {
+					if b, ok := b.(map[string]any); ok && b["type"] == "text" {
+						texts = append(texts, fmt.Sprint(b["text"]))
+					}
+				}
+				p.t.Logf("assistant line: stop_reason=%v text=%q", msg["stop_reason"], strings.Join(texts, ""))
+				assistants = append(assistants, strings.Join(texts, ""))
+			}
+		case <-deadline:
+			require.FailNow(p.t, "timed out", "no result line within %v", timeout)
+		}
+	}
+}
+
 // textDeltas returns the text deltas of the streamed reply, up to its
 // message_stop.
 func (p *cliProc) textDeltas() []string {
@@ -206,6 +238,19 @@ func logRequests(t *testing.T, srv *Server) {
 	}
 }
 
+// lastMessage returns the last message of r's body as raw JSON.
+func lastMessage(t *testing.T, r Request) string {
+	t.Helper()
+	var b struct {
+		Messages []json.RawMessage `json:"messages"`
+	}
+	require.NoError(t, json.Unmarshal(r.Body, &b))
+	if len(b.Messages) == 0 {
+		return ""
+	}
+	return string(b.Messages[len(b.Messages)-1])
+}
+
 func TestRealCLI(t *testing.T) {
 	path := realCLI(t)
 
@@ -260,6 +305,87 @@ func TestRealCLI(t *testing.T) {
 			require.Equal(t, tc.errType, res["api_error_type"])
 			require.Len(t, srv.ChatRequests(), tc.requests)
 			require.Less(t, took, 10*time.Second)
+		})
+	}
+
+	// A reply that stops with max_tokens or refusal does not end the CLI's
+	// turn (2.1.330): the CLI asks the API again, with the stopped reply in
+	// the history and a user message of its own after it, prints each reply
+	// as an assistant line (stop_reason null) and gives the last reply
+	// alone as the result text. When the replies keep stopping, it makes 3
+	// such calls for max_tokens, 1 for refusal, then prints an assistant
+	// line of its own with the error text and ends the turn with
+	// is_error true, terminal_reason "api_error", and exits 1 once its
+	// stdin is closed. A gateway that must answer one user line with one
+	// API reply has to stop this.
+	stops := []struct {
+		name     string
+		reason   string
+		always   bool   // every chat reply stops, not only the first
+		followUp string // how the CLI's own user message begins
+		chats    int    // chat requests for the one user line
+		result   string // how the result text begins
+		isError  bool
+	}{
+		{"max_tokens once", StopMaxTokens, false, "Output token limit hit. Resume directly", 2, "part 2", false},
+		{"max_tokens always", StopMaxTokens, true, "Output token limit hit. Resume directly", 4,
+			"API Error: Claude's response exceeded the 128000 output token maximum.", true},
+		{"refusal once", StopRefusal, false, "Your response above was stopped by a safety classifier", 2, "part 2", false},
+		{"refusal always", StopRefusal, true, "Your response above was stopped by a safety classifier", 2,
+			"API Error: Sonnet 5.5's safeguards flagged this message", true},
+	}
+	for _, tc := range stops {
+		t.Run("stop "+tc.name, func(t *testing.T) {
+			var chats atomic.Int32
+			srv := NewServer(Config{Reply: func(r Request) Reply {
+				if r.Kind != KindChat {
+					return Echo(r)
+				}
+				n := chats.Add(1)
+				rep := Reply{Text: fmt.Sprintf("part %d", n)}
+				if n == 1 || tc.always {
+					rep.StopReason = tc.reason
+				}
+				return rep
+			}})
+			defer srv.Close()
+			p := startCLI(t, path, srv.Env())
+			p.control("r1", map[string]any{"subtype": "mcp_status"})
+			p.control("r2", map[string]any{"subtype": "initialize", "systemPrompt": []string{"You are terse."}})
+			p.control("r3", map[string]any{"subtype": "set_model", "model": "sonnet"})
+			p.send(userLine("hello"))
+			require.NoError(t, p.stdin.Close())
+			assistants, res := p.untilResult(60 * time.Second)
+			logRequests(t, srv)
+			got := srv.ChatRequests()
+			for _, r := range got {
+				t.Logf("chat request %d: last message %s", r.Seq, lastMessage(t, r))
+			}
+			t.Logf("result: is_error=%v subtype=%v stop_reason=%v terminal_reason=%v result=%q",
+				res["is_error"], res["subtype"], res["stop_reason"], res["terminal_reason"], res["result"])
+
+			require.Len(t, got, tc.chats, "chat requests for one user line")
+			for i, r := range got {
+				if i == 0 {
+					require.Equal(t, "hello", r.LastUserText())
+					continue
+				}
+				require.True(t, strings.HasPrefix(r.LastUserText(), tc.followUp), "request %d's last user text: %q", i+1, r.LastUserText())
+				// The stopped reply stays in the history, just before
+				// the CLI's own user message.
+				n := len(r.Messages)
+				require.Equal(t, Message{Role: "assistant", Texts: []string{fmt.Sprintf("part %d", i)}}, r.Messages[n-2])
+			}
+			require.Equal(t, tc.isError, res["is_error"])
+			require.True(t, strings.HasPrefix(res["result"].(string), tc.result), "result %q", res["result"])
+			var parts []string
+			for i := range tc.chats {
+				parts = append(parts, fmt.Sprintf("part %d", i+1))
+			}
+			if tc.isError {
+				parts = append(parts, res["result"].(string))
+			}
+			require.Equal(t, parts, assistants, "every reply, then the error, as assistant lines")
 		})
 	}
 

@@ -3,7 +3,9 @@ package claudepooltest
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Failure selects how the server fails a Messages request instead of
@@ -78,9 +80,53 @@ var failures = map[Failure]failureShape{
 	FailTooLarge:     {http.StatusRequestEntityTooLarge, "request_too_large", "mock request too large"},
 }
 
+// Stop reasons the Messages API ends a message with, for [Reply.StopReason]
+// and as the server reports them.
+const (
+	// StopEndTurn: the model finished its turn (the default).
+	StopEndTurn = "end_turn"
+	// StopMaxTokens: the reply reached the request's max_tokens.
+	StopMaxTokens = "max_tokens"
+	// StopSequence: the reply reached one of the request's stop_sequences,
+	// which the message names in its "stop_sequence".
+	StopSequence = "stop_sequence"
+	// StopRefusal: the API's safety classifiers stopped the reply.
+	StopRefusal = "refusal"
+	// StopToolUse: the model called a tool.
+	StopToolUse = "tool_use"
+	// StopPauseTurn: the API paused a long turn for the client to resume.
+	StopPauseTurn = "pause_turn"
+)
+
 // Reply describes how the server answers one Messages request.
+//
+// The request can stop a reply early, as the Messages API does, in both
+// streamed and non-streamed replies:
+//
+//   - stop_sequences: when Text contains one of the request's
+//     stop_sequences, the reply is cut before it and ends with
+//     stop_reason "stop_sequence" and "stop_sequence" set to it. Of
+//     several, the one whose end comes first in Text wins (of two that end
+//     at the same character, the longer). Empty sequences are ignored.
+//   - max_tokens: when Text's estimated output tokens (1 + characters/4,
+//     characters counted as Unicode code points) exceed a positive
+//     max_tokens, the reply is cut to its first 4*max_tokens-1 characters,
+//     the longest text whose estimate is max_tokens, and ends with
+//     stop_reason "max_tokens". A max_tokens of 0 (or absent) sets no
+//     limit. The CLI asks 32000 or more, so this cuts only replies of more
+//     than about 128,000 characters, and its one-token model probe
+//     (max_tokens 1), whose reply becomes its first 3 characters.
+//
+// When both apply, the earlier stop wins: the stop sequence, if the text up
+// to its end (which the model generated, though the API does not send it)
+// fits in max_tokens, else max_tokens. Either wins over StopReason, since
+// the reply never reaches its scripted end. The usage's output_tokens is
+// the estimate of what was generated: the text sent, plus the stop
+// sequence when one stopped it.
 type Reply struct {
-	// Text is the assistant text. It is sent as is, also when empty.
+	// Text is the assistant text. It is sent as is, also when empty,
+	// unless the request's stop_sequences or max_tokens cut it (see
+	// above).
 	Text string
 	// Chunks splits Text into this many text_delta events of about equal
 	// length (never more than Text has characters). 0 means the server's
@@ -110,7 +156,13 @@ type Reply struct {
 	Fail Failure
 	// ErrorMessage replaces the default message of an HTTP failure.
 	ErrorMessage string
-	// StopReason is the message's stop_reason; "" means "end_turn".
+	// StopReason is the message's stop_reason when Text is sent whole: ""
+	// means [StopEndTurn]. It is reported as any other, in the
+	// message_delta event of a streamed reply and in the message of a
+	// non-streamed one, so that [StopMaxTokens] or [StopRefusal] make the
+	// reply look cut by the limit or the safety classifiers after Text,
+	// whatever the request's max_tokens. The message's stop_sequence stays
+	// null unless the request's stop_sequences cut the reply.
 	StopReason string
 }
 
@@ -156,4 +208,64 @@ func splitChunks(s string, n int) []string {
 		out = append(out, string(runes[lo:hi]))
 	}
 	return out
+}
+
+// ending is how a reply ends once the request's stops apply.
+type ending struct {
+	text     string // the text sent
+	reason   string // the stop_reason
+	sequence string // the stop_sequence; "" reports null
+	tokens   int    // the usage's output_tokens
+}
+
+// end applies r's stop_sequences and max_tokens to rep as [Reply]
+// describes.
+func end(rep Reply, r Request) ending {
+	fits := func(chars int) bool { return r.MaxTokens <= 0 || chars/4+1 <= r.MaxTokens }
+	if seq, start, stop := firstStop(rep.Text, r.StopSequences); seq != "" {
+		generated := utf8.RuneCountInString(rep.Text[:stop])
+		if fits(generated) {
+			return ending{text: rep.Text[:start], reason: StopSequence, sequence: seq, tokens: generated/4 + 1}
+		}
+	}
+	if chars := utf8.RuneCountInString(rep.Text); !fits(chars) {
+		text := prefix(rep.Text, 4*r.MaxTokens-1)
+		return ending{text: text, reason: StopMaxTokens, tokens: outputTokens(text)}
+	}
+	reason := rep.StopReason
+	if reason == "" {
+		reason = StopEndTurn
+	}
+	return ending{text: rep.Text, reason: reason, tokens: outputTokens(rep.Text)}
+}
+
+// firstStop returns the stop sequence of seqs whose first occurrence in
+// text ends first (of two that end together, the longer), with the byte
+// offsets where that occurrence starts and ends; seq is "" when text holds
+// none.
+func firstStop(text string, seqs []string) (seq string, start, stop int) {
+	for _, s := range seqs {
+		if s == "" {
+			continue
+		}
+		i := strings.Index(text, s)
+		if i < 0 {
+			continue
+		}
+		if e := i + len(s); seq == "" || e < stop || e == stop && i < start {
+			seq, start, stop = s, i, e
+		}
+	}
+	return seq, start, stop
+}
+
+// prefix returns the first n characters of s.
+func prefix(s string, n int) string {
+	for i := range s {
+		if n == 0 {
+			return s[:i]
+		}
+		n--
+	}
+	return s
 }

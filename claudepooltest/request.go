@@ -64,8 +64,10 @@ type Request struct {
 	// Method and Path are those of the HTTP request; Query is its raw query
 	// string (the CLI sends "beta=true").
 	Method, Path, Query string
-	// Header is a copy of the request headers (x-api-key, anthropic-version,
-	// anthropic-beta, user-agent, ...).
+	// Header is a copy of every request header: the credentials
+	// (X-Api-Key, or Authorization: Bearer ... for a token), and
+	// Anthropic-Version, Anthropic-Beta, User-Agent and the rest. Read it
+	// with Header.Get, which canonicalizes the name.
 	Header http.Header
 
 	// Model is the body's "model", e.g. "claude-sonnet-5-5".
@@ -77,14 +79,32 @@ type Request struct {
 	Messages []Message
 	// Stream reports whether the body asked for a streamed reply.
 	Stream bool
-	// MaxTokens is the body's "max_tokens".
+	// MaxTokens is the body's "max_tokens", 0 when absent. A reply whose
+	// estimated output tokens exceed it is cut (see [Reply]).
 	MaxTokens int
+	// Temperature is the body's "temperature", nil when absent.
+	Temperature *float64
+	// TopP is the body's "top_p", nil when absent.
+	TopP *float64
+	// TopK is the body's "top_k", nil when absent.
+	TopK *int
+	// StopSequences is the body's "stop_sequences", nil when absent. A
+	// reply whose text contains one is cut before it (see [Reply]).
+	StopSequences []string
+	// MetadataUserID is the body's "metadata.user_id", "" when absent. The
+	// CLI sends one of its own: a JSON object, encoded as a string, with a
+	// device-id hash and account and session ids.
+	MetadataUserID string
+	// Thinking is the body's "thinking" as raw JSON (for example
+	// {"type":"enabled","budget_tokens":1024} or {"type":"adaptive"}), nil
+	// when absent.
+	Thinking json.RawMessage
 	// Tools holds the names of the tools the body offers.
 	Tools []string
 	// Body is the raw request body, whole and unparsed: the place to look
-	// for what the fields above leave out (tool results, images, thinking,
-	// cache_control, metadata), or for text of earlier turns anywhere in
-	// the request.
+	// for what the fields above leave out (tool results, images,
+	// cache_control, the rest of metadata), or for text of earlier turns
+	// anywhere in the request.
 	Body []byte
 }
 
@@ -109,6 +129,15 @@ func (r Request) clone() Request {
 	c.System = append([]string(nil), r.System...)
 	c.Tools = append([]string(nil), r.Tools...)
 	c.Body = append([]byte(nil), r.Body...)
+	c.Temperature = clonePtr(r.Temperature)
+	c.TopP = clonePtr(r.TopP)
+	c.TopK = clonePtr(r.TopK)
+	if r.StopSequences != nil {
+		c.StopSequences = append([]string{}, r.StopSequences...)
+	}
+	if r.Thinking != nil {
+		c.Thinking = append(json.RawMessage{}, r.Thinking...)
+	}
 	c.Messages = make([]Message, len(r.Messages))
 	for i, m := range r.Messages {
 		c.Messages[i] = Message{Role: m.Role, Texts: append([]string(nil), m.Texts...)}
@@ -119,6 +148,14 @@ func (r Request) clone() Request {
 	return c
 }
 
+func clonePtr[T any](p *T) *T {
+	if p == nil {
+		return nil
+	}
+	v := *p
+	return &v
+}
+
 // messagesBody is the part of a Messages API request body the server reads.
 type messagesBody struct {
 	Model     string          `json:"model"`
@@ -126,6 +163,16 @@ type messagesBody struct {
 	Messages  []wireMessage   `json:"messages"`
 	Stream    bool            `json:"stream"`
 	MaxTokens int             `json:"max_tokens"`
+	// The sampling and stop fields are pointers (and a slice) to tell a
+	// missing key from a zero value.
+	Temperature   *float64 `json:"temperature"`
+	TopP          *float64 `json:"top_p"`
+	TopK          *int     `json:"top_k"`
+	StopSequences []string `json:"stop_sequences"`
+	Metadata      *struct {
+		UserID string `json:"user_id"`
+	} `json:"metadata"`
+	Thinking json.RawMessage `json:"thinking"`
 	// Tools is a pointer to tell an empty list from no key at all.
 	Tools *[]struct {
 		Name string `json:"name"`
@@ -173,6 +220,16 @@ func parseMessagesBody(r *Request) (hasTools bool, err error) {
 	r.Model = b.Model
 	r.Stream = b.Stream
 	r.MaxTokens = b.MaxTokens
+	r.Temperature = b.Temperature
+	r.TopP = b.TopP
+	r.TopK = b.TopK
+	r.StopSequences = b.StopSequences
+	if b.Metadata != nil {
+		r.MetadataUserID = b.Metadata.UserID
+	}
+	if len(b.Thinking) > 0 && string(b.Thinking) != "null" {
+		r.Thinking = b.Thinking
+	}
 	if b.Tools != nil {
 		hasTools = true
 		for _, t := range *b.Tools {

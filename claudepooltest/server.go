@@ -38,7 +38,8 @@ type Config struct {
 	FirstByteDelay time.Duration
 	// TokensPerSecond is the output pace of a streamed reply whose
 	// [Reply.TokensPerSecond] is 0: its N output tokens (the estimate its
-	// usage reports, 1 + characters/4) take N/TokensPerSecond, counted
+	// usage reports, 1 + characters/4, of the text after the request's
+	// stops cut it, stop sequence included) take N/TokensPerSecond, counted
 	// from the first byte to the end of the reply. The first text_delta
 	// goes out at once; each later one no earlier than the share of that
 	// time that the characters before it make up, and content_block_stop
@@ -342,17 +343,18 @@ func (s *Server) answer(w http.ResponseWriter, hr *http.Request, r Request) {
 		writeError(w, shape.status, shape.errType, msg)
 		return
 	}
-	if rep.StopReason == "" {
-		rep.StopReason = "end_turn"
-	}
+	e := end(rep, r)
+	rep.Text = e.text
 	m := message{
 		id:           s.nextMessageID(),
 		model:        r.Model,
 		inputTokens:  estimateTokens(r),
-		outputTokens: outputTokens(rep.Text),
+		outputTokens: e.tokens,
+		stopReason:   e.reason,
+		stopSequence: e.sequence,
 	}
 	if !r.Stream {
-		writeJSON(w, http.StatusOK, m.full(rep.Text, rep.StopReason))
+		writeJSON(w, http.StatusOK, m.full(rep.Text))
 		return
 	}
 	if rep.TokensPerSecond == 0 {

@@ -14,6 +14,16 @@ type message struct {
 	model        string
 	inputTokens  int
 	outputTokens int
+	stopReason   string
+	stopSequence string // "" reports null
+}
+
+// sequence returns the message's stop_sequence as JSON: a string, or null.
+func (m message) sequence() any {
+	if m.stopSequence == "" {
+		return nil
+	}
+	return m.stopSequence
 }
 
 func (m message) usage(output int) map[string]any {
@@ -26,15 +36,15 @@ func (m message) usage(output int) map[string]any {
 }
 
 // full returns the whole message, for a non-streamed reply.
-func (m message) full(text, stopReason string) map[string]any {
+func (m message) full(text string) map[string]any {
 	return map[string]any{
 		"id":            m.id,
 		"type":          "message",
 		"role":          "assistant",
 		"model":         m.model,
 		"content":       []any{map[string]string{"type": "text", "text": text}},
-		"stop_reason":   stopReason,
-		"stop_sequence": nil,
+		"stop_reason":   m.stopReason,
+		"stop_sequence": m.sequence(),
 		"usage":         m.usage(m.outputTokens),
 	}
 }
@@ -121,7 +131,7 @@ func (s *Server) stream(w http.ResponseWriter, hr *http.Request, m message, rep 
 	return send("content_block_stop", map[string]any{"type": "content_block_stop", "index": 0}) &&
 		send("message_delta", map[string]any{
 			"type":  "message_delta",
-			"delta": map[string]any{"stop_reason": rep.StopReason, "stop_sequence": nil},
+			"delta": map[string]any{"stop_reason": m.stopReason, "stop_sequence": m.sequence()},
 			"usage": map[string]int{"output_tokens": m.outputTokens},
 		}) &&
 		send("message_stop", map[string]string{"type": "message_stop"})
