@@ -22,10 +22,13 @@ import (
 // alone (spawn.go, process.go, control.go): no pool, no refill, no held
 // conversations. Each caller owns one process, started and made ready
 // (mcp_status, then initialize with the pool's prompt) before the clock
-// starts, and chats on it back to back: the chat's user line, its events
-// up to the result, then the CLI's /clear and its confirmation, on the
-// caller's own time, before the next chat. What the CLI itself costs
-// shows here; the pool's figures are reported beside it as ratios.
+// starts. There are as many processes as callers, within the pool's
+// MaxProcs: callers beyond it wait for a free process, as at the pool's
+// cap. A caller chats back to back: it takes a process, writes the chat's
+// user line, reads its events up to the result, then clears the
+// conversation with the CLI's /clear and its confirmation, on its own
+// time, before it frees the process. What the CLI itself costs shows
+// here; the pool's figures are reported beside it as ratios.
 
 // loadRaw is the environment variable that turns the raw baseline of
 // BenchmarkE2ELoad off when set to 0.
@@ -54,7 +57,11 @@ func runRaw(b *testing.B, callers int, d, firstByte time.Duration, cfg Config) l
 	set := &procSettings{stopGrace: cfg.StopGrace, readyTimeout: cfg.ReadyTimeout, maxLine: cfg.MaxLineBytes,
 		log: slog.New(slog.DiscardHandler), exited: func(*Process) {}}
 	sp := newSpawner(path, cfg.argv(), cfg.env(os.Environ(), b.TempDir()), cfg.Dir, false, set)
-	procs := make([]*Process, 0, callers)
+	n := callers
+	if cfg.MaxProcs > 0 {
+		n = min(n, cfg.MaxProcs)
+	}
+	procs := make([]*Process, 0, n)
 	defer func() {
 		for _, p := range procs {
 			_ = p.Stop(context.Background())
@@ -62,7 +69,7 @@ func runRaw(b *testing.B, callers int, d, firstByte time.Duration, cfg Config) l
 		wg.Wait()
 		sp.stop()
 	}()
-	for range callers {
+	for range n {
 		p, err := sp.spawn()
 		if err != nil {
 			b.Fatal(err)
@@ -90,18 +97,25 @@ func runRaw(b *testing.B, callers int, d, firstByte time.Duration, cfg Config) l
 	start := time.Now()
 	deadline := start.Add(d)
 	b.StartTimer()
-	var callersWG sync.WaitGroup
+	free := make(chan *Process, len(procs))
 	for _, p := range procs {
+		free <- p
+	}
+	var callersWG sync.WaitGroup
+	for range callers {
 		callersWG.Add(1)
 		go func() {
 			defer callersWG.Done()
-			session := ""
 			for time.Now().Before(deadline) {
-				c, s := rawChat(ctx, p, "hello")
+				// The chat's clock runs from before the wait for a free
+				// process, as StreamChat's does at the pool's cap.
+				start := time.Now()
+				p := <-free
+				c, session := rawChat(ctx, p, "hello", start)
 				if c.err == nil {
-					session = s
 					_, _, c.err = p.clearConversation(ctx, session)
 				}
+				free <- p
 				mu.Lock()
 				res.chats = append(res.chats, c)
 				if c.err != nil {
@@ -135,16 +149,16 @@ func runRaw(b *testing.B, callers int, d, firstByte time.Duration, cfg Config) l
 }
 
 // rawChat writes one chat's user line, as the pool writes it, to p and
-// reads its events up to the result. It returns the chat and the session
-// its system/init named.
-func rawChat(ctx context.Context, p *Process, text string) (c benchChat, session string) {
+// reads its events up to the result, timed from start. It returns the
+// chat and the session its system/init named.
+func rawChat(ctx context.Context, p *Process, text string, start time.Time) (c benchChat, session string) {
 	c = benchChat{marker: fmt.Sprintf("[chat %d]", benchChatSeq.Add(1))}
 	line, err := encodeUserLine(text + " " + c.marker)
 	if err != nil {
 		c.err = err
 		return c, ""
 	}
-	c.start = time.Now()
+	c.start = start
 	if err := p.WriteLine(line); err != nil {
 		c.err = err
 		return c, ""
