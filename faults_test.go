@@ -873,8 +873,11 @@ func requireResetFailed(t *testing.T, fp *fakePool, pid int) {
 	recs := fp.logs.waitFor(t, "claudepool: reset failed", 1)
 	require.EqualValues(t, pid, attr(recs[0], "pid").Int64())
 	require.True(t, waitExited(pid, testWait), "process %d retired", pid)
-	require.EqualValues(t, 1, fp.Stats().Retired[RetireResetFailed])
-	require.Zero(t, fp.Stats().Reuses)
+	// The reset logs its failure before it retires the process, and the
+	// process may exit on its own before that: wait for the count.
+	st := waitStats(t, fp, "the failed reset counted", func(st Stats) bool { return st.Retired[RetireResetFailed] >= 1 })
+	require.EqualValues(t, 1, st.Retired[RetireResetFailed])
+	require.Zero(t, st.Reuses)
 }
 
 // requireSpawnLog checks a "spawn failed" record: it carries the error
