@@ -134,6 +134,7 @@ func BenchmarkE2ELoad(b *testing.B) {
 
 // loadResult is what one or more load runs measured.
 type loadResult struct {
+	mu       sync.Mutex // guards chats and errs while callers record
 	chats    []benchChat
 	api      []chatAPI // per chat, in the order of chats
 	elapsed  time.Duration
@@ -142,7 +143,7 @@ type loadResult struct {
 	errs     []error
 }
 
-func (r *loadResult) add(o loadResult) {
+func (r *loadResult) add(o *loadResult) {
 	r.chats = append(r.chats, o.chats...)
 	r.api = append(r.api, o.api...)
 	r.elapsed += o.elapsed
@@ -155,7 +156,7 @@ func (r *loadResult) add(o loadResult) {
 // back to back until d has passed (chats in flight then finish), closes
 // the pool and returns what it measured. The benchmark timer runs during
 // the chats only; the CPU count covers the pool's whole life.
-func runLoad(b *testing.B, callers int, d, firstByte time.Duration, cfg Config) loadResult {
+func runLoad(b *testing.B, callers int, d, firstByte time.Duration, cfg Config) *loadResult {
 	b.StopTimer()
 	e := newE2E(b, claudepooltest.Config{FirstByteDelay: firstByte})
 	ctx, cancel := context.WithTimeout(context.Background(), d+5*time.Minute)
@@ -167,11 +168,8 @@ func runLoad(b *testing.B, callers int, d, firstByte time.Duration, cfg Config) 
 	}
 	a := NewAdapter(p)
 
-	var (
-		mu  sync.Mutex
-		res loadResult
-		wg  sync.WaitGroup
-	)
+	res := &loadResult{}
+	var wg sync.WaitGroup
 	start := time.Now()
 	deadline := start.Add(d)
 	b.StartTimer()
@@ -180,13 +178,7 @@ func runLoad(b *testing.B, callers int, d, firstByte time.Duration, cfg Config) 
 		go func() {
 			defer wg.Done()
 			for time.Now().Before(deadline) {
-				c := runBenchChat(ctx, a, "hello", "")
-				mu.Lock()
-				res.chats = append(res.chats, c)
-				if c.err != nil {
-					res.errs = append(res.errs, fmt.Errorf("%s: %w", c.marker, c.err))
-				}
-				mu.Unlock()
+				res.record(runBenchChat(ctx, a, "hello", ""))
 			}
 		}()
 	}
@@ -202,15 +194,31 @@ func runLoad(b *testing.B, callers int, d, firstByte time.Duration, cfg Config) 
 		b.Fatal(err)
 	}
 	// Close has reaped every process the pool started.
-	res.childCPU = childCPU(b) - cpuBefore
-	if len(res.errs) == 0 {
-		api, err := matchChats(e.mock.ChatRequests(), res.chats)
+	res.finish(b, e, cpuBefore)
+	return res
+}
+
+// record adds a chat a caller finished. Callers run concurrently.
+func (r *loadResult) record(c benchChat) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.chats = append(r.chats, c)
+	if c.err != nil {
+		r.errs = append(r.errs, fmt.Errorf("%s: %w", c.marker, c.err))
+	}
+}
+
+// finish completes a run once every process it started was reaped: the
+// child CPU since cpuBefore, and each chat's timings at the mock of e.
+func (r *loadResult) finish(b *testing.B, e *e2eEnv, cpuBefore time.Duration) {
+	r.childCPU = childCPU(b) - cpuBefore
+	if len(r.errs) == 0 {
+		api, err := matchChats(e.mock.ChatRequests(), r.chats)
 		if err != nil {
 			b.Fatal(err)
 		}
-		res.api = api
+		r.api = api
 	}
-	return res
 }
 
 func (r *loadResult) report(b *testing.B, callers int, d, firstByte time.Duration, cfg Config) {

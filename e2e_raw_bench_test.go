@@ -40,7 +40,7 @@ func rawBaseline() bool { return os.Getenv(loadRaw) != "0" }
 
 // runRaw runs callers processes of the raw CLI for d against a mock with
 // firstByte, with cfg's flags and prompt, and returns what it measured.
-func runRaw(b *testing.B, callers int, d, firstByte time.Duration, cfg Config) loadResult {
+func runRaw(b *testing.B, callers int, d, firstByte time.Duration, cfg Config) *loadResult {
 	b.StopTimer()
 	e := newE2E(b, claudepooltest.Config{FirstByteDelay: firstByte})
 	ctx, cancel := context.WithTimeout(context.Background(), d+5*time.Minute)
@@ -90,10 +90,7 @@ func runRaw(b *testing.B, callers int, d, firstByte time.Duration, cfg Config) l
 		}
 	}
 
-	var (
-		mu  sync.Mutex
-		res loadResult
-	)
+	res := &loadResult{}
 	start := time.Now()
 	deadline := start.Add(d)
 	b.StartTimer()
@@ -116,12 +113,7 @@ func runRaw(b *testing.B, callers int, d, firstByte time.Duration, cfg Config) l
 					_, _, c.err = p.clearConversation(ctx, session)
 				}
 				free <- p
-				mu.Lock()
-				res.chats = append(res.chats, c)
-				if c.err != nil {
-					res.errs = append(res.errs, fmt.Errorf("%s: %w", c.marker, c.err))
-				}
-				mu.Unlock()
+				res.record(c)
 				if c.err != nil {
 					return
 				}
@@ -137,14 +129,7 @@ func runRaw(b *testing.B, callers int, d, firstByte time.Duration, cfg Config) l
 		_ = p.Stop(context.Background())
 	}
 	wg.Wait()
-	res.childCPU = childCPU(b) - cpuBefore
-	if len(res.errs) == 0 {
-		api, err := matchChats(e.mock.ChatRequests(), res.chats)
-		if err != nil {
-			b.Fatal(err)
-		}
-		res.api = api
-	}
+	res.finish(b, e, cpuBefore)
 	return res
 }
 
