@@ -2,6 +2,7 @@ package claudepool
 
 import (
 	"context"
+	"slices"
 	"time"
 )
 
@@ -86,4 +87,48 @@ func (a *Adapter) settle(c *chatRequest, start time.Time) {
 	if a.pool.cfg.HoldConversations > 0 {
 		c.continues = continues(c.prompt, c.model, c.msgs)
 	}
+}
+
+// chatRequest is one request on its way from StreamChat to a process's stdin:
+// validated and encoded before any process is taken, then given the
+// system prompt and model it runs with and the keys of the held
+// conversation it may continue (Adapter.StreamChat).
+type chatRequest struct {
+	// prompt is the request's own system prompt, zero when it has none,
+	// until the adapter sets the one the turn runs with.
+	prompt SystemPrompt
+	// model is the request's model until the adapter sets the one to
+	// switch to: "" for the pool's.
+	model string
+	msgs  []Message // the conversation, copied
+	user  []byte    // the user line: the rendered conversation
+	// last is the user line with the last message alone, for a process
+	// that holds the conversation before it.
+	last []byte
+	// continues is the held conversation it continues; nil when it
+	// continues none.
+	continues *held
+	start     time.Time // when StreamChat began
+}
+
+// encode validates r and encodes it. It runs before any process is taken,
+// so a bad request costs nothing.
+func (r *Request) encode() (*chatRequest, error) {
+	if err := r.validate(); err != nil {
+		return nil, err
+	}
+	c := &chatRequest{prompt: SystemPrompt{System: r.System, AppendSystem: r.AppendSystem},
+		model: r.Model, msgs: slices.Clone(r.Messages)}
+	var err error
+	if c.user, err = encodeUserLine(RenderTranscript(r.Messages)); err != nil {
+		return nil, err
+	}
+	if len(r.Messages) > 1 {
+		if c.last, err = encodeUserLine(r.Messages[len(r.Messages)-1].Content); err != nil {
+			return nil, err
+		}
+	} else {
+		c.last = c.user
+	}
+	return c, nil
 }
