@@ -208,7 +208,3 @@ func (p *Pool) dropDeferredLocked() {
 		pc.timer.Stop()
 	}
 }
-
-// deferredLocked is the number of processes whose reset waits. p.mu must
-// be held.
-func (p *Pool) deferredLocked() int { return len(p.pacing.deferred) }

@@ -720,7 +720,7 @@ func TestResetDeferral(t *testing.T) {
 	deferred := func(fp *fakePool) int {
 		fp.mu.Lock()
 		defer fp.mu.Unlock()
-		return fp.deferredLocked()
+		return len(fp.pacing.deferred)
 	}
 	t.Run("waits with a spare", func(t *testing.T) {
 		ctx := testCtx(t)
