@@ -61,6 +61,11 @@ func (a *Adapter) StreamChat(ctx context.Context, req Request) (*Stream, error) 
 	if err != nil {
 		return nil, err
 	}
+	if a.pool.gw != nil {
+		c.api = newAPITurn(&req)
+	} else if req.apiParams() {
+		return nil, ErrNoGateway
+	}
 	a.settle(c, start)
 	proc, pause, err := a.pool.lease(ctx, c)
 	if err != nil {
@@ -109,6 +114,8 @@ type chatRequest struct {
 	// continues none.
 	continues *held
 	start     time.Time // when StreamChat began
+	// api is the chat at the pool's gateway; nil without one.
+	api *apiTurn
 }
 
 // encode validates r and encodes it. It runs before any process is taken,

@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -274,6 +276,86 @@ type Config struct {
 	// Pool.Close wait for it, so it must return quickly and must not
 	// block on the stream's consumer.
 	OnStreamEnd func(StreamEnd)
+
+	// NoGateway turns the pool's gateway off: the processes then call the
+	// API themselves, with the credentials of their environment, and a
+	// Request's API parameters (MaxTokens, APIKey, ...) fail with
+	// ErrNoGateway.
+	//
+	// By default each pool runs a gateway on 127.0.0.1 between its
+	// processes and the Messages API (see the package documentation): the
+	// processes get its address as ANTHROPIC_BASE_URL and a token of
+	// their own instead of the API key, which only the gateway holds. It
+	// is off by itself for the providers it cannot speak for: when
+	// CLAUDE_CODE_USE_BEDROCK, CLAUDE_CODE_USE_VERTEX or
+	// CLAUDE_CODE_USE_FOUNDRY is set (in Env or the environment), and
+	// when there is no API key (APIKey, ANTHROPIC_API_KEY or
+	// ANTHROPIC_AUTH_TOKEN) for it to use.
+	NoGateway bool
+	// APIURL is the Messages API the gateway forwards to. "" means
+	// ANTHROPIC_BASE_URL from Env, else from the environment, else
+	// https://api.anthropic.com.
+	APIURL string
+	// APIKey is the gateway's upstream API key. "" means
+	// ANTHROPIC_API_KEY from Env, else from the environment, else
+	// ANTHROPIC_AUTH_TOKEN (sent as a bearer token) from either.
+	APIKey string
+}
+
+// defaultAPIURL is the Messages API's address.
+const defaultAPIURL = "https://api.anthropic.com"
+
+// credentialEnv are the variables that carry the API's address and
+// credentials: with the gateway on, no process gets them but from the
+// gateway.
+var credentialEnv = []string{"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "CLAUDE_CODE_OAUTH_TOKEN"}
+
+// upstream decides whether the pool runs a gateway and where it forwards:
+// nil, with the reason, when it runs none. parent is the environment the
+// pool starts in.
+func (cfg *Config) upstream(parent []string) (*upstreamAPI, string, error) {
+	lookup := func(name string) string {
+		for i := len(cfg.Env) - 1; i >= 0; i-- {
+			if v, ok := strings.CutPrefix(cfg.Env[i], name+"="); ok {
+				return v
+			}
+		}
+		for i := len(parent) - 1; i >= 0; i-- {
+			if v, ok := strings.CutPrefix(parent[i], name+"="); ok {
+				return v
+			}
+		}
+		return ""
+	}
+	if cfg.NoGateway {
+		return nil, "Config.NoGateway", nil
+	}
+	for _, name := range []string{"CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_VERTEX", "CLAUDE_CODE_USE_FOUNDRY"} {
+		if v := lookup(name); v != "" && v != "0" && v != "false" {
+			return nil, name + " is set", nil
+		}
+	}
+	up := &upstreamAPI{url: cfg.APIURL, key: cfg.APIKey}
+	if up.url == "" {
+		up.url = lookup("ANTHROPIC_BASE_URL")
+	}
+	if up.url == "" {
+		up.url = defaultAPIURL
+	}
+	if up.key == "" {
+		up.key = lookup("ANTHROPIC_API_KEY")
+	}
+	if up.key == "" {
+		up.key, up.bearer = lookup("ANTHROPIC_AUTH_TOKEN"), true
+	}
+	if up.key == "" {
+		return nil, "no API key", nil
+	}
+	u, err := url.Parse(up.url)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, "", fmt.Errorf("claudepool: API URL %q is not an http(s) URL", up.url)
+	}
+	return up, "", nil
 }
 
 // DefaultSpareDecay is a reasonable Config.SpareDecay: spares grown for a
@@ -402,6 +484,20 @@ func (cfg *Config) env(parent []string, configDir string) []string {
 	}
 	extra = append(extra, "CLAUDE_CODE_MAX_RETRIES="+strconv.Itoa(max(cfg.MaxRetries, 0)))
 	return childEnv(parent, append(extra, cfg.Env...))
+}
+
+// withGateway rewrites a child environment for a gateway at url: the
+// API's address and credentials give way to the gateway's address (each
+// process gets its own token at spawn).
+func withGateway(env []string, url string) []string {
+	out := make([]string, 0, len(env)+1)
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		if !slices.Contains(credentialEnv, name) {
+			out = append(out, kv)
+		}
+	}
+	return append(out, "ANTHROPIC_BASE_URL="+url)
 }
 
 // ownConfigDir reports whether the pool makes a configuration directory

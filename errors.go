@@ -30,6 +30,11 @@ var (
 	// returns before it takes a process.
 	ErrInvalidRequest = errors.New("claudepool: invalid request")
 
+	// ErrNoGateway is wrapped by the error of a request that sets a
+	// Messages API parameter (MaxTokens, APIKey, ...) on a pool whose
+	// gateway is off: only the gateway can apply them.
+	ErrNoGateway = errors.New("claudepool: the request sets API parameters, which need the pool's gateway (it is off)")
+
 	// ErrStreamClosed is what Stream.Err returns when Close ended the
 	// stream before its result.
 	ErrStreamClosed = errors.New("claudepool: stream closed")
@@ -96,6 +101,35 @@ type ResultError struct {
 	TerminalReason string
 	// Result is the whole result.
 	Result *Result
+	// API is the error the Messages API answered, as it sent it, when the
+	// pool's gateway saw one; nil otherwise. Unwrap returns it, so
+	// errors.As(err, &apiErr) finds it.
+	API *APIError
+}
+
+// Unwrap returns the API's error, nil when there was none.
+func (e *ResultError) Unwrap() error {
+	if e.API == nil {
+		return nil
+	}
+	return e.API
+}
+
+// APIError is an error response of the Messages API, as the gateway
+// received it: the HTTP status, and the error's type and message from
+// the body ({"type":"error","error":{"type":...,"message":...}}).
+type APIError struct {
+	Status    int    // HTTP status, e.g. 401
+	Type      string // error.type, e.g. "authentication_error"
+	Message   string // error.message, verbatim
+	RequestID string // the request-id header, "" when absent
+	// Body is the response body, verbatim (up to 64 KiB).
+	Body []byte
+}
+
+// Error returns the API's status, type and message.
+func (e *APIError) Error() string {
+	return fmt.Sprintf("API error %d (%s): %s", e.Status, e.Type, e.Message)
 }
 
 // Error describes the failure with its API status and message.
@@ -121,5 +155,6 @@ func newResultError(r *Result) *ResultError {
 		APIErrorStatus: r.APIErrorStatus,
 		TerminalReason: r.TerminalReason,
 		Result:         r,
+		API:            r.APIError,
 	}
 }

@@ -23,6 +23,10 @@ const (
 	EventResult            EventType = "result"             // the final result line of a turn
 	EventConversationReset EventType = "conversation_reset" // the CLI dropped the conversation, e.g. on "/clear"
 	EventUnknown           EventType = "unknown"            // any other type, passed through with Raw
+	// EventMessageStart comes from the pool's gateway, not from a CLI
+	// line: the API began the chat's reply, and Usage holds its input
+	// tokens. It follows the turn's EventInit; Raw is nil.
+	EventMessageStart EventType = "message_start"
 )
 
 // Event is one stdout line of the CLI, decoded.
@@ -47,6 +51,7 @@ type Event struct {
 	Retry     *Retry             // EventRetry
 	Result    *Result            // EventResult
 	Reset     *ConversationReset // EventConversationReset
+	Usage     *Usage             // EventMessageStart
 	// Raw is the whole line as received. It is the event's own copy and
 	// never aliases the buffer the line was read into.
 	Raw json.RawMessage
@@ -128,16 +133,22 @@ type Usage struct {
 // failed: the CLI reports some failures (e.g. "Not logged in") with Subtype
 // "success".
 type Result struct {
-	Text           string        // "result"
-	IsError        bool          // "is_error": the only field that decides failure
-	Subtype        string        // e.g. "success", "error_during_execution"
-	SessionID      string        // the CLI session
-	NumTurns       int           // model turns the CLI took
-	Duration       time.Duration // duration_ms
-	APIDuration    time.Duration // duration_api_ms
-	TotalCostUSD   float64       // the CLI's cost estimate for the turn
-	Usage          Usage         // tokens of the whole turn
-	StopReason     string        // empty when null
+	Text         string        // "result"
+	IsError      bool          // "is_error": the only field that decides failure
+	Subtype      string        // e.g. "success", "error_during_execution"
+	SessionID    string        // the CLI session
+	NumTurns     int           // model turns the CLI took
+	Duration     time.Duration // duration_ms
+	APIDuration  time.Duration // duration_api_ms
+	TotalCostUSD float64       // the CLI's cost estimate for the turn
+	Usage        Usage         // tokens of the whole turn
+	// StopReason is why the model's reply ended: with the gateway the
+	// API's own stop_reason ("end_turn", "max_tokens", "stop_sequence",
+	// "refusal", ...), else the CLI's. Empty when null.
+	StopReason string
+	// StopSequence is the stop sequence that ended the reply, when
+	// StopReason is "stop_sequence" (gateway only).
+	StopSequence   string
 	TerminalReason string        // e.g. "completed", "api_error", "aborted_streaming"
 	APIErrorStatus int           // api_error_status, 0 when null
 	APIErrorType   string        // api_error_type or api_error
@@ -146,6 +157,9 @@ type Result struct {
 	// LocalCommand names the slash command the CLI ran itself instead of
 	// asking the model, e.g. "clear"; "" for an ordinary turn.
 	LocalCommand string // local_command
+	// APIError is the error the Messages API answered, verbatim, when the
+	// pool's gateway saw the turn fail on one; nil otherwise.
+	APIError *APIError
 }
 
 // Text returns the text a caller would print for the event: for

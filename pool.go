@@ -33,6 +33,8 @@ type Pool struct {
 	// configDir is the processes' CLAUDE_CONFIG_DIR, which the pool
 	// created and Close removes; "" when the pool made none.
 	configDir string
+	// gw is the pool's gateway to the API; nil when it runs none.
+	gw *gateway
 
 	// ctx ends when Close starts: it cuts short probes, resets and waits
 	// for a slot.
@@ -137,7 +139,23 @@ func NewPool(cfg Config) (*Pool, error) {
 		log:          p.log,
 		exited:       p.exited,
 	}
-	p.spawner = newSpawner(path, cfg.argv(), cfg.env(os.Environ(), p.configDir), p.dir, p.ownDir, p.set)
+	env := cfg.env(os.Environ(), p.configDir)
+	up, off, err := cfg.upstream(os.Environ())
+	if err == nil && up != nil {
+		p.gw, err = newGateway(up, p.log)
+	}
+	if err != nil {
+		p.removeDirs()
+		return nil, err
+	}
+	if p.gw != nil {
+		env = withGateway(env, p.gw.url)
+		p.log.Debug("claudepool: gateway started", "addr", p.gw.url, "upstream", up.url)
+	} else {
+		p.log.Debug("claudepool: no gateway", "reason", off)
+	}
+	p.spawner = newSpawner(path, cfg.argv(), env, p.dir, p.ownDir, p.set)
+	p.spawner.gw = p.gw
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 
 	p.wg.Add(1)
@@ -231,6 +249,9 @@ func (p *Pool) close(ctx context.Context) error {
 	}
 	p.wg.Wait()
 	p.spawner.stop()
+	if p.gw != nil {
+		p.gw.close()
+	}
 	if rmErr := p.removeDirs(); rmErr != nil && err == nil {
 		err = rmErr
 	}

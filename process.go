@@ -58,6 +58,8 @@ type Process struct {
 	stderrDone chan struct{} // closed when stderr reached EOF
 
 	spawnedAt time.Time
+	// token is the process's key at the pool's gateway; "" without one.
+	token string
 
 	// handed is what the pool tells the caller who acquired the process
 	// (Warm, AcquireInfo, SystemPrompt), set before Acquire returns it.

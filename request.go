@@ -1,6 +1,7 @@
 package claudepool
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"unicode/utf8"
@@ -50,6 +51,83 @@ type Request struct {
 	// default without one). A model the CLI refuses fails the chat with a
 	// *ResultError (see SubtypeModelRejected).
 	Model string
+
+	// The Messages API parameters below are set on the chat's API calls
+	// by the pool's gateway (see Config.NoGateway), over what the CLI
+	// sends. A request that sets any of them on a pool whose gateway is
+	// off fails with ErrNoGateway.
+
+	// MaxTokens is the chat's max_tokens. 0 keeps the CLI's (32000 or
+	// 128000, by model). A reply cut there ends with Result.StopReason
+	// "max_tokens".
+	MaxTokens int
+	// Temperature, TopP and TopK are the sampling parameters; nil keeps
+	// the API's defaults. The API refuses them with extended thinking, so
+	// a chat that sets any of them runs without the thinking the CLI asks
+	// for.
+	Temperature *float64
+	TopP        *float64
+	TopK        *int
+	// StopSequences end the reply where the model writes one of them:
+	// Result.StopReason is then "stop_sequence" and Result.StopSequence
+	// names it.
+	StopSequences []string
+	// UserID is the chat's metadata.user_id, an opaque id of the end user
+	// for the API's abuse detection. "" keeps the CLI's own (a device
+	// hash and its session id).
+	UserID string
+	// APIFields sets further top-level fields of the Messages API body,
+	// each to its JSON value as given (for example
+	// {"service_tier": json.RawMessage(`"auto"`)}). They win over the CLI's and over the fields above.
+	// The fields the CLI owns, "model", "messages", "system", "stream"
+	// and "tools", cannot be set.
+	APIFields map[string]json.RawMessage
+	// APIKey is the upstream API key of this chat's calls, for a backend
+	// that bills each tenant's key. "" uses the pool's (Config.APIKey).
+	// The key never reaches the CLI.
+	APIKey string
+}
+
+// apiParams reports whether r sets any parameter only the gateway can
+// apply.
+func (r *Request) apiParams() bool {
+	return r.MaxTokens != 0 || r.Temperature != nil || r.TopP != nil || r.TopK != nil ||
+		len(r.StopSequences) > 0 || r.UserID != "" || len(r.APIFields) > 0 || r.APIKey != ""
+}
+
+// cliFields are the body fields the CLI owns: a request cannot set them.
+var cliFields = map[string]bool{"model": true, "messages": true, "system": true, "stream": true, "tools": true}
+
+// validateAPI reports a malformed API parameter.
+func (r *Request) validateAPI() error {
+	switch {
+	case r.MaxTokens < 0:
+		return fmt.Errorf("%w: MaxTokens %d is negative", ErrInvalidRequest, r.MaxTokens)
+	case r.Temperature != nil && (*r.Temperature < 0 || *r.Temperature > 1):
+		return fmt.Errorf("%w: Temperature %v is outside [0, 1]", ErrInvalidRequest, *r.Temperature)
+	case r.TopP != nil && (*r.TopP < 0 || *r.TopP > 1):
+		return fmt.Errorf("%w: TopP %v is outside [0, 1]", ErrInvalidRequest, *r.TopP)
+	case r.TopK != nil && *r.TopK < 0:
+		return fmt.Errorf("%w: TopK %d is negative", ErrInvalidRequest, *r.TopK)
+	case strings.ContainsAny(r.APIKey, " \t\r\n\x00") || !utf8.ValidString(r.APIKey):
+		return fmt.Errorf("%w: APIKey contains white space or is not valid UTF-8", ErrInvalidRequest)
+	case !utf8.ValidString(r.UserID):
+		return fmt.Errorf("%w: UserID is not valid UTF-8", ErrInvalidRequest)
+	}
+	for i, seq := range r.StopSequences {
+		if seq == "" || !utf8.ValidString(seq) {
+			return fmt.Errorf("%w: stop sequence %d is empty or not valid UTF-8", ErrInvalidRequest, i)
+		}
+	}
+	for k, v := range r.APIFields {
+		if cliFields[k] {
+			return fmt.Errorf("%w: APIFields cannot set %q, which the CLI owns", ErrInvalidRequest, k)
+		}
+		if !json.Valid(v) {
+			return fmt.Errorf("%w: APIFields[%q] is not a JSON value", ErrInvalidRequest, k)
+		}
+	}
+	return nil
 }
 
 // validate reports a malformed request, wrapping ErrInvalidRequest.
@@ -81,7 +159,7 @@ func (r *Request) validate() error {
 	if strings.ContainsAny(r.Model, " \t\r\n") {
 		return fmt.Errorf("%w: model %q contains white space", ErrInvalidRequest, r.Model)
 	}
-	return nil
+	return r.validateAPI()
 }
 
 // RenderTranscript renders a conversation into the text of the single user

@@ -54,7 +54,9 @@ func TestSecretsStayOutOfChildren(t *testing.T) {
 	ctx := testCtx(t)
 	// Each reply stops after its first chunk for an hour, so that every
 	// process is alive while the test looks.
-	fp := newFakePool(t, Config{Size: 1, PartialMessages: true, Env: []string{"EXTRA_FROM_CONFIG=yes", "ANTHROPIC_API_KEY=sk-config"}},
+	// With the gateway off, the API key of Config.Env reaches the CLI
+	// (TestGatewayKeepsTheKey covers the default).
+	fp := newFakePool(t, Config{Size: 1, PartialMessages: true, NoGateway: true, Env: []string{"EXTRA_FROM_CONFIG=yes", "ANTHROPIC_API_KEY=sk-config"}},
 		fakecli.EnvChunks+"=2", fakecli.EnvChunkDelay+"=1h")
 	require.NoError(t, fp.WaitReady(ctx))
 	a := NewAdapter(fp.Pool)
@@ -125,6 +127,35 @@ func TestSecretsStayOutOfChildren(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestGatewayKeepsTheKey: with the gateway on (the default, with a key),
+// no process has the upstream key or address in its environment, only
+// the gateway's address and a token of its own.
+func TestGatewayKeepsTheKey(t *testing.T) {
+	t.Setenv("ANTHROPIC_API_KEY", "sk-parent")
+	t.Setenv("ANTHROPIC_AUTH_TOKEN", "sk-parent-token")
+	t.Setenv("CLAUDE_CODE_OAUTH_TOKEN", "sk-parent-oauth")
+	ctx := testCtx(t)
+	fp := newFakePool(t, Config{Size: 2, Env: []string{"ANTHROPIC_API_KEY=sk-config", "ANTHROPIC_BASE_URL=http://127.0.0.1:9"}})
+	require.NoError(t, fp.WaitReady(ctx))
+	require.NotNil(t, fp.gw)
+	tokens := map[string]bool{}
+	for _, pid := range fp.pids() {
+		env := procEnviron(t, pid)
+		for k, v := range env {
+			require.NotContains(t, v, "sk-", "process %d: %s", pid, k)
+			require.NotContains(t, v, "127.0.0.1:9/", "process %d: %s", pid, k)
+		}
+		require.NotContains(t, env, "ANTHROPIC_AUTH_TOKEN")
+		require.NotContains(t, env, "CLAUDE_CODE_OAUTH_TOKEN")
+		require.Equal(t, fp.gw.url, env["ANTHROPIC_BASE_URL"])
+		require.True(t, strings.HasPrefix(env["ANTHROPIC_API_KEY"], "claudepool-"), env["ANTHROPIC_API_KEY"])
+		tokens[env["ANTHROPIC_API_KEY"]] = true
+	}
+	require.Len(t, tokens, 2, "each process has a token of its own")
+	require.Equal(t, "sk-config", fp.gw.key)
+	require.Equal(t, "http://127.0.0.1:9", fp.gw.upstream.String())
 }
 
 func TestAllowedEnv(t *testing.T) {

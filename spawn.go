@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"syscall"
 	"time"
 )
@@ -29,6 +30,8 @@ type spawner struct {
 	// recreates it if a temp cleaner removed it.
 	ownDir bool
 	set    *procSettings
+	// gw, when set, gives each process a token of its own.
+	gw *gateway
 
 	reqs chan spawnReq
 	quit chan struct{} // closed by stop
@@ -101,6 +104,11 @@ func (s *spawner) spawnOnce() (*Process, error) {
 	cmd := exec.Command(s.path, s.argv...)
 	cmd.Dir = s.dir
 	cmd.Env = s.env
+	var token string
+	if s.gw != nil {
+		token = s.gw.register()
+		cmd.Env = append(slices.Clip(s.env), "ANTHROPIC_API_KEY="+token)
+	}
 	cmd.SysProcAttr = sysProcAttr()
 
 	stdin, err := cmd.StdinPipe()
@@ -128,6 +136,9 @@ func (s *spawner) spawnOnce() (*Process, error) {
 	err = s.startCmd(cmd)
 	_ = outW.Close()
 	_ = errW.Close()
+	if err != nil && token != "" {
+		s.gw.forget(token)
+	}
 	if err != nil {
 		_ = outR.Close()
 		_ = errR.Close()
@@ -147,6 +158,7 @@ func (s *spawner) spawnOnce() (*Process, error) {
 		stderrR:    errR,
 		stderrDone: make(chan struct{}),
 		spawnedAt:  spawned,
+		token:      token,
 		done:       make(chan struct{}),
 		waited:     make(chan struct{}),
 		stopDone:   make(chan struct{}),

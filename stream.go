@@ -8,6 +8,7 @@ import (
 	"iter"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 )
@@ -34,6 +35,9 @@ type Stream struct {
 	// on retry, after which the stream interrupted the turn; nil until
 	// then. Only the reader uses it.
 	failFast *Retry
+	// reply is the text of the turn's assistant messages. Only the reader
+	// uses it.
+	reply strings.Builder
 
 	leaseMu sync.Mutex // guards proc, acquire, leased and interrupted
 	proc    *pooled
@@ -58,6 +62,10 @@ type Stream struct {
 	finalErr error
 	result   *Result
 	latency  StreamLatency
+	// sawInit is set once the turn's init event is queued; pendingStart
+	// is an EventMessageStart that came before it.
+	sawInit      bool
+	pendingStart *Event
 
 	// Consumer state.
 	cur  Event
@@ -76,6 +84,14 @@ type StreamLatency struct {
 	FirstText time.Duration
 	// Result is when the result line arrived.
 	Result time.Duration
+	// APIFirstByte is the API's own time to first byte for the chat's
+	// first API call, as the pool's gateway measured it: from sending the
+	// call upstream to the answer's headers. 0 without the gateway.
+	APIFirstByte time.Duration
+	// Overhead is FirstText minus APIFirstByte: what the chat spent
+	// outside the API before its first text (the acquire, the CLI's work,
+	// the pool's). 0 without the gateway or without text.
+	Overhead time.Duration
 }
 
 // newStream hands proc to a new Stream for the request c and starts its
@@ -94,6 +110,9 @@ func newStream(ctx context.Context, p *Pool, c *chatRequest, proc *pooled, pause
 		notify:  make(chan struct{}),
 	}
 	s.latency.Acquire = proc.life.acquire.Wait
+	if c.api != nil {
+		c.api.onStart = s.apiStarted
+	}
 	s.stopCtx = context.AfterFunc(ctx, func() { s.abort(ctx.Err()) })
 	if err := p.goChat(s.run, s.watch); err != nil {
 		s.stopCtx()
@@ -253,6 +272,9 @@ func (s *Stream) endLeaseHolding(clean bool, h *held) {
 	clean = clean && !s.interrupted
 	proc := s.proc
 	s.leaseMu.Unlock()
+	if t := s.req.api; t != nil {
+		s.pool.gw.unbind(proc.token, t)
+	}
 	s.pool.giveBack(proc, clean, h)
 }
 
@@ -306,6 +328,7 @@ func (s *Stream) run() {
 	defer s.stopCtx()
 	defer s.pause.end()
 	err := s.serve()
+	s.apiLatency()
 	s.record()
 	s.mu.Lock()
 	s.finalErr = err
@@ -318,10 +341,21 @@ func (s *Stream) run() {
 // push queues an event for the caller.
 func (s *Stream) push(ev Event) {
 	s.mu.Lock()
+	s.queueLocked(ev)
+	if ev.Type == EventInit && !s.sawInit {
+		s.sawInit = true
+		if s.pendingStart != nil {
+			s.queueLocked(*s.pendingStart)
+			s.pendingStart = nil
+		}
+	}
+	s.mu.Unlock()
+}
+
+func (s *Stream) queueLocked(ev Event) {
 	s.queue = append(s.queue, ev)
 	close(s.notify)
 	s.notify = make(chan struct{})
-	s.mu.Unlock()
 }
 
 // serve sends the request and forwards events until the turn's result,
@@ -381,7 +415,7 @@ func (s *Stream) read(p *pooled) (turnEnd, error) {
 		s.observe(ev)
 		s.pause.settle()
 		s.act(p, ev, &end)
-		if !s.aborted() || end.first {
+		if (!s.aborted() || end.first) && !s.followUp(ev) {
 			s.push(ev)
 		}
 	}
@@ -409,6 +443,9 @@ func (s *Stream) decode(p *pooled, line []byte) (Event, bool) {
 	if ev.Type == EventResult && ev.Result != nil && s.failFast != nil {
 		ev.Result = failedFast(ev.Result, s.failFast)
 	}
+	if ev.Type == EventResult && ev.Result != nil && s.req.api != nil {
+		ev.Result = s.apiResult(ev.Result)
+	}
 	return ev, true
 }
 
@@ -430,6 +467,8 @@ func (s *Stream) act(p *pooled, ev Event, end *turnEnd) {
 		if p.life.model == "" && p.life.baseModel == "" && ev.Init != nil {
 			p.life.baseModel = ev.Init.Model
 		}
+	case ev.Type == EventAssistant:
+		s.reply.WriteString(ev.Text())
 	case ev.Type == EventResult:
 		end.result, end.first = ev.Result, !s.aborted()
 		s.settleLease(end)
@@ -453,7 +492,7 @@ func (s *Stream) settleLease(end *turnEnd) {
 		return
 	}
 	var h *held
-	if r := end.result; r != nil && !r.IsError {
+	if r := end.result; r != nil && !r.IsError && !s.unseenTurns() {
 		h = heldAfter(s.req.prompt, s.req.model, s.req.msgs, r.Text)
 	}
 	s.endLeaseHolding(true, h)
@@ -587,6 +626,9 @@ func (s *Stream) send(p *pooled) (sent bool, err error) {
 	line := s.req.user
 	if s.Acquire().Continued {
 		line = s.req.last
+	}
+	if t := s.req.api; t != nil {
+		s.pool.gw.bind(p.token, t)
 	}
 	if err := p.WriteLine(line); err != nil {
 		return false, p.exitedBefore("the user message", err)
