@@ -109,7 +109,13 @@ func TestStatsJSONKeys(t *testing.T) {
 		"cost_usd", "spawn_to_ready", "resets", "warm", "cold", "health"}, keys(data))
 	latencyKeys := []string{"count", "max_ms", "p50_ms", "p90_ms", "p99_ms"}
 	require.Equal(t, latencyKeys, keys(top["resets"]))
-	require.Equal(t, []string{"acquire", "first_event", "first_text", "result"}, keys(top["warm"]))
+	require.Equal(t, []string{"acquire", "api_first_byte", "first_event", "first_text", "overhead", "result"},
+		keys(top["warm"]))
+	require.Equal(t, keys(top["warm"]), keys(top["cold"]))
+	var warm map[string]json.RawMessage
+	require.NoError(t, json.Unmarshal(top["warm"], &warm))
+	require.Equal(t, latencyKeys, keys(warm["api_first_byte"]))
+	require.Equal(t, latencyKeys, keys(warm["overhead"]))
 	require.Contains(t, string(top["warm"]), `"acquire":{"count":0,"p50_ms":0,`)
 	require.ElementsMatch(t, []string{"continued", "miss_not_held", "miss_settings", "expired", "gave_way"},
 		keys(top["conversations"]))
@@ -131,6 +137,90 @@ func TestStatsJSONKeys(t *testing.T) {
 	data, err = json.Marshal(Stats{})
 	require.NoError(t, err)
 	require.Contains(t, string(data), `"health":{"consecutive_spawn_failures":0,`, "no last_spawn_error without one")
+}
+
+// TestRecordGatewayLatencies feeds Stream.record the timings of ended
+// streams and checks the histograms of the API's time to first byte and of
+// the overhead in Stats, by kind of acquire: a stream without the gateway
+// adds to neither, one without text to the API's alone, and an overhead
+// that is not positive is left out.
+func TestRecordGatewayLatencies(t *testing.T) {
+	fp := newFakePool(t, Config{})
+	record := func(warm bool, l StreamLatency) {
+		t.Helper()
+		s := &Stream{pool: fp.Pool, acquire: AcquireInfo{Warm: warm}, latency: l}
+		s.record()
+	}
+	const ms = time.Millisecond
+	// Warm chats through the gateway.
+	record(true, StreamLatency{FirstEvent: 520 * ms, FirstText: 600 * ms, Result: 900 * ms,
+		APIFirstByte: 500 * ms, Overhead: 100 * ms})
+	record(true, StreamLatency{FirstEvent: 260 * ms, FirstText: 300 * ms, Result: 400 * ms,
+		APIFirstByte: 240 * ms, Overhead: 60 * ms})
+	// A warm chat without the gateway.
+	record(true, StreamLatency{FirstEvent: 20 * ms, FirstText: 30 * ms, Result: 40 * ms})
+	// Odd clocks: the text before the API's first byte.
+	record(true, StreamLatency{FirstEvent: 10 * ms, FirstText: 10 * ms, Result: 50 * ms,
+		APIFirstByte: 20 * ms, Overhead: -10 * ms})
+	// A cold chat through the gateway, and one that wrote no text.
+	record(false, StreamLatency{FirstEvent: 1200 * ms, FirstText: 1300 * ms, Result: 1500 * ms,
+		APIFirstByte: 500 * ms, Overhead: 800 * ms})
+	record(false, StreamLatency{FirstEvent: 700 * ms, Result: 800 * ms, APIFirstByte: 600 * ms})
+
+	st := fp.Stats()
+	// check checks a Latency against the values recorded into it.
+	check := func(name string, got Latency, want ...time.Duration) {
+		t.Helper()
+		require.EqualValues(t, len(want), got.Count, name)
+		require.EqualValues(t, len(want), got.Histogram.Count, name)
+		var sum, maxD time.Duration
+		for _, d := range want {
+			sum += d
+			maxD = max(maxD, d)
+		}
+		require.Equal(t, sum, got.Histogram.Sum, name)
+		require.Equal(t, maxD, got.Max, name)
+		require.Len(t, got.Histogram.Buckets, len(HistogramBounds()), name)
+		for _, b := range got.Histogram.Buckets {
+			var n int64
+			for _, d := range want {
+				if d <= b.UpperBound {
+					n++
+				}
+			}
+			require.Equal(t, n, b.Count, "%s: bucket ≤ %v", name, b.UpperBound)
+		}
+	}
+	check("Warm.APIFirstByte", st.Warm.APIFirstByte, 500*ms, 240*ms, 20*ms)
+	check("Warm.Overhead", st.Warm.Overhead, 100*ms, 60*ms)
+	check("Cold.APIFirstByte", st.Cold.APIFirstByte, 500*ms, 600*ms)
+	check("Cold.Overhead", st.Cold.Overhead, 800*ms)
+	// The other histograms of the same streams, as before.
+	check("Warm.FirstText", st.Warm.FirstText, 600*ms, 300*ms, 30*ms, 10*ms)
+	check("Cold.FirstText", st.Cold.FirstText, 1300*ms)
+	check("Cold.Result", st.Cold.Result, 1500*ms, 800*ms)
+	require.InDelta(t, float64(240*ms), float64(st.Warm.APIFirstByte.P50), float64(240*ms)/8)
+	require.InDelta(t, float64(60*ms), float64(st.Warm.Overhead.P50), float64(60*ms)/8)
+
+	data, err := json.Marshal(st)
+	require.NoError(t, err)
+	var enc struct {
+		Cold struct {
+			APIFirstByte struct {
+				Count int64   `json:"count"`
+				Max   float64 `json:"max_ms"`
+			} `json:"api_first_byte"`
+			Overhead struct {
+				Count int64   `json:"count"`
+				Max   float64 `json:"max_ms"`
+			} `json:"overhead"`
+		} `json:"cold"`
+	}
+	require.NoError(t, json.Unmarshal(data, &enc))
+	require.EqualValues(t, 2, enc.Cold.APIFirstByte.Count)
+	require.Equal(t, 600.0, enc.Cold.APIFirstByte.Max)
+	require.EqualValues(t, 1, enc.Cold.Overhead.Count)
+	require.Equal(t, 800.0, enc.Cold.Overhead.Max)
 }
 
 func TestOutcomeOf(t *testing.T) {

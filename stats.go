@@ -39,8 +39,46 @@ type latencies struct {
 	coldFirstText  histogram
 	warmResult     histogram
 	coldResult     histogram
-	reset          histogram // how long confirmed resets took
-	uses           histogram // chats served by each retired process, as a count in ns units
+	// The API's time to first byte and the overhead, with the gateway.
+	warmAPIFirstByte histogram
+	coldAPIFirstByte histogram
+	warmOverhead     histogram
+	coldOverhead     histogram
+	reset            histogram // how long confirmed resets took
+	uses             histogram // chats served by each retired process, as a count in ns units
+}
+
+// recordStream adds the timings of a stream that has ended to the
+// histograms of its kind of acquire. A timing whose moment never came (0)
+// is left out: a stream without text has no FirstText, one without the
+// gateway no APIFirstByte and no Overhead.
+func (l *latencies) recordStream(warm bool, sl StreamLatency) {
+	first, text, result := &l.coldFirstEvent, &l.coldFirstText, &l.coldResult
+	apiFirstByte, overhead := &l.coldAPIFirstByte, &l.coldOverhead
+	if warm {
+		first, text, result = &l.warmFirstEvent, &l.warmFirstText, &l.warmResult
+		apiFirstByte, overhead = &l.warmAPIFirstByte, &l.warmOverhead
+	}
+	if sl.FirstEvent > 0 {
+		first.record(sl.FirstEvent)
+	}
+	if sl.FirstText > 0 {
+		text.record(sl.FirstText)
+	}
+	if sl.Result > 0 {
+		result.record(sl.Result)
+	}
+	if sl.APIFirstByte > 0 {
+		apiFirstByte.record(sl.APIFirstByte)
+	}
+	// Overhead subtracts the gateway's measure from the pool's, each taken
+	// from its own start. It should never be negative; if odd clocks ever
+	// made it so, it would say nothing about the chat, and record would
+	// count it as 0, a chat without overhead: only a positive overhead is
+	// recorded (0 means no gateway or no text).
+	if sl.Overhead > 0 {
+		overhead.record(sl.Overhead)
+	}
 }
 
 // Stats is a snapshot of a pool: its processes now, and counters and
@@ -174,8 +212,9 @@ type ConversationStats struct {
 }
 
 // PhaseLatencies are the latencies of the chats on warm or on cold
-// processes. Each is measured from StreamChat, Acquire from Acquire's
-// start.
+// processes. Acquire is measured from Acquire's start, FirstEvent,
+// FirstText and Result from StreamChat; APIFirstByte and Overhead split a
+// chat's first text between the API and the rest (see StreamLatency).
 type PhaseLatencies struct {
 	// Acquire is how long acquires took.
 	Acquire Latency `json:"acquire"`
@@ -185,6 +224,16 @@ type PhaseLatencies struct {
 	FirstText Latency `json:"first_text"`
 	// Result is the time from StreamChat to the result line.
 	Result Latency `json:"result"`
+	// APIFirstByte is the API's own time to first byte for each chat's
+	// first API call, as the pool's gateway measured it
+	// (StreamLatency.APIFirstByte). Only chats through the gateway count:
+	// it is empty when the pool runs without one.
+	APIFirstByte Latency `json:"api_first_byte"`
+	// Overhead is each chat's FirstText minus its APIFirstByte: the time
+	// to first text spent outside the API, in the acquire, the CLI and the
+	// pool (StreamLatency.Overhead). Only chats through the gateway that
+	// produced text count, and only a positive overhead.
+	Overhead Latency `json:"overhead"`
 }
 
 // Latency is a lifetime summary of durations and their cumulative
@@ -279,9 +328,11 @@ func (p *Pool) Stats() Stats {
 	st.SpawnToReady = lat(&l.spawnToReady)
 	st.Resets = lat(&l.reset)
 	st.Warm = PhaseLatencies{Acquire: lat(&l.warmAcquire), FirstEvent: lat(&l.warmFirstEvent),
-		FirstText: lat(&l.warmFirstText), Result: lat(&l.warmResult)}
+		FirstText: lat(&l.warmFirstText), Result: lat(&l.warmResult),
+		APIFirstByte: lat(&l.warmAPIFirstByte), Overhead: lat(&l.warmOverhead)}
 	st.Cold = PhaseLatencies{Acquire: lat(&l.coldAcquire), FirstEvent: lat(&l.coldFirstEvent),
-		FirstText: lat(&l.coldFirstText), Result: lat(&l.coldResult)}
+		FirstText: lat(&l.coldFirstText), Result: lat(&l.coldResult),
+		APIFirstByte: lat(&l.coldAPIFirstByte), Overhead: lat(&l.coldOverhead)}
 
 	st.Health.ConsecutiveAuthFailures = u.authFailures.Load()
 	return st

@@ -679,23 +679,12 @@ func (s *Stream) observe(ev Event) {
 	}
 }
 
-// record adds the stream's timings to the pool's histograms.
+// record adds the stream's timings to the pool's histograms, the API's
+// time to first byte and the overhead included (apiLatency sets them
+// before).
 func (s *Stream) record() {
 	s.mu.Lock()
 	l := s.latency
 	s.mu.Unlock()
-	h := &s.pool.lat
-	first, text, result := &h.coldFirstEvent, &h.coldFirstText, &h.coldResult
-	if s.Acquire().Warm {
-		first, text, result = &h.warmFirstEvent, &h.warmFirstText, &h.warmResult
-	}
-	if l.FirstEvent > 0 {
-		first.record(l.FirstEvent)
-	}
-	if l.FirstText > 0 {
-		text.record(l.FirstText)
-	}
-	if l.Result > 0 {
-		result.record(l.Result)
-	}
+	s.pool.lat.recordStream(s.Acquire().Warm, l)
 }

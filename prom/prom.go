@@ -16,7 +16,11 @@
 // window (histogram_quantile), which the lifetime percentiles of a
 // Latency's LatencySummary cannot, so these get no metric of their own.
 // The histogram's _count is the summary's Count; its exact Max is not
-// exported (the highest non-empty bucket bounds it).
+// exported (the highest non-empty bucket bounds it). With the pool's
+// gateway, claudepool_api_first_byte_seconds and
+// claudepool_first_text_overhead_seconds split the time to first text
+// (claudepool_first_text_seconds) between the API and the rest; without
+// it they stay empty.
 //
 // UsesPerProcess has no histogram in Stats: it is exported as gauges of
 // its lifetime percentiles, maximum and count
@@ -78,16 +82,20 @@ var statsMetrics = map[string]string{
 	"Tokens.CacheCreation": "claudepool_tokens_total",
 	"CostUSD":              "claudepool_cost_usd_total",
 
-	"SpawnToReady":    "claudepool_spawn_to_ready_seconds",
-	"Resets":          "claudepool_reset_duration_seconds",
-	"Warm.Acquire":    "claudepool_acquire_duration_seconds",
-	"Warm.FirstEvent": "claudepool_first_event_seconds",
-	"Warm.FirstText":  "claudepool_first_text_seconds",
-	"Warm.Result":     "claudepool_result_seconds",
-	"Cold.Acquire":    "claudepool_acquire_duration_seconds",
-	"Cold.FirstEvent": "claudepool_first_event_seconds",
-	"Cold.FirstText":  "claudepool_first_text_seconds",
-	"Cold.Result":     "claudepool_result_seconds",
+	"SpawnToReady":      "claudepool_spawn_to_ready_seconds",
+	"Resets":            "claudepool_reset_duration_seconds",
+	"Warm.Acquire":      "claudepool_acquire_duration_seconds",
+	"Warm.FirstEvent":   "claudepool_first_event_seconds",
+	"Warm.FirstText":    "claudepool_first_text_seconds",
+	"Warm.Result":       "claudepool_result_seconds",
+	"Warm.APIFirstByte": "claudepool_api_first_byte_seconds",
+	"Warm.Overhead":     "claudepool_first_text_overhead_seconds",
+	"Cold.Acquire":      "claudepool_acquire_duration_seconds",
+	"Cold.FirstEvent":   "claudepool_first_event_seconds",
+	"Cold.FirstText":    "claudepool_first_text_seconds",
+	"Cold.Result":       "claudepool_result_seconds",
+	"Cold.APIFirstByte": "claudepool_api_first_byte_seconds",
+	"Cold.Overhead":     "claudepool_first_text_overhead_seconds",
 
 	"Health.LastSpawnError":           "claudepool_spawn_failing",
 	"Health.ConsecutiveSpawnFailures": "claudepool_consecutive_spawn_failures",
@@ -105,7 +113,7 @@ type Collector struct {
 	waiting, processes, live, spareTarget, held, idleRSS *prometheus.Desc
 	spawnFailing, spawnStreak, authStreak                *prometheus.Desc
 	acquireHist, spawnHist, firstEvent, firstText        *prometheus.Desc
-	resultHist, resetHist                                *prometheus.Desc
+	resultHist, resetHist, apiFirstByte, overhead        *prometheus.Desc
 }
 
 // NewCollector returns a Collector of pool's metrics; constLabels (may be
@@ -153,6 +161,8 @@ func newCollector(stats func() claudepool.Stats, constLabels prometheus.Labels) 
 		firstText:      d("first_text_seconds", "Time from StreamChat to the first text, by kind of acquire (warm, cold).", "kind"),
 		resultHist:     d("result_seconds", "Time from StreamChat to the result, by kind of acquire (warm, cold).", "kind"),
 		resetHist:      d("reset_duration_seconds", "Time a confirmed reset between chats took."),
+		apiFirstByte:   d("api_first_byte_seconds", "The API's own time to first byte for a chat's first API call, measured at the pool's gateway (chats through the gateway only), by kind of acquire (warm, cold).", "kind"),
+		overhead:       d("first_text_overhead_seconds", "Time to the first text minus the API's time to first byte: what a chat spent outside the API (chats through the gateway only), by kind of acquire (warm, cold).", "kind"),
 	}
 }
 
@@ -162,7 +172,7 @@ func (c *Collector) descs() []*prometheus.Desc {
 		c.malformed, c.conversations, c.holdsEnded, c.usesPerProcess,
 		c.waiting, c.processes, c.live, c.spareTarget, c.held, c.idleRSS,
 		c.spawnFailing, c.spawnStreak, c.authStreak, c.acquireHist, c.spawnHist, c.firstEvent, c.firstText,
-		c.resultHist, c.resetHist}
+		c.resultHist, c.resetHist, c.apiFirstByte, c.overhead}
 }
 
 // Describe implements prometheus.Collector.
@@ -253,6 +263,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		hist(c.firstEvent, k.phase.FirstEvent.Histogram, k.name)
 		hist(c.firstText, k.phase.FirstText.Histogram, k.name)
 		hist(c.resultHist, k.phase.Result.Histogram, k.name)
+		hist(c.apiFirstByte, k.phase.APIFirstByte.Histogram, k.name)
+		hist(c.overhead, k.phase.Overhead.Histogram, k.name)
 	}
 
 	// Health.
