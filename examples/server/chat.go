@@ -82,11 +82,11 @@ func (chatFormat) respond(w http.ResponseWriter, _ *http.Request, _ call) reply 
 
 type chatReply struct{ sse *sseWriter }
 
-func (c *chatReply) begin(string)    { c.sse.open() }
-func (c *chatReply) text(t string)   { c.sse.event("delta", map[string]string{"text": t}) }
-func (c *chatReply) ping()           { c.sse.comment("heartbeat") }
-func (c *chatReply) fail(e apiError) { c.sse.event("error", chatError{e.msg, e.kind}) }
-func (c *chatReply) err() error      { return c.sse.err }
+func (c *chatReply) begin(string, *claudepool.Usage) { c.sse.open() }
+func (c *chatReply) text(t string)                   { c.sse.event("delta", map[string]string{"text": t}) }
+func (c *chatReply) ping()                           { c.sse.comment("heartbeat") }
+func (c *chatReply) fail(e apiError)                 { c.sse.event("error", chatError{e.msg, e.kind}) }
+func (c *chatReply) err() error                      { return c.sse.err }
 
 func (c *chatReply) end(res *claudepool.Result, _, _ string, info claudepool.AcquireInfo, lat claudepool.StreamLatency) {
 	c.sse.event("result", resultEvent{

@@ -15,7 +15,7 @@ type options struct {
 	size, maxProcs, maxOutputTokens int
 	maxWaiting                      int
 	maxWait, spareDecay             time.Duration
-	checkAPI                        bool
+	checkAPI, forwardKey            bool
 	startup, timeout, heartbeat     time.Duration
 	readyDelay, drain, closeTimeout time.Duration
 	mock, verbose                   bool
@@ -42,6 +42,7 @@ var envNames = map[string]string{
 	"max-waiting":         "CLAUDEPOOL_MAX_WAITING",
 	"max-wait":            "CLAUDEPOOL_MAX_WAIT",
 	"check-api":           "CLAUDEPOOL_CHECK_API",
+	"forward-key":         "CLAUDEPOOL_FORWARD_KEY",
 	"spare-decay":         "CLAUDEPOOL_SPARE_DECAY",
 	"system":              "CLAUDEPOOL_SYSTEM",
 	"startup":             "CLAUDEPOOL_STARTUP",
@@ -76,7 +77,8 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (o
 	fs.DurationVar(&o.maxWait, "max-wait", 10*time.Second, "longest a chat waits for a slot at -max-procs before it gets a 529")
 	fs.DurationVar(&o.spareDecay, "spare-decay", 0, "let warm spares grow with demand up to -max-procs and shrink after this long without it, e.g. 1m; 0: always -size spares")
 	fs.BoolVar(&o.checkAPI, "check-api", false, "at start-up, send one minimal chat and fail the start when the API refuses it (costs one API call)")
-	fs.IntVar(&o.maxOutputTokens, "max-output-tokens", 0, "the max_tokens every process asks the API for (the CLI's CLAUDE_CODE_MAX_OUTPUT_TOKENS); 0: the CLI's default. A request's own max_tokens is not honoured")
+	fs.IntVar(&o.maxOutputTokens, "max-output-tokens", 0, "the max_tokens of API calls whose request sets none: POST /chat's, and every call when the pool runs no gateway (the CLI's CLAUDE_CODE_MAX_OUTPUT_TOKENS); 0: the CLI's default. A Messages request's own max_tokens wins")
+	fs.BoolVar(&o.forwardKey, "forward-key", false, "send each chat's API calls with the client's own API key (x-api-key, or Authorization: Bearer), so that each tenant pays for its chats; a request without one gets a 401. Off: the client's key is ignored and the server's pays")
 	fs.StringVar(&o.system, "system", "", "the pool's system prompt, given to warm processes ahead of requests (a request's own system prompt is then served cold)")
 	fs.DurationVar(&o.startup, "startup", time.Minute, "how long the pool may take to get its warm processes ready")
 	fs.DurationVar(&o.timeout, "timeout", defaultChatTimeout, "longest a single chat may take")

@@ -27,8 +27,10 @@ func (s *server) readyz(w http.ResponseWriter, _ *http.Request) {
 }
 
 // notReady returns why the server should get no traffic, or "" when it
-// should: the drain has begun, or the pool has no process that finished
-// starting (idle, busy or being reset between chats).
+// should: the drain has begun, the pool has no process that finished
+// starting (idle, busy or being reset between chats), or its health is
+// bad (healthReason; with -forward-key, the API refusing keys is the
+// clients' business, not the server's).
 func (s *server) notReady() string {
 	if s.draining.Load() {
 		return "draining"
@@ -36,6 +38,11 @@ func (s *server) notReady() string {
 	st := s.pool.Stats()
 	if st.Idle+st.Busy+st.Resetting == 0 {
 		return "no warm process"
+	}
+	if s.forwardKey {
+		// Chats pay with their clients' keys: a client's bad key says
+		// nothing of the server's.
+		st.Health.ConsecutiveAuthFailures = 0
 	}
 	if st.Health.ConsecutiveAuthFailures >= authFailuresUnready {
 		s.recheckAPI()

@@ -4,6 +4,14 @@
 // speaks the Messages API; SIGINT or SIGTERM turn readiness off, drain the
 // chats in flight and close the pool within a 30 s grace period.
 //
+// The pool's gateway sets a Messages request's max_tokens, temperature,
+// top_p, top_k, stop_sequences and metadata.user_id on the chat's API
+// calls, and the reply carries the API's stop_reason and stop_sequence
+// and, when the API refuses a call, its error as it sent it. The client's
+// API key is ignored, and the server's pays, unless -forward-key sends
+// each chat with its client's own key (x-api-key or Authorization:
+// Bearer), for a backend that bills each tenant's key.
+//
 //	go run ./examples/server -mock -cli "$CLAUDEPOOL_CLI"
 //	curl -N localhost:8080/chat -d '{"messages":[{"role":"user","content":"Hello"}]}'
 package main
@@ -110,11 +118,16 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	}
 
 	api := newServer(pool)
+	api.forwardKey = o.forwardKey
 	api.chatTimeout = o.timeout
 	api.heartbeat = o.heartbeat
 	api.log = log
 	api.scrubber = newScrubber(os.Environ(), cfg.Env)
 	defer api.stop() // before the pool's Close
+	if o.forwardKey && !api.hasGateway() {
+		// Every chat would fail: the pool cannot apply the clients' keys.
+		return errors.New("-forward-key needs the pool's gateway, which is off: it runs with an API key of the server's own (ANTHROPIC_API_KEY or ANTHROPIC_AUTH_TOKEN) for the Anthropic API, not Bedrock or Vertex")
+	}
 
 	ln, err := net.Listen("tcp", o.addr)
 	if err != nil {

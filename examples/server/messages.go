@@ -7,9 +7,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/claudepool/claudepool"
 )
@@ -25,20 +27,23 @@ type messagesFormat struct{}
 // it uses or safely ignores, false for those it checks before it accepts
 // them (see checkField).
 var messagesFields = map[string]bool{
-	"model": true, "messages": true, "system": true, "max_tokens": true, "stream": true,
-	// Ignored: they tune sampling or bookkeeping, not what a reply means.
-	"metadata": true, "temperature": true, "top_p": true, "top_k": true, "service_tier": true,
+	"model": true, "messages": true, "system": true, "stream": true,
+	// Set on the chat's API calls by the pool's gateway (apiParams).
+	"max_tokens": true, "temperature": true, "top_p": true, "top_k": true,
+	"stop_sequences": true, "metadata": true,
+	// Ignored: bookkeeping, not what a reply means.
+	"service_tier": true,
 	// Accepted only when they ask for nothing.
-	"stop_sequences": false, "tools": false, "tool_choice": false, "thinking": false,
+	"tools": false, "tool_choice": false, "thinking": false,
 }
 
-// messagesRequest is the part of a Messages API request the server reads.
+// messagesRequest is the part of a Messages API request the server reads
+// as is; apiParams reads the API parameters.
 type messagesRequest struct {
-	Model     string          `json:"model"`
-	MaxTokens *int            `json:"max_tokens"`
-	Stream    bool            `json:"stream"`
-	System    json.RawMessage `json:"system"`
-	Messages  []struct {
+	Model    string          `json:"model"`
+	Stream   bool            `json:"stream"`
+	System   json.RawMessage `json:"system"`
+	Messages []struct {
 		Role    string          `json:"role"`
 		Content json.RawMessage `json:"content"`
 	} `json:"messages"`
@@ -63,7 +68,7 @@ func (messagesFormat) parse(body []byte) (call, error) {
 	for _, name := range names {
 		known, ok := messagesFields[name]
 		if !ok {
-			return call{}, fmt.Errorf("%s: unsupported field: this server takes model, messages, system, max_tokens, stream, metadata and sampling parameters", name)
+			return call{}, fmt.Errorf("%s: unsupported field: this server takes model, messages, system, max_tokens, stream, metadata, stop_sequences and sampling parameters", name)
 		}
 		if !known {
 			if err := checkField(name, fields[name]); err != nil {
@@ -78,16 +83,13 @@ func (messagesFormat) parse(body []byte) (call, error) {
 	if b.Model == "" {
 		return call{}, errors.New("model: field required")
 	}
-	if b.MaxTokens == nil {
-		return call{}, errors.New("max_tokens: field required")
-	}
-	if *b.MaxTokens < 1 {
-		return call{}, errors.New("max_tokens: must be at least 1")
+	req := claudepool.Request{Model: b.Model}
+	if err := apiParams(fields, &req); err != nil {
+		return call{}, err
 	}
 	if len(b.Messages) == 0 {
 		return call{}, errors.New("messages: at least one message is required")
 	}
-	req := claudepool.Request{Model: b.Model}
 	if len(b.System) > 0 && !bytes.Equal(b.System, []byte("null")) {
 		s, err := textContent("system", b.System)
 		if err != nil {
@@ -109,29 +111,140 @@ func (messagesFormat) parse(body []byte) (call, error) {
 	if last := req.Messages[len(req.Messages)-1]; last.Role != claudepool.RoleUser {
 		return call{}, errors.New("messages: the last message must be the user's: this server cannot continue a prefilled assistant turn")
 	}
-	return call{req: req, stream: b.Stream}, nil
+	return call{req: req, stream: b.Stream, announce: true}, nil
+}
+
+// maxUserIDChars is the longest metadata.user_id the API takes.
+const maxUserIDChars = 256
+
+// apiParams validates the Messages API parameters among a request's
+// fields and sets them on req, for the pool's gateway to set on the
+// chat's API calls: max_tokens (required, as in the API), temperature,
+// top_p, top_k, stop_sequences and metadata.user_id. A null is an absent
+// field.
+func apiParams(fields map[string]json.RawMessage, req *claudepool.Request) error {
+	n, ok, err := integerField(fields, "max_tokens")
+	switch {
+	case err != nil:
+		return err
+	case !ok:
+		return errors.New("max_tokens: field required")
+	case n < 1:
+		return fmt.Errorf("max_tokens: must be at least 1, got %d", n)
+	}
+	req.MaxTokens = n
+	for _, name := range []string{"temperature", "top_p"} {
+		f, ok, err := numberField(fields, name)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue
+		}
+		if f < 0 || f > 1 {
+			return fmt.Errorf("%s: must be from 0 to 1, got %v", name, f)
+		}
+		if name == "temperature" {
+			req.Temperature = &f
+		} else {
+			req.TopP = &f
+		}
+	}
+	if k, ok, err := integerField(fields, "top_k"); err != nil {
+		return err
+	} else if ok {
+		if k < 0 {
+			return fmt.Errorf("top_k: must be at least 0, got %d", k)
+		}
+		req.TopK = &k
+	}
+	if v := fields["stop_sequences"]; !isNull(v) {
+		var seqs []json.RawMessage
+		if err := json.Unmarshal(v, &seqs); err != nil {
+			return errors.New("stop_sequences: must be a list of strings")
+		}
+		for i, raw := range seqs {
+			var s string
+			if err := json.Unmarshal(raw, &s); err != nil {
+				return fmt.Errorf("stop_sequences.%d: must be a string", i)
+			}
+			if s == "" {
+				return fmt.Errorf("stop_sequences.%d: must not be empty", i)
+			}
+			req.StopSequences = append(req.StopSequences, s)
+		}
+	}
+	if v := fields["metadata"]; !isNull(v) {
+		var md map[string]json.RawMessage
+		if err := json.Unmarshal(v, &md); err != nil || md == nil {
+			return errors.New("metadata: must be an object")
+		}
+		for k, raw := range md {
+			if k != "user_id" {
+				return fmt.Errorf("metadata.%s: unsupported field: metadata takes user_id only", k)
+			}
+			if isNull(raw) {
+				continue
+			}
+			if err := json.Unmarshal(raw, &req.UserID); err != nil {
+				return errors.New("metadata.user_id: must be a string")
+			}
+			if n := utf8.RuneCountInString(req.UserID); n > maxUserIDChars {
+				return fmt.Errorf("metadata.user_id: must be at most %d characters, got %d", maxUserIDChars, n)
+			}
+		}
+	}
+	return nil
+}
+
+// isNull reports an absent field or a JSON null.
+func isNull(v json.RawMessage) bool { return len(v) == 0 || bytes.Equal(v, []byte("null")) }
+
+// numberField returns the JSON number fields[name]; ok is false when the
+// field is absent or null.
+func numberField(fields map[string]json.RawMessage, name string) (f float64, ok bool, err error) {
+	v := fields[name]
+	if isNull(v) {
+		return 0, false, nil
+	}
+	if json.Unmarshal(v, &f) != nil {
+		return 0, false, fmt.Errorf("%s: must be a number", name)
+	}
+	return f, true, nil
+}
+
+// integerField returns the JSON integer fields[name]; ok is false when
+// the field is absent or null.
+func integerField(fields map[string]json.RawMessage, name string) (n int, ok bool, err error) {
+	f, ok, err := numberField(fields, name)
+	if err != nil || !ok {
+		return 0, ok, err
+	}
+	if f != math.Trunc(f) {
+		return 0, false, fmt.Errorf("%s: must be an integer, got %v", name, f)
+	}
+	if math.Abs(f) > math.MaxInt32 {
+		return 0, false, fmt.Errorf("%s: %.0f is out of range", name, f)
+	}
+	return int(f), true, nil
 }
 
 // checkField accepts a field the pool cannot honour only when it asks for
-// nothing: no stop sequences, no tools, a tool choice of auto or none,
-// thinking disabled.
+// nothing: no tools, a tool choice of auto or none, thinking disabled.
 func checkField(name string, v json.RawMessage) error {
 	if bytes.Equal(v, []byte("null")) {
 		return nil
 	}
 	switch name {
-	case "stop_sequences", "tools":
+	case "tools":
 		var list []json.RawMessage
 		if err := json.Unmarshal(v, &list); err != nil {
-			return fmt.Errorf("%s: must be a list", name)
+			return errors.New("tools: must be a list")
 		}
 		if len(list) == 0 {
 			return nil
 		}
-		if name == "tools" {
-			return errors.New("tools: tool use is not supported by this server")
-		}
-		return errors.New("stop_sequences: not supported by this server")
+		return errors.New("tools: tool use is not supported by this server")
 	case "tool_choice":
 		var c struct{ Type string }
 		if err := json.Unmarshal(v, &c); err == nil && (c.Type == "auto" || c.Type == "none") {
@@ -257,10 +370,17 @@ type (
 	}
 )
 
-func (m *messagesReply) begin(model string) {
+// begin starts the stream. u is the input usage the API reported as its
+// reply began, nil when the reply begins before the API's (the first
+// heartbeat) or without it (a pool without the gateway).
+func (m *messagesReply) begin(model string, u *claudepool.Usage) {
+	var start usage
+	if u != nil {
+		start = usageOf(*u)
+	}
 	m.sse.open()
 	m.sse.event("message_start", messageStart{"message_start",
-		message{ID: m.id, Type: "message", Role: "assistant", Model: model, Content: []textBlock{}}})
+		message{ID: m.id, Type: "message", Role: "assistant", Model: model, Content: []textBlock{}, Usage: start}})
 	m.sse.event("content_block_start", blockStart{"content_block_start", 0, textBlock{Type: "text"}})
 	m.ping()
 }
@@ -275,17 +395,23 @@ func (m *messagesReply) fail(e apiError) { m.sse.event("error", newMessagesError
 
 func (m *messagesReply) err() error { return m.sse.err }
 
+// end sends the end of the reply: the API's stop_reason (the CLI's
+// without the gateway) and stop_sequence, and the turn's usage.
 func (m *messagesReply) end(res *claudepool.Result, text, model string, _ claudepool.AcquireInfo, _ claudepool.StreamLatency) {
 	stop := orDefault(res.StopReason, "end_turn")
+	var seq *string
+	if res.StopSequence != "" {
+		seq = &res.StopSequence
+	}
 	if !m.stream {
 		writeJSON(m.w, http.StatusOK, message{ID: m.id, Type: "message", Role: "assistant", Model: model,
 			Content: []textBlock{{Type: "text", Text: orDefault(text, res.Text)}}, StopReason: &stop,
-			Usage: usageOf(res.Usage)})
+			StopSequence: seq, Usage: usageOf(res.Usage)})
 		return
 	}
 	m.sse.event("content_block_stop", blockStop{"content_block_stop", 0})
 	d := messageDelta{Type: "message_delta", Usage: usageOf(res.Usage)}
-	d.Delta.StopReason = stop
+	d.Delta.StopReason, d.Delta.StopSequence = stop, seq
 	m.sse.event("message_delta", d)
 	m.sse.event("message_stop", typeOnly{"message_stop"})
 }

@@ -146,7 +146,6 @@ func TestMessagesBadRequests(t *testing.T) {
 		{"tools", messagesBody(t, false, map[string]any{"tools": []map[string]any{{"name": "x"}}}, "hi"), "tool use is not supported"},
 		{"tool choice", messagesBody(t, false, map[string]any{"tool_choice": map[string]string{"type": "any"}}, "hi"), "tool use is not supported"},
 		{"thinking", messagesBody(t, false, map[string]any{"thinking": map[string]any{"type": "enabled", "budget_tokens": 1024}}, "hi"), "thinking"},
-		{"stop sequences", messagesBody(t, false, map[string]any{"stop_sequences": []string{"END"}}, "hi"), "stop_sequences"},
 		{"unknown field", messagesBody(t, false, map[string]any{"mcp_servers": []any{}}, "hi"), "mcp_servers: unsupported field"},
 		{"image in system", messagesBody(t, false, map[string]any{"system": image}, "hi"), `system.0.type: "image"`},
 		{"no max_tokens", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`, "max_tokens: field required"},

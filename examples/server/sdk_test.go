@@ -62,7 +62,8 @@ func TestE2ESDK(t *testing.T) {
 		Size:            1,
 		MaxProcs:        2,
 		PartialMessages: true,
-		// What -max-output-tokens sets: the max_tokens of every API call.
+		// What -max-output-tokens sets: the max_tokens of API calls whose
+		// request names none; the SDK's requests name theirs.
 		Env: append(api.Env(), "HOME="+home, "CLAUDE_CODE_MAX_OUTPUT_TOKENS=1234"),
 	})
 	require.NoError(t, err)
@@ -86,14 +87,14 @@ func TestE2ESDK(t *testing.T) {
 	t.Logf("node --test sdk.test.mjs:\n%s", out)
 	require.NoError(t, err, "the SDK test failed; the server's log:\n%s", logs.String())
 
-	// What the SDK sent reached the API through the CLI: the model, and the
-	// system prompt of its one request that had one.
+	// What the SDK sent reached the API through the CLI: the model, the
+	// max_tokens, and the system prompt of its one request that had one.
 	reqs := api.ChatRequests()
-	require.Len(t, reqs, 4, "four chats; the image request never took a process")
+	require.Len(t, reqs, 5, "five chats; the image request never took a process")
 	var systems []string
 	for _, r := range reqs {
 		require.Equal(t, "claude-sonnet-4-5", r.Model)
-		require.Equal(t, 1234, r.MaxTokens, "the pool's cap, not the request's max_tokens (256)")
+		require.Equal(t, 256, r.MaxTokens, "the request's max_tokens, set by the pool's gateway over the CLI's 1234")
 		systems = append(systems, strings.Join(r.System, "\n"))
 	}
 	require.True(t, slices.ContainsFunc(systems, func(s string) bool {

@@ -39,6 +39,9 @@ type server struct {
 	// scrubber removes the upstream's addresses from the errors clients
 	// see (upstreamError).
 	scrubber *scrubber
+	// forwardKey sends each chat's API calls with the client's own key
+	// (x-api-key or Authorization: Bearer) instead of the server's.
+	forwardKey bool
 	// writeGrace is how long after a chat's timeout its reply may still
 	// be written: enough for the final error event, and a client that
 	// stopped reading is cut then.
@@ -104,15 +107,21 @@ type format interface {
 type call struct {
 	req    claudepool.Request
 	stream bool // reply as server-sent events
+	// announce begins a streamed reply as soon as the API began its own,
+	// with the input tokens it reported, rather than at the first text.
+	announce bool
 }
 
 // reply renders one reply. serveChat calls begin before the first text of a
-// streamed reply (or at the first heartbeat, whichever comes first), then
-// text for each piece, ping at each heartbeat after begin, and at the end
-// either end, or fail if the turn failed after begin. A reply that is not
+// streamed reply (or at the first heartbeat, or when the API began its
+// reply if the call announces it, whichever comes first), then text for
+// each piece, ping at each heartbeat after begin, and at the end either
+// end, or fail if the turn failed after begin. A reply that is not
 // streamed gets end only, or writeError.
 type reply interface {
-	begin(model string)
+	// begin starts the reply. u is the input usage the API reported as it
+	// began its reply, nil when not known (yet).
+	begin(model string, u *claudepool.Usage)
 	text(t string)
 	ping()
 	end(res *claudepool.Result, text, model string, info claudepool.AcquireInfo, lat claudepool.StreamLatency)
@@ -161,6 +170,10 @@ func (s *server) classify(ctx context.Context, err error) apiError {
 	case errors.Is(err, claudepool.ErrInvalidRequest):
 		// Validation messages quote the request, never the CLI.
 		return badRequest(err.Error())
+	case errors.Is(err, errNoStopSequences):
+		return badRequest(err.Error())
+	case errors.Is(err, errNoKeyForwarding):
+		return apiError{http.StatusInternalServerError, errAPI, err.Error()}
 	case isOverloaded(err):
 		return apiError{529, errOverloaded, "the server is overloaded; retry later"}
 	case errors.Is(err, claudepool.ErrClosed):
@@ -170,8 +183,12 @@ func (s *server) classify(ctx context.Context, err error) apiError {
 	case errors.Is(err, context.Canceled):
 		return apiError{statusClientClosed, errAPI, "request canceled"}
 	case errors.As(err, &re):
-		// The upstream API's error, passed through without its address:
-		// its text is what the API answered, not the CLI's diagnostics.
+		// The upstream API's error as the API sent it, when the pool's
+		// gateway saw it; else as the CLI reported it, without the
+		// upstream's address.
+		if e, ok := verbatimError(re); ok {
+			return e
+		}
 		if e, ok := s.upstreamError(re); ok {
 			return e
 		}
@@ -209,7 +226,8 @@ func kindOfStatus(status int) string {
 // body, starts the chat, and renders the reply in format f as it arrives.
 //
 // A streamed reply's status and first event are held back until its first
-// text, its end or the first heartbeat, so that a chat that fails early
+// text, its end or the first heartbeat (on /v1/messages, until the API
+// began its reply, if that comes first), so that a chat that fails early
 // (the API answered 401 or 529, the CLI crashed) gets a fitting status
 // instead of a 200 and an error event.
 func (s *server) serveChat(w http.ResponseWriter, r *http.Request, f format) {
@@ -229,11 +247,22 @@ func (s *server) serveChat(w http.ResponseWriter, r *http.Request, f format) {
 		f.writeError(w, r, e)
 		return
 	}
+	// With -forward-key the client's key pays for its chat: a request
+	// without one is refused, as the API refuses it.
+	var key string
+	if s.forwardKey {
+		var e *apiError
+		if key, e = clientKey(r); e != nil {
+			f.writeError(w, r, *e)
+			return
+		}
+	}
 	c, err := f.parse(body)
 	if err != nil {
 		f.writeError(w, r, badRequest(err.Error()))
 		return
 	}
+	c.req.APIKey = key
 
 	// The request's context ends when the client goes away: the stream then
 	// interrupts the CLI, and Close below reaps it.
@@ -245,7 +274,7 @@ func (s *server) serveChat(w http.ResponseWriter, r *http.Request, f format) {
 	if d, ok := ctx.Deadline(); ok {
 		_ = http.NewResponseController(w).SetWriteDeadline(d.Add(s.writeGrace))
 	}
-	stream, err := s.adapter.StreamChat(ctx, c.req)
+	stream, err := s.startChat(ctx, c.req)
 	if err != nil {
 		e := s.classify(ctx, err)
 		s.log.Warn("chat not started", "request_id", requestID(ctx), "status", e.status, "err", err)
@@ -255,33 +284,44 @@ func (s *server) serveChat(w http.ResponseWriter, r *http.Request, f format) {
 	defer stream.Close()
 
 	// A goroutine reads the stream so that this one can send heartbeats.
-	// It ends with the stream: at its end, or when ctx ends.
-	type piece struct{ text, model string }
+	// It ends with the stream: at its end, or when ctx ends. A piece is
+	// text, or the start of the API's reply (start set).
+	type piece struct {
+		text, model string
+		start       *claudepool.Usage
+	}
 	pieces := make(chan piece)
 	var model string // written by the reader, read after pieces is closed
 	go func() {
 		defer close(pieces)
 		var deltas bool
+		send := func(p piece) {
+			select {
+			case pieces <- p:
+			case <-ctx.Done():
+			}
+		}
 		for stream.Next() {
 			ev := stream.Event()
 			if m := eventModel(ev); m != "" && model == "" {
 				model = m
 			}
+			if ev.Type == claudepool.EventMessageStart && ev.Usage != nil {
+				u := *ev.Usage
+				send(piece{model: model, start: &u})
+			}
 			if t := replyText(ev, &deltas); t != "" {
-				select {
-				case pieces <- piece{t, model}:
-				case <-ctx.Done():
-				}
+				send(piece{text: t, model: model})
 			}
 		}
 	}()
 
 	out := f.respond(w, r, c)
 	begun := false
-	begin := func(model string) {
+	begin := func(model string, u *claudepool.Usage) {
 		if !begun {
 			begun = true
-			out.begin(orDefault(model, c.req.Model))
+			out.begin(orDefault(model, c.req.Model), u)
 		}
 	}
 	var text strings.Builder
@@ -294,9 +334,15 @@ func (s *server) serveChat(w http.ResponseWriter, r *http.Request, f format) {
 				open = false
 				break
 			}
+			if p.start != nil {
+				if c.stream && c.announce {
+					begin(p.model, p.start)
+				}
+				break
+			}
 			text.WriteString(p.text)
 			if c.stream {
-				begin(p.model)
+				begin(p.model, nil)
 				out.text(p.text)
 			}
 		case <-tick.C:
@@ -304,7 +350,7 @@ func (s *server) serveChat(w http.ResponseWriter, r *http.Request, f format) {
 				if begun {
 					out.ping()
 				} else {
-					begin("") // the request's model: the reader's is not known here
+					begin("", nil) // the request's model: the reader's is not known here
 				}
 			}
 		}
@@ -319,7 +365,7 @@ func (s *server) serveChat(w http.ResponseWriter, r *http.Request, f format) {
 		"first_text", lat.FirstText, "result", lat.Result)
 	if err == nil && res != nil {
 		if c.stream {
-			begin(model)
+			begin(model, nil)
 		}
 		out.end(res, text.String(), orDefault(model, c.req.Model), info, lat)
 		return
@@ -349,6 +395,12 @@ func logErr(log *slog.Logger, ctx context.Context, msg string, err error, attrs 
 		var ee *claudepool.ExitError
 		if errors.As(err, &ee) && ee.Stderr != "" {
 			attrs = append(attrs, "stderr", ee.Stderr)
+		}
+		var ae *claudepool.APIError
+		if errors.As(err, &ae) && ae.RequestID != "" {
+			// The API's id of the failed call, for its support: the
+			// client gets the server's request id instead.
+			attrs = append(attrs, "api_request_id", ae.RequestID)
 		}
 	} else if err != nil {
 		attrs = append(attrs, "err", err)

@@ -60,6 +60,9 @@ func newTestServerConfig(t *testing.T, configure func(*claudepool.Config), env .
 		PartialMessages: true,
 		StopGrace:       200 * time.Millisecond,
 		Env:             append([]string{fakecli.EnvRecordDir + "=" + rec}, env...),
+		// The fake calls no API: a gateway, which runs when the
+		// environment holds an API key, would see nothing.
+		NoGateway: true,
 	}
 	if configure != nil {
 		configure(&cfg)

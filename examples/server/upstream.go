@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"net"
 	"net/http"
 	"net/url"
@@ -11,8 +12,70 @@ import (
 	"github.com/claudepool/claudepool"
 )
 
-// upstreamError maps a failed turn's result to what the client is told,
-// or reports false when the result is no error of the upstream API.
+// verbatimError returns the error the Messages API answered for a failed
+// turn, as the API sent it, when the pool's gateway received it (re.API)
+// in the API's shape: its status, its type and its message, unchanged. It
+// is the API's own text, about the request, which a client of the API
+// would have got; no address of the server's is in it. A body in another
+// shape (a proxy's page, say) is not the API's error: upstreamError
+// handles the turn then.
+func verbatimError(re *claudepool.ResultError) (apiError, bool) {
+	a := re.API
+	if a == nil || a.Type == "" {
+		return apiError{}, false
+	}
+	var body struct {
+		Type  string `json:"type"`
+		Error struct {
+			Type    *string `json:"type"`
+			Message *string `json:"message"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(a.Body, &body) != nil || body.Type != "error" || body.Error.Type == nil || *body.Error.Type != a.Type ||
+		body.Error.Message == nil || *body.Error.Message != a.Message {
+		return apiError{}, false
+	}
+	// An error event inside a streamed reply came with status 200: its
+	// type says what status the API gives that error.
+	status := a.Status
+	if status < 400 || status > 599 {
+		status = re.APIErrorStatus
+	}
+	if status < 400 || status > 599 {
+		status = statusOfKind(a.Type)
+	}
+	return apiError{status, a.Type, a.Message}, true
+}
+
+// statusOfKind is the HTTP status the Messages API answers an error type
+// with.
+func statusOfKind(kind string) int {
+	switch kind {
+	case errInvalidRequest:
+		return http.StatusBadRequest
+	case errAuthentication:
+		return http.StatusUnauthorized
+	case "billing_error":
+		return http.StatusPaymentRequired
+	case errPermission:
+		return http.StatusForbidden
+	case errNotFound:
+		return http.StatusNotFound
+	case errTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case errRateLimit:
+		return http.StatusTooManyRequests
+	case errTimeout:
+		return http.StatusGatewayTimeout
+	case errOverloaded:
+		return 529
+	}
+	return http.StatusInternalServerError
+}
+
+// upstreamError maps a failed turn's result to what the client is told
+// when the API's own error is not known (verbatimError), or reports false
+// when the result is no error of the upstream API.
 //
 // The CLI's texts about the upstream name its address: "API Error: 500
 // ... check your inference gateway (127.0.0.1:18083)", ENOTFOUND for the

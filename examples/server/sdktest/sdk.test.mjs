@@ -57,6 +57,24 @@ test('messages.stream: text in order, finalMessage with usage', async () => {
   assert.equal(events.at(-1), 'message_stop');
 });
 
+test('stop_sequences: the reply stops there, message_start carries the input tokens', async () => {
+  let startUsage;
+  const stream = client.messages.stream({
+    model,
+    max_tokens: 256,
+    stop_sequences: ['reply'],
+    messages: [{ role: 'user', content: 'Stop early please' }],
+  });
+  stream.on('streamEvent', (ev) => {
+    if (ev.type === 'message_start') startUsage = ev.message.usage;
+  });
+  const msg = await stream.finalMessage();
+  assert.equal(msg.content[0].text, 'mock ', 'cut before the stop sequence');
+  assert.equal(msg.stop_reason, 'stop_sequence');
+  assert.equal(msg.stop_sequence, 'reply');
+  assert.ok(startUsage?.input_tokens > 0, `message_start input_tokens ${startUsage?.input_tokens}`);
+});
+
 test('multi-turn request', async () => {
   const msg = await client.messages.create({
     model,
