@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 )
 
 // jsonObject is a JSON object whose members keep their order and their
@@ -14,6 +15,7 @@ type jsonObject []jsonMember
 
 type jsonMember struct {
 	key   string
+	raw   []byte // the key as the input wrote it, quotes included; nil for a member set
 	value json.RawMessage
 }
 
@@ -29,6 +31,7 @@ func parseObject(data []byte) (jsonObject, error) {
 	}
 	var obj jsonObject
 	for dec.More() {
+		from := dec.InputOffset()
 		tok, err := dec.Token()
 		if err != nil {
 			return nil, err
@@ -37,16 +40,19 @@ func parseObject(data []byte) (jsonObject, error) {
 		if !ok {
 			return nil, fmt.Errorf("object key %v is not a string", tok)
 		}
+		// Only white space and a comma come before the key's quote.
+		raw := data[from:dec.InputOffset()]
+		raw = bytes.Clone(raw[bytes.IndexByte(raw, '"'):])
 		var v json.RawMessage
 		if err := dec.Decode(&v); err != nil {
 			return nil, err
 		}
-		obj = append(obj, jsonMember{key, v})
+		obj = append(obj, jsonMember{key: key, raw: raw, value: v})
 	}
 	if _, err := dec.Token(); err != nil {
 		return nil, err
 	}
-	if _, err := dec.Token(); err == nil {
+	if _, err := dec.Token(); err != io.EOF {
 		return nil, errors.New("data after the JSON object")
 	}
 	return obj, nil
@@ -70,7 +76,7 @@ func (o *jsonObject) set(key string, value json.RawMessage) {
 			return
 		}
 	}
-	*o = append(*o, jsonMember{key, value})
+	*o = append(*o, jsonMember{key: key, value: value})
 }
 
 // del removes key.
@@ -87,7 +93,7 @@ func (o *jsonObject) del(key string) {
 func (o jsonObject) bytes() []byte {
 	n := 2
 	for _, m := range o {
-		n += len(m.key) + len(m.value) + 4
+		n += len(m.raw) + len(m.key) + len(m.value) + 4
 	}
 	b := make([]byte, 0, n)
 	b = append(b, '{')
@@ -95,8 +101,12 @@ func (o jsonObject) bytes() []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		k, _ := json.Marshal(m.key)
-		b = append(b, k...)
+		if m.raw != nil {
+			b = append(b, m.raw...)
+		} else {
+			k, _ := json.Marshal(m.key)
+			b = append(b, k...)
+		}
 		b = append(b, ':')
 		b = append(b, m.value...)
 	}
