@@ -84,6 +84,13 @@ func newGateway(up *upstreamAPI, log *slog.Logger) (*gateway, error) {
 		Transport:     transport,
 		FlushInterval: -1,
 		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		ErrorHandler: func(_ http.ResponseWriter, r *http.Request, err error) {
+			if r.Context().Err() == nil {
+				log.Debug("claudepool: gateway: upstream request failed", "path", r.URL.Path, "err", err)
+			}
+			// As for a Messages call: a connection that fails, not a 502.
+			panic(http.ErrAbortHandler)
+		},
 	}
 	g.srv = &http.Server{
 		Handler:           g,
@@ -275,10 +282,11 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, body []byte, t
 	w.WriteHeader(resp.StatusCode)
 	if resp.StatusCode >= 400 {
 		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		_, _ = w.Write(data)
 		if t != nil {
 			t.failed(parseAPIError(resp, data))
 		}
+		_, _ = w.Write(data)
+		_, _ = io.Copy(w, resp.Body) // what the record leaves out
 		return
 	}
 	var watch replyWatcher
@@ -555,8 +563,7 @@ type apiUsage struct {
 }
 
 func (u apiUsage) usage() Usage {
-	return Usage{InputTokens: u.InputTokens, OutputTokens: u.OutputTokens,
-		CacheCreationInputTokens: u.CacheCreationInputTokens, CacheReadInputTokens: u.CacheReadInputTokens}
+	return Usage(u)
 }
 
 // upstreamAPI is where the gateway forwards, with which credential.
