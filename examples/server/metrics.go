@@ -122,6 +122,10 @@ func (s *server) metrics(w http.ResponseWriter, _ *http.Request) {
 		st.Warm.FirstText.Histogram, st.Cold.FirstText.Histogram)
 	hist("result_seconds", "Time from StreamChat to the result, by kind of acquire (warm, cold).", warmCold,
 		st.Warm.Result.Histogram, st.Cold.Result.Histogram)
+	hist("api_first_byte_seconds", "The API's own time to first byte for a chat's first API call, measured at the pool's gateway (chats through the gateway only), by kind of acquire (warm, cold).", warmCold,
+		st.Warm.APIFirstByte.Histogram, st.Cold.APIFirstByte.Histogram)
+	hist("first_text_overhead_seconds", "Time to the first text minus the API's time to first byte: what a chat spent outside the API (chats through the gateway only), by kind of acquire (warm, cold).", warmCold,
+		st.Warm.Overhead.Histogram, st.Cold.Overhead.Histogram)
 
 	// Health.
 	failing := 0.0
