@@ -292,6 +292,18 @@ type Config struct {
 	// when there is no API key (APIKey, ANTHROPIC_API_KEY or
 	// ANTHROPIC_AUTH_TOKEN) for it to use.
 	NoGateway bool
+	// NoPriming turns off the priming of warm processes. With the
+	// gateway, each warm process runs one chat that the gateway answers
+	// (no API call), and a reset, before it counts as ready: the CLI's
+	// path from a user line to its API request is slow the first time it
+	// runs, and a primed process serves its first real chat as fast as a
+	// reused one. Priming gives the process its system prompt (the pool's
+	// Config.Prompt, else the empty one), which the CLI takes only once: a
+	// request with a prompt of its own then takes an idle process that
+	// carries it, else a cold spawn. A pool whose requests bring many
+	// prompts of their own may keep fresh warm processes open to them
+	// with NoPriming, and pay the slow first chat instead.
+	NoPriming bool
 	// APIURL is the Messages API the gateway forwards to. "" means
 	// ANTHROPIC_BASE_URL from Env, else from the environment, else
 	// https://api.anthropic.com.

@@ -85,7 +85,9 @@ func TestE2EPoolModel(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := e2eCtx(t, 2*time.Minute)
 			e := newE2E(t, claudepooltest.Config{})
-			p, _ := e.pool(t, Config{Size: 1, MaxProcs: 1, Model: tt.model, Models: tt.models})
+			// NoGateway: with the gateway, no confirmation reaches the API
+			// (TestE2EGatewayAnswersModelConfirmations).
+			p, _ := e.pool(t, Config{Size: 1, MaxProcs: 1, Model: tt.model, Models: tt.models, NoGateway: true})
 			require.NoError(t, p.WaitReady(ctx))
 
 			ready := e.mock.Requests()

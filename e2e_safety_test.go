@@ -61,36 +61,49 @@ func TestE2ESlashCommandsAreData(t *testing.T) {
 }
 
 // On the real CLI: a model the API rejects (404) fails the chat with the
-// API's status, and the process serves the next chat.
+// API's status, and the process serves the next chat. Without the gateway
+// the CLI's model confirmation fails first (model_rejected); with it, the
+// confirmation is answered at the gateway and the chat's own call gets
+// the API's error, verbatim.
 func TestE2ERejectedModel(t *testing.T) {
-	ctx := e2eCtx(t, 2*time.Minute)
-	e := newE2E(t, claudepooltest.Config{Reply: func(r claudepooltest.Request) claudepooltest.Reply {
-		if strings.Contains(r.Model, "bogus") {
-			return claudepooltest.Reply{Fail: claudepooltest.FailNotFound}
-		}
-		return claudepooltest.Echo(r)
-	}})
-	p, _ := e.pool(t, Config{Size: 1, MaxProcs: 1})
-	a := NewAdapter(p)
-	require.NoError(t, p.WaitReady(ctx))
+	for _, gateway := range []bool{false, true} {
+		t.Run(map[bool]string{false: "no gateway", true: "gateway"}[gateway], func(t *testing.T) {
+			ctx := e2eCtx(t, 2*time.Minute)
+			e := newE2E(t, claudepooltest.Config{Reply: func(r claudepooltest.Request) claudepooltest.Reply {
+				if strings.Contains(r.Model, "bogus") {
+					return claudepooltest.Reply{Fail: claudepooltest.FailNotFound, ErrorMessage: "model: " + r.Model}
+				}
+				return claudepooltest.Echo(r)
+			}})
+			p, _ := e.pool(t, Config{Size: 1, MaxProcs: 1, NoGateway: !gateway})
+			a := NewAdapter(p)
+			require.NoError(t, p.WaitReady(ctx))
 
-	req := userMsg("hi")
-	req.Model = "claude-bogus-9"
-	s, err := a.StreamChat(ctx, req)
-	require.NoError(t, err)
-	defer s.Close()
-	drain(t, s)
-	var re *ResultError
-	require.ErrorAs(t, s.Err(), &re)
-	t.Logf("rejected: %v", re)
-	require.Equal(t, 404, re.APIErrorStatus)
-	require.Equal(t, SubtypeModelRejected, re.Subtype)
-	require.Contains(t, re.Message, "claude-bogus-9")
+			req := userMsg("hi")
+			req.Model = "claude-bogus-9"
+			s, err := a.StreamChat(ctx, req)
+			require.NoError(t, err)
+			defer s.Close()
+			drain(t, s)
+			var re *ResultError
+			require.ErrorAs(t, s.Err(), &re)
+			t.Logf("rejected: %v", re)
+			require.Equal(t, 404, re.APIErrorStatus)
+			require.Contains(t, re.Message, "claude-bogus-9")
+			if gateway {
+				require.Equal(t, "model: claude-bogus-9", re.Message)
+				require.NotNil(t, re.API)
+				require.Equal(t, "not_found_error", re.API.Type)
+			} else {
+				require.Equal(t, SubtypeModelRejected, re.Subtype)
+			}
 
-	s2, _ := chatOK(t, ctx, a, userMsg("next"))
-	require.Equal(t, s.Acquire().PID, s2.Acquire().PID, "the process stayed in the pool")
-	require.Equal(t, claudepooltest.EchoPrefix+"next", s2.Result().Text)
-	require.Zero(t, retiredTotal(p.Stats()))
+			s2, _ := chatOK(t, ctx, a, userMsg("next"))
+			require.Equal(t, s.Acquire().PID, s2.Acquire().PID, "the process stayed in the pool")
+			require.Equal(t, claudepooltest.EchoPrefix+"next", s2.Result().Text)
+			require.Zero(t, retiredTotal(p.Stats()))
+		})
+	}
 }
 
 // On the real CLI with its own retry count (10, which takes about three

@@ -166,7 +166,9 @@ func TestE2EStreamedReply(t *testing.T) {
 func TestE2ESystemPromptAndModelOnWarmProcess(t *testing.T) {
 	ctx := e2eCtx(t, 2*time.Minute)
 	e := newE2E(t, claudepooltest.Config{})
-	p, _ := e.pool(t, Config{Size: 1})
+	// NoPriming: a primed process has its prompt already, and the CLI
+	// takes a prompt only once.
+	p, _ := e.pool(t, Config{Size: 1, NoPriming: true})
 	require.NoError(t, p.WaitReady(ctx))
 
 	s, _ := chatOK(t, ctx, NewAdapter(p), Request{

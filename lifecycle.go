@@ -151,7 +151,7 @@ func (p *Pool) spawnWarm() {
 				proc.life.prompt = p.cfg.Prompt
 			}
 		}
-		if err == nil && p.gw != nil {
+		if err == nil && p.gw != nil && !p.cfg.NoPriming {
 			err = p.prime(proc)
 		}
 	}
