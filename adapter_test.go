@@ -425,6 +425,14 @@ func TestStreamChatInvalidRequest(t *testing.T) {
 		{"invalid UTF-8", Request{Messages: []Message{{RoleUser, "a\xffb"}}}, "not valid UTF-8"},
 		{"invalid UTF-8 system", Request{System: "\xff", Messages: []Message{{RoleUser, "q"}}}, "System is not valid UTF-8"},
 		{"model with spaces", Request{Model: "so net", Messages: []Message{{RoleUser, "q"}}}, "contains white space"},
+		{"negative max_tokens", Request{MaxTokens: -1, Messages: []Message{{RoleUser, "q"}}}, "MaxTokens -1 is negative"},
+		{"temperature above 1", Request{Temperature: ptr(1.5), Messages: []Message{{RoleUser, "q"}}}, "Temperature 1.5 is outside"},
+		{"negative top_p", Request{TopP: ptr(-0.1), Messages: []Message{{RoleUser, "q"}}}, "TopP -0.1 is outside"},
+		{"negative top_k", Request{TopK: ptr(-3), Messages: []Message{{RoleUser, "q"}}}, "TopK -3 is negative"},
+		{"empty stop sequence", Request{StopSequences: []string{"x", ""}, Messages: []Message{{RoleUser, "q"}}}, "stop sequence 1 is empty"},
+		{"API key with space", Request{APIKey: "sk one", Messages: []Message{{RoleUser, "q"}}}, "APIKey contains white space"},
+		{"CLI's field", Request{APIFields: map[string]json.RawMessage{"messages": json.RawMessage(`[]`)}, Messages: []Message{{RoleUser, "q"}}}, `cannot set "messages"`},
+		{"bad JSON field", Request{APIFields: map[string]json.RawMessage{"service_tier": json.RawMessage(`auto`)}, Messages: []Message{{RoleUser, "q"}}}, "is not a JSON value"},
 	}
 	ctx := testCtx(t)
 	fp := newFakePool(t, Config{})
@@ -728,3 +736,5 @@ func TestStreamErrAfterCloseMidStream(t *testing.T) {
 	require.ErrorContains(t, s.Err(), "stream closed", "a stream closed mid-turn does not report success")
 	require.Zero(t, fp.Stats().Busy, "counts are final once the process was reaped")
 }
+
+func ptr[T any](v T) *T { return &v }

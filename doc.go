@@ -85,8 +85,29 @@
 // statuses that may succeed on retry (see Retryable); a status that never
 // does (400, 401, 403, 404, 413) ends the chat at the CLI's first retry
 // notice, with an interrupt that keeps the process. A Request.Model the
-// CLI refuses fails that chat with a *ResultError (Subtype
-// SubtypeModelRejected, the API's status) and keeps the process too.
+// API does not know fails that chat with a *ResultError carrying the
+// API's status and keeps the process too.
+//
+// # The gateway
+//
+// Each pool runs a gateway on 127.0.0.1 between its processes and the
+// Messages API: the processes get its address as ANTHROPIC_BASE_URL and a
+// token of their own instead of the API key, which only the gateway holds
+// (Config.APIKey, else ANTHROPIC_API_KEY or ANTHROPIC_AUTH_TOKEN from
+// Config.Env or the environment). The gateway sets a chat's API parameters
+// (Request.MaxTokens, Temperature, TopP, TopK, StopSequences, UserID,
+// APIFields) and its own key (Request.APIKey) on the chat's API calls;
+// removes the CLI's note of the pool's /clear, so that what the model sees
+// is the caller's chat; answers the CLI's model confirmations, a fresh
+// process's priming chat (see Config.NoPriming) and the calls the CLI
+// makes on its own after a reply ended (after max_tokens or a refusal),
+// so that the chat ends with the API's reply, its usage and its stop
+// reason (Result.StopReason, Result.StopSequence). An API error reaches
+// the chat's *ResultError verbatim (ResultError.API, an *APIError); an
+// EventMessageStart carries the input tokens as soon as the API sends
+// them; StreamLatency.APIFirstByte and Overhead split a chat's time
+// between the API and the rest. Config.NoGateway turns it off; it is off
+// by itself for Bedrock, Vertex and Foundry, and without an API key.
 //
 // The replacement of a warm process that StreamChat took starts 30 ms
 // after the chat's first event, about when the CLI has sent its API
@@ -138,14 +159,16 @@
 // Errors are meant for errors.Is and errors.As. Sentinels: ErrCLINotFound
 // (executable missing or not runnable), ErrClosed, ErrNotAvailable (from
 // TryAcquire), ErrInvalidRequest (a malformed Request, rejected before a
-// process is taken), ErrLineTooLong (a stdout line over
+// process is taken), ErrNoGateway (an API parameter on a pool without the
+// gateway), ErrLineTooLong (a stdout line over
 // Config.MaxLineBytes), ErrNotReady (no answer to a control request within
 // Config.ReadyTimeout), ErrStreamClosed (Stream.Close ended the stream
 // before its result), ErrOverloaded (a caller shed by Config.MaxWaiting
 // or Config.MaxWait). Typed errors from Stream.Err: *ResultError when
 // the result line has is_error set (API errors, authentication failures;
 // decided on is_error alone, never on the subtype; APIErrorStatus holds
-// the API's status), or the CLI refused Request.Model, and *ExitError when
+// the API's status, and with the gateway it wraps the API's *APIError),
+// or the CLI refused Request.Model, and *ExitError when
 // the CLI exits without a result (exit code, signal, stderr tail). When
 // the context ends, Stream.Err returns the context's error. Stdout lines
 // that are not JSON are skipped and counted (Stats.MalformedLines); they

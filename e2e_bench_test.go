@@ -90,7 +90,9 @@ func loadDuration(b *testing.B) time.Duration {
 // shows what the pool and the CLI cost, and one with a realistic first
 // byte (API=500ms), which shows what a user feels; and once more with one
 // caller, the realistic API and held conversations off (hold=off), where
-// every chat's process is reset as it comes back.
+// every chat's process is reset as it comes back; and, to show what the
+// pool's gateway changes, with one and four callers on pools without it
+// (gateway=off).
 func BenchmarkE2ELoad(b *testing.B) {
 	d := loadDuration(b)
 	type loadCase struct {
@@ -98,6 +100,7 @@ func BenchmarkE2ELoad(b *testing.B) {
 		callers   int
 		firstByte time.Duration
 		cfg       Config
+		noRaw     bool // no raw baseline for this case
 	}
 	var cases []loadCase
 	for _, api := range []struct {
@@ -105,27 +108,37 @@ func BenchmarkE2ELoad(b *testing.B) {
 		firstByte time.Duration
 	}{{"instant", 0}, {"500ms", benchFirstByteDelay}} {
 		for _, callers := range []int{1, 4, 8} {
-			cases = append(cases, loadCase{fmt.Sprintf("API=%s/K=%d", api.name, callers), callers, api.firstByte, loadConfig()})
+			cases = append(cases, loadCase{fmt.Sprintf("API=%s/K=%d", api.name, callers), callers, api.firstByte, loadConfig(), false})
 		}
 	}
 	holdOff := loadConfig()
 	holdOff.HoldConversations = -1
-	cases = append(cases, loadCase{"API=500ms/K=1/hold=off", 1, benchFirstByteDelay, holdOff})
+	cases = append(cases, loadCase{"API=500ms/K=1/hold=off", 1, benchFirstByteDelay, holdOff, false})
+	// The pool without its gateway (the processes call the API
+	// themselves), as before the gateway: the same run shows what it
+	// changes. The raw baseline of the same load is in the cases above.
+	direct := loadConfig()
+	direct.NoGateway = true
+	cases = append(cases,
+		loadCase{"API=instant/K=1/gateway=off", 1, 0, direct, true},
+		loadCase{"API=500ms/K=1/gateway=off", 1, benchFirstByteDelay, direct, true},
+		loadCase{"API=500ms/K=4/gateway=off", 4, benchFirstByteDelay, direct, true})
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
 			var total, raw loadResult
+			withRaw := rawBaseline() && !c.noRaw
 			b.ResetTimer()
 			for range b.N {
 				// The raw CLI first, then the pool, in each round: the
 				// same machine in the same minute.
-				if rawBaseline() {
+				if withRaw {
 					raw.add(runRaw(b, c.callers, d, c.firstByte, c.cfg))
 				}
 				total.add(runLoad(b, c.callers, d, c.firstByte, c.cfg))
 			}
 			b.StopTimer()
 			total.report(b, c.callers, d, c.firstByte, c.cfg)
-			if rawBaseline() {
+			if withRaw {
 				reportRaw(b, &total, &raw, c.callers, d, c.firstByte)
 			}
 		})
@@ -297,12 +310,15 @@ func childCPU(b *testing.B) time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// BenchmarkE2E compares four kinds of chat on the real CLI against a mock
+// BenchmarkE2E compares kinds of chat on the real CLI against a mock
 // API with benchFirstByteDelay: cold (a process spawned for the chat),
-// warm (a fresh process from the pool), reused (a process that served an
-// earlier chat and was reset) and warm-model (a fresh process, with a
-// Model named in the request: set_model, and the CLI's probe of the model
-// before it answers). One op is one chat of each kind, interleaved, each
+// warm (a fresh process from the pool, primed when the prompt is the
+// pool's), reused (a process that served an earlier chat and was reset)
+// and warm-model (a fresh process, with a Model named in the request:
+// set_model, and the CLI's confirmation of the model, which the gateway
+// answers), all through the pool's gateway; and warm-direct and
+// reused-direct, the same as warm and reused on pools without the gateway
+// (NoGateway), so that one run shows the gateway's effect. One op is one chat of each kind, interleaved, each
 // after every pool has settled (no spawn, reset or exit in progress).
 // With the system prompt in each request (prompt=request) and as the
 // pool's Config.Prompt (prompt=pool). Metrics, medians in ms:
@@ -326,23 +342,35 @@ func BenchmarkE2E(b *testing.B) {
 				prompt, system = &SystemPrompt{System: benchSystem}, ""
 			}
 			// MaxUses 1: every chat on these gets a process of its own.
+			// A primed process has its prompt already (the CLI takes one
+			// only once): with the prompt in each request, the fresh
+			// pool runs unprimed (NoPriming), as such a pool must.
 			cold, _ := e.pool(b, Config{Prompt: prompt, MaxUses: 1, PartialMessages: true})
-			fresh, _ := e.pool(b, Config{Size: 1, Prompt: prompt, MaxUses: 1, PartialMessages: true})
+			fresh, _ := e.pool(b, Config{Size: 1, Prompt: prompt, MaxUses: 1, PartialMessages: true, NoPriming: !bc.poolWide})
 			// No spares: its only process is the one that served the
 			// chat before, reset in between. Room for every chat of the
 			// run, under MaxUses less its up to 10% jitter.
 			reused, _ := e.pool(b, Config{Prompt: prompt, MaxUses: 2*b.N + 10, PartialMessages: true})
+			// The same, with the processes calling the API themselves.
+			freshDirect, _ := e.pool(b, Config{Size: 1, Prompt: prompt, MaxUses: 1, PartialMessages: true, NoGateway: true})
+			reusedDirect, _ := e.pool(b, Config{Prompt: prompt, MaxUses: 2*b.N + 10, PartialMessages: true, NoGateway: true})
 
+			isWarm := func(a AcquireInfo) bool { return a.Warm && !a.Reused }
+			isReused := func(a AcquireInfo) bool { return a.Warm && a.Reused }
 			kinds := []*e2eKind{
 				{name: "cold", pool: cold, isKind: func(a AcquireInfo) bool { return !a.Warm }},
-				{name: "warm", pool: fresh, isKind: func(a AcquireInfo) bool { return a.Warm && !a.Reused }},
-				{name: "reused", pool: reused, isKind: func(a AcquireInfo) bool { return a.Warm && a.Reused }},
-				{name: "warm-model", pool: fresh, model: "sonnet", isKind: func(a AcquireInfo) bool { return a.Warm && !a.Reused }},
+				{name: "warm", pool: fresh, isKind: isWarm},
+				{name: "reused", pool: reused, isKind: isReused},
+				{name: "warm-model", pool: fresh, model: "sonnet", isKind: isWarm},
+				{name: "warm-direct", pool: freshDirect, isKind: isWarm},
+				{name: "reused-direct", pool: reusedDirect, isKind: isReused},
 			}
-			settled := []poolWant{{cold, 0}, {fresh, 1}, {reused, 1}}
-			// The reused pool's process: spawned cold for this chat, kept.
-			if c := runBenchChat(ctx, NewAdapter(reused), "hello", system); c.err != nil {
-				b.Fatal(c.err)
+			settled := []poolWant{{cold, 0}, {fresh, 1}, {reused, 1}, {freshDirect, 1}, {reusedDirect, 1}}
+			// The reused pools' processes: spawned cold for this chat, kept.
+			for _, pool := range []*Pool{reused, reusedDirect} {
+				if c := runBenchChat(ctx, NewAdapter(pool), "hello", system); c.err != nil {
+					b.Fatal(c.err)
+				}
 			}
 
 			b.ResetTimer()
@@ -381,6 +409,15 @@ func BenchmarkE2E(b *testing.B) {
 				}
 				b.ReportMetric(ms(quantile(firstText, 0.5)), k.name+"-first-text-ms")
 				b.ReportMetric(ms(quantile(overhead, 0.5)), k.name+"-overhead-ms")
+				if k.pool.gw != nil {
+					// The overhead as the pool itself measures it, at
+					// its gateway (StreamLatency.Overhead).
+					var own []time.Duration
+					for _, c := range k.chats {
+						own = append(own, c.lat.Overhead)
+					}
+					b.ReportMetric(ms(quantile(own, 0.5)), k.name+"-pool-overhead-ms")
+				}
 				fmt.Fprintf(os.Stderr, "real CLI, %s, mock API first byte %v, %d chats, %-10s medians: first event %v, first text %v, result %v; overhead %v (to request %v, first byte to first text %v)\n",
 					bc.name, benchFirstByteDelay, len(k.chats), k.name,
 					rnd(quantile(firstEvent, 0.5)), rnd(quantile(firstText, 0.5)), rnd(quantile(result, 0.5)),

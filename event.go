@@ -33,8 +33,9 @@ const (
 //
 // The pointer field that matches Type is always non-nil: Init for EventInit,
 // Message for EventAssistant and EventUser, Partial for EventPartial, Retry
-// for EventRetry, Result for EventResult and Reset for
-// EventConversationReset. The others are nil. EventSystem and EventUnknown
+// for EventRetry, Result for EventResult, Reset for
+// EventConversationReset and Usage for EventMessageStart. The others are
+// nil. EventSystem and EventUnknown
 // carry only Subtype, SessionID and Raw.
 //
 // A line of a known type whose fields do not have the shape this package

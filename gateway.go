@@ -644,8 +644,8 @@ func (t *apiTurn) apply(obj *jsonObject) {
 	if r.UserID != "" {
 		obj.set("metadata", mustMarshal(map[string]string{"user_id": r.UserID}))
 	}
-	for k, v := range r.APIFields {
-		obj.set(k, v)
+	for _, k := range slices.Sorted(maps.Keys(r.APIFields)) {
+		obj.set(k, r.APIFields[k])
 	}
 }
 

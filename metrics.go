@@ -110,11 +110,13 @@ type usageCounters struct {
 	input, output, cacheRead, cacheCreation atomic.Int64
 	costBits                                atomic.Uint64 // float64 bits of total_cost_usd
 	// authFailures counts results with api_error_status 401 or 403 in a
-	// row; any successful result resets it.
+	// row; any successful result resets it. Chats with a key of their own
+	// (Request.APIKey) are left out: a tenant's revoked key says nothing
+	// of the pool's.
 	authFailures atomic.Int64
 }
 
-func (u *usageCounters) add(r *Result) {
+func (u *usageCounters) add(r *Result, ownKey bool) {
 	u.input.Add(int64(r.Usage.InputTokens))
 	u.output.Add(int64(r.Usage.OutputTokens))
 	u.cacheRead.Add(int64(r.Usage.CacheReadInputTokens))
@@ -128,6 +130,7 @@ func (u *usageCounters) add(r *Result) {
 		}
 	}
 	switch {
+	case ownKey:
 	case !r.IsError:
 		u.authFailures.Store(0)
 	case r.APIErrorStatus == 401 || r.APIErrorStatus == 403:
@@ -146,7 +149,7 @@ func (s *Stream) reportEnd(err error) {
 	o := OutcomeOf(err)
 	p.counters.outcomes[outcomeIndex(o)].Add(1)
 	if r != nil {
-		p.usage.add(r)
+		p.usage.add(r, s.req.api != nil && s.req.api.key != "")
 	}
 	hook := p.cfg.OnStreamEnd
 	if hook == nil {

@@ -481,3 +481,32 @@ func TestSparesSteadyLoadNoChurn(t *testing.T) {
 	require.LessOrEqual(t, st.Retired[RetireSpare], st.ColdAcquires)
 	require.Positive(t, st.Reuses)
 }
+
+// A chat with a key of its own that the API refuses says nothing of the
+// pool's key: Health.ConsecutiveAuthFailures counts only the pool's.
+func TestOwnKeyAuthFailuresNotCounted(t *testing.T) {
+	ctx := testCtx(t)
+	fp := newFakePool(t, Config{Size: 1, Env: []string{"ANTHROPIC_API_KEY=sk-pool", "ANTHROPIC_BASE_URL=http://127.0.0.1:9"}})
+	require.NotNil(t, fp.gw)
+	require.NoError(t, fp.WaitReady(ctx))
+	a := NewAdapter(fp.Pool)
+	refused := func(key string) {
+		t.Helper()
+		req := userMsg("bad key " + fakecli.Marker(fakecli.ModeErrorResult))
+		req.APIKey = key
+		s, err := a.StreamChat(ctx, req)
+		require.NoError(t, err)
+		defer s.Close()
+		drain(t, s)
+		var re *ResultError
+		require.ErrorAs(t, s.Err(), &re)
+		require.Equal(t, 401, re.APIErrorStatus)
+	}
+	refused("")
+	require.EqualValues(t, 1, fp.Stats().Health.ConsecutiveAuthFailures)
+	refused("sk-tenant")
+	require.EqualValues(t, 1, fp.Stats().Health.ConsecutiveAuthFailures, "a tenant's key is not the pool's")
+	s, _ := chatOK(t, ctx, a, Request{APIKey: "sk-tenant", Messages: []Message{{Role: RoleUser, Content: "fine"}}})
+	require.NoError(t, s.Err())
+	require.EqualValues(t, 1, fp.Stats().Health.ConsecutiveAuthFailures, "nor does a tenant's success reset it")
+}

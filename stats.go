@@ -259,7 +259,8 @@ type Health struct {
 	// ConsecutiveAuthFailures counts the results in a row whose API call
 	// was refused for authentication (api_error_status 401 or 403): a bad
 	// or revoked key, which WaitReady cannot see. Any successful result
-	// resets it; other failures leave it as it is.
+	// resets it; other failures leave it as it is. Chats with a key of
+	// their own (Request.APIKey) count neither way.
 	ConsecutiveAuthFailures int64 `json:"consecutive_auth_failures"`
 }
 
