@@ -127,11 +127,11 @@ func (r *Request) encode() (*chatRequest, error) {
 	c := &chatRequest{prompt: SystemPrompt{System: r.System, AppendSystem: r.AppendSystem},
 		model: r.Model, msgs: slices.Clone(r.Messages)}
 	var err error
-	if c.user, err = encodeUserLine(RenderTranscript(r.Messages)); err != nil {
+	if c.user, err = encodeUserBlocks(renderBlocks(r.Messages)); err != nil {
 		return nil, err
 	}
 	if len(r.Messages) > 1 {
-		if c.last, err = encodeUserLine(r.Messages[len(r.Messages)-1].Content); err != nil {
+		if c.last, err = encodeUserBlocks(messageBlocks(r.Messages[len(r.Messages)-1])); err != nil {
 			return nil, err
 		}
 	} else {

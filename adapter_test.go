@@ -419,20 +419,20 @@ func TestStreamChatInvalidRequest(t *testing.T) {
 		want string
 	}{
 		{"no messages", Request{}, "no messages"},
-		{"last is assistant", Request{Messages: []Message{{RoleUser, "q"}, {RoleAssistant, "a"}}}, "last message must be the user's"},
-		{"unknown role", Request{Messages: []Message{{"system", "x"}, {RoleUser, "q"}}}, `role "system"`},
-		{"empty content", Request{Messages: []Message{{RoleUser, "  \n"}}}, "message 0 is empty"},
-		{"invalid UTF-8", Request{Messages: []Message{{RoleUser, "a\xffb"}}}, "not valid UTF-8"},
-		{"invalid UTF-8 system", Request{System: "\xff", Messages: []Message{{RoleUser, "q"}}}, "System is not valid UTF-8"},
-		{"model with spaces", Request{Model: "so net", Messages: []Message{{RoleUser, "q"}}}, "contains white space"},
-		{"negative max_tokens", Request{MaxTokens: -1, Messages: []Message{{RoleUser, "q"}}}, "MaxTokens -1 is negative"},
-		{"temperature above 1", Request{Temperature: ptr(1.5), Messages: []Message{{RoleUser, "q"}}}, "Temperature 1.5 is outside"},
-		{"negative top_p", Request{TopP: ptr(-0.1), Messages: []Message{{RoleUser, "q"}}}, "TopP -0.1 is outside"},
-		{"negative top_k", Request{TopK: ptr(-3), Messages: []Message{{RoleUser, "q"}}}, "TopK -3 is negative"},
-		{"empty stop sequence", Request{StopSequences: []string{"x", ""}, Messages: []Message{{RoleUser, "q"}}}, "stop sequence 1 is empty"},
-		{"API key with space", Request{APIKey: "sk one", Messages: []Message{{RoleUser, "q"}}}, "APIKey contains white space"},
-		{"CLI's field", Request{APIFields: map[string]json.RawMessage{"messages": json.RawMessage(`[]`)}, Messages: []Message{{RoleUser, "q"}}}, `cannot set "messages"`},
-		{"bad JSON field", Request{APIFields: map[string]json.RawMessage{"service_tier": json.RawMessage(`auto`)}, Messages: []Message{{RoleUser, "q"}}}, "is not a JSON value"},
+		{"last is assistant", Request{Messages: []Message{{Role: RoleUser, Content: "q"}, {Role: RoleAssistant, Content: "a"}}}, "last message must be the user's"},
+		{"unknown role", Request{Messages: []Message{{Role: "system", Content: "x"}, {Role: RoleUser, Content: "q"}}}, `role "system"`},
+		{"empty content", Request{Messages: []Message{{Role: RoleUser, Content: "  \n"}}}, "message 0 is empty"},
+		{"invalid UTF-8", Request{Messages: []Message{{Role: RoleUser, Content: "a\xffb"}}}, "not valid UTF-8"},
+		{"invalid UTF-8 system", Request{System: "\xff", Messages: []Message{{Role: RoleUser, Content: "q"}}}, "System is not valid UTF-8"},
+		{"model with spaces", Request{Model: "so net", Messages: []Message{{Role: RoleUser, Content: "q"}}}, "contains white space"},
+		{"negative max_tokens", Request{MaxTokens: -1, Messages: []Message{{Role: RoleUser, Content: "q"}}}, "MaxTokens -1 is negative"},
+		{"temperature above 1", Request{Temperature: ptr(1.5), Messages: []Message{{Role: RoleUser, Content: "q"}}}, "Temperature 1.5 is outside"},
+		{"negative top_p", Request{TopP: ptr(-0.1), Messages: []Message{{Role: RoleUser, Content: "q"}}}, "TopP -0.1 is outside"},
+		{"negative top_k", Request{TopK: ptr(-3), Messages: []Message{{Role: RoleUser, Content: "q"}}}, "TopK -3 is negative"},
+		{"empty stop sequence", Request{StopSequences: []string{"x", ""}, Messages: []Message{{Role: RoleUser, Content: "q"}}}, "stop sequence 1 is empty"},
+		{"API key with space", Request{APIKey: "sk one", Messages: []Message{{Role: RoleUser, Content: "q"}}}, "APIKey contains white space"},
+		{"CLI's field", Request{APIFields: map[string]json.RawMessage{"messages": json.RawMessage(`[]`)}, Messages: []Message{{Role: RoleUser, Content: "q"}}}, `cannot set "messages"`},
+		{"bad JSON field", Request{APIFields: map[string]json.RawMessage{"service_tier": json.RawMessage(`auto`)}, Messages: []Message{{Role: RoleUser, Content: "q"}}}, "is not a JSON value"},
 	}
 	ctx := testCtx(t)
 	fp := newFakePool(t, Config{})
@@ -689,7 +689,7 @@ func TestStreamEventsYieldsError(t *testing.T) {
 
 func TestRenderTranscript(t *testing.T) {
 	require.Equal(t, "", RenderTranscript(nil))
-	require.Equal(t, "only", RenderTranscript([]Message{{RoleUser, "only"}}))
+	require.Equal(t, "only", RenderTranscript([]Message{{Role: RoleUser, Content: "only"}}))
 	got := RenderTranscript([]Message{
 		{Role: RoleUser, Content: "What is 2+2?"},
 		{Role: RoleAssistant, Content: "4"},

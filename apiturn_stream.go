@@ -1,5 +1,7 @@
 package claudepool
 
+import "encoding/json"
+
 // What a stream takes from the pool's gateway: the API's stop reason, its
 // error, its input tokens as soon as they are known, and its time to first
 // byte.
@@ -16,6 +18,9 @@ func (s *Stream) apiResult(r *Result) *Result {
 	}
 	if o.followUps > 0 && !c.IsError {
 		c.Text = s.reply.String()
+	}
+	if s.req.api.req.OutputSchema != nil && !c.IsError && json.Valid([]byte(c.Text)) {
+		c.JSON = json.RawMessage(c.Text)
 	}
 	if c.IsError && o.apiErr != nil {
 		c.APIError = o.apiErr

@@ -60,12 +60,7 @@ type userLine struct {
 
 type userMessage struct {
 	Role    string      `json:"role"`
-	Content []textBlock `json:"content"`
-}
-
-type textBlock struct {
-	Type string `json:"type"`
-	Text string `json:"text"`
+	Content []lineBlock `json:"content"`
 }
 
 // controlRequest is a control line on the CLI's stdin:
@@ -82,7 +77,7 @@ var errResetUnconfirmed = errors.New("claudepool: reset not confirmed")
 // clearLine is the user line that makes the CLI reset its conversation.
 var clearLine = mustMarshal(userLine{
 	Type:    "user",
-	Message: userMessage{Role: "user", Content: []textBlock{{Type: "text", Text: "/clear"}}},
+	Message: userMessage{Role: "user", Content: []lineBlock{{Type: "text", Text: "/clear"}}},
 })
 
 func mustMarshal(v any) []byte {
@@ -312,9 +307,15 @@ func (p *Process) clearConversation(ctx context.Context, session string) (newSes
 // encodeUserLine encodes the stream-json user line carrying text, as data
 // the CLI never runs as a command.
 func encodeUserLine(text string) ([]byte, error) {
+	return encodeUserBlocks([]lineBlock{{Type: "text", Text: text}})
+}
+
+// encodeUserBlocks encodes the stream-json user line carrying content
+// blocks, as data the CLI never runs as a command.
+func encodeUserBlocks(content []lineBlock) ([]byte, error) {
 	line, err := json.Marshal(userLine{
 		Type:         "user",
-		Message:      userMessage{Role: "user", Content: []textBlock{{Type: "text", Text: text}}},
+		Message:      userMessage{Role: "user", Content: content},
 		TextNotTyped: true,
 	})
 	if err != nil {

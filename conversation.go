@@ -50,6 +50,12 @@ func conversationKeys(prompt SystemPrompt, model string, msgs []Message) (key, m
 	for _, msg := range msgs {
 		writeField(m, string(msg.Role))
 		writeField(m, msg.Content)
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(msg.Blocks)))
+		m.Write(n[:])
+		for i := range msg.Blocks {
+			msg.Blocks[i].digest(m)
+		}
 	}
 	copy(msgKey[:], m.Sum(nil))
 	k := sha256.New()

@@ -158,6 +158,13 @@ type Result struct {
 	// LocalCommand names the slash command the CLI ran itself instead of
 	// asking the model, e.g. "clear"; "" for an ordinary turn.
 	LocalCommand string // local_command
+	// Thinking is the text of the thinking blocks of the turn's assistant
+	// messages, "" when the model did not think (or its thinking was
+	// redacted).
+	Thinking string
+	// JSON is the reply as JSON, for a chat with Request.OutputSchema
+	// whose Text is valid JSON; nil otherwise.
+	JSON json.RawMessage
 	// APIError is the error the Messages API answered, verbatim, when the
 	// pool's gateway saw the turn fail on one; nil otherwise.
 	APIError *APIError

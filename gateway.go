@@ -598,7 +598,7 @@ type apiTurn struct {
 func newAPITurn(r *Request) *apiTurn {
 	c := &Request{MaxTokens: r.MaxTokens, Temperature: clonePtr(r.Temperature), TopP: clonePtr(r.TopP),
 		TopK: clonePtr(r.TopK), StopSequences: slices.Clone(r.StopSequences), UserID: r.UserID,
-		APIFields: maps.Clone(r.APIFields)}
+		APIFields: maps.Clone(r.APIFields), Thinking: clonePtr(r.Thinking), OutputSchema: slices.Clone(r.OutputSchema)}
 	return &apiTurn{key: r.APIKey, req: c}
 }
 
@@ -629,6 +629,12 @@ func (t *apiTurn) apply(obj *jsonObject) {
 	if r.Temperature != nil || r.TopP != nil || r.TopK != nil {
 		dropThinking(obj)
 	}
+	if th := r.Thinking; th != nil {
+		setThinking(obj, th)
+	}
+	if r.OutputSchema != nil {
+		setOutputConfig(obj, "format", json.RawMessage(`{"type":"json_schema","schema":`+string(r.OutputSchema)+`}`))
+	}
 	if r.Temperature != nil {
 		obj.set("temperature", mustMarshal(*r.Temperature))
 	}
@@ -647,6 +653,39 @@ func (t *apiTurn) apply(obj *jsonObject) {
 	for _, k := range slices.Sorted(maps.Keys(r.APIFields)) {
 		obj.set(k, r.APIFields[k])
 	}
+}
+
+// setThinking sets a chat's extended thinking on a call, keeping what
+// else the CLI's thinking object says (its display setting).
+func setThinking(obj *jsonObject, th *Thinking) {
+	if th.Type == ThinkingDisabled {
+		dropThinking(obj)
+	} else {
+		cur, err := parseObject(obj.get("thinking"))
+		if err != nil {
+			cur = nil
+		}
+		cur.del("budget_tokens")
+		cur.set("type", mustMarshal(th.Type))
+		if th.Type == ThinkingEnabled {
+			cur.set("budget_tokens", mustMarshal(th.BudgetTokens))
+		}
+		obj.set("thinking", cur.bytes())
+	}
+	if th.Effort != "" {
+		setOutputConfig(obj, "effort", mustMarshal(th.Effort))
+	}
+}
+
+// setOutputConfig sets one member of the call's output_config, keeping
+// the others (the CLI sends its effort there).
+func setOutputConfig(obj *jsonObject, key string, value json.RawMessage) {
+	oc, err := parseObject(obj.get("output_config"))
+	if err != nil {
+		oc = nil
+	}
+	oc.set(key, value)
+	obj.set("output_config", oc.bytes())
 }
 
 // dropThinking removes the CLI's extended thinking from a call, and the

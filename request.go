@@ -1,6 +1,7 @@
 package claudepool
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -20,6 +21,10 @@ const (
 type Message struct {
 	Role    Role   // RoleUser or RoleAssistant
 	Content string // the text of the turn
+	// Blocks follow Content in the turn: images, documents and more text
+	// (see Block). An assistant turn carries text blocks only. A message
+	// needs Content or Blocks.
+	Blocks []Block
 }
 
 // Request is one chat request. Everything in it applies to one turn on one
@@ -82,17 +87,49 @@ type Request struct {
 	// The fields the CLI owns, "model", "messages", "system", "stream"
 	// and "tools", cannot be set.
 	APIFields map[string]json.RawMessage
+	// Thinking sets the chat's extended thinking. nil keeps the CLI's
+	// (adaptive thinking, on the models that have it). The thinking
+	// arrives in the assistant events' thinking blocks (and as
+	// thinking_delta partial events with Config.PartialMessages) and in
+	// Result.Thinking; the stream's text stays the answer's.
+	Thinking *Thinking
+	// OutputSchema is a JSON schema (an object) that the reply must
+	// follow, the API's structured output: Result.Text is then JSON valid
+	// for it, and Result.JSON holds it. It is set on the chat's API calls
+	// by the gateway, so that a warm process serves any schema.
+	OutputSchema json.RawMessage
 	// APIKey is the upstream API key of this chat's calls, for a backend
 	// that bills each tenant's key. "" uses the pool's (Config.APIKey).
 	// The key never reaches the CLI.
 	APIKey string
 }
 
+// Thinking is a chat's extended thinking.
+type Thinking struct {
+	// Type is ThinkingEnabled (with BudgetTokens), ThinkingAdaptive (the
+	// model decides how much to think) or ThinkingDisabled.
+	Type string
+	// BudgetTokens is ThinkingEnabled's budget: at least 1024, and below
+	// the chat's MaxTokens when it sets one.
+	BudgetTokens int
+	// Effort is the API's output_config.effort ("low", "medium", "high",
+	// "max"); "" keeps the CLI's.
+	Effort string
+}
+
+// The kinds of Thinking.
+const (
+	ThinkingEnabled  = "enabled"
+	ThinkingAdaptive = "adaptive"
+	ThinkingDisabled = "disabled"
+)
+
 // apiParams reports whether r sets any parameter only the gateway can
 // apply.
 func (r *Request) apiParams() bool {
 	return r.MaxTokens != 0 || r.Temperature != nil || r.TopP != nil || r.TopK != nil ||
-		len(r.StopSequences) > 0 || r.UserID != "" || len(r.APIFields) > 0 || r.APIKey != ""
+		len(r.StopSequences) > 0 || r.UserID != "" || len(r.APIFields) > 0 || r.APIKey != "" ||
+		r.Thinking != nil || r.OutputSchema != nil
 }
 
 // cliFields are the body fields the CLI owns: a request cannot set them.
@@ -113,6 +150,35 @@ func (r *Request) validateAPI() error {
 		return fmt.Errorf("%w: APIKey contains white space or is not valid UTF-8", ErrInvalidRequest)
 	case !utf8.ValidString(r.UserID):
 		return fmt.Errorf("%w: UserID is not valid UTF-8", ErrInvalidRequest)
+	}
+	if th := r.Thinking; th != nil {
+		switch th.Type {
+		case ThinkingEnabled:
+			if th.BudgetTokens < 1024 {
+				return fmt.Errorf("%w: Thinking.BudgetTokens %d is below the API's minimum of 1024", ErrInvalidRequest, th.BudgetTokens)
+			}
+			if r.MaxTokens > 0 && th.BudgetTokens >= r.MaxTokens {
+				return fmt.Errorf("%w: Thinking.BudgetTokens %d is not below MaxTokens %d", ErrInvalidRequest, th.BudgetTokens, r.MaxTokens)
+			}
+		case ThinkingAdaptive, ThinkingDisabled:
+			if th.BudgetTokens != 0 {
+				return fmt.Errorf("%w: Thinking.BudgetTokens is for %q thinking only", ErrInvalidRequest, ThinkingEnabled)
+			}
+		default:
+			return fmt.Errorf("%w: Thinking.Type %q (want %q, %q or %q)", ErrInvalidRequest, th.Type, ThinkingEnabled, ThinkingAdaptive, ThinkingDisabled)
+		}
+		if th.Type != ThinkingDisabled && (r.Temperature != nil || r.TopP != nil || r.TopK != nil) {
+			return fmt.Errorf("%w: the API takes no Temperature, TopP or TopK with thinking", ErrInvalidRequest)
+		}
+		if strings.ContainsAny(th.Effort, " \t\r\n\"\\") || !utf8.ValidString(th.Effort) {
+			return fmt.Errorf("%w: Thinking.Effort %q is not an effort level", ErrInvalidRequest, th.Effort)
+		}
+	}
+	if r.OutputSchema != nil {
+		var schema map[string]json.RawMessage
+		if err := json.Unmarshal(r.OutputSchema, &schema); err != nil {
+			return fmt.Errorf("%w: OutputSchema is not a JSON object: %w", ErrInvalidRequest, err)
+		}
 	}
 	for i, seq := range r.StopSequences {
 		if seq == "" || !utf8.ValidString(seq) {
@@ -135,18 +201,40 @@ func (r *Request) validate() error {
 	if len(r.Messages) == 0 {
 		return fmt.Errorf("%w: no messages", ErrInvalidRequest)
 	}
+	images, size := 0, 0
 	for i, m := range r.Messages {
 		switch m.Role {
 		case RoleUser, RoleAssistant:
 		default:
 			return fmt.Errorf("%w: message %d has role %q (want %q or %q)", ErrInvalidRequest, i, m.Role, RoleUser, RoleAssistant)
 		}
-		if strings.TrimSpace(m.Content) == "" {
+		if strings.TrimSpace(m.Content) == "" && len(m.Blocks) == 0 {
 			return fmt.Errorf("%w: message %d is empty", ErrInvalidRequest, i)
 		}
 		if !utf8.ValidString(m.Content) {
 			return fmt.Errorf("%w: message %d is not valid UTF-8", ErrInvalidRequest, i)
 		}
+		for j := range m.Blocks {
+			if err := m.Blocks[j].validate(i, j, m.Role); err != nil {
+				return err
+			}
+			switch b := &m.Blocks[j]; {
+			case b.Type == BlockImage:
+				images++
+				size += base64.StdEncoding.EncodedLen(len(b.Data))
+			case b.Data != nil:
+				size += base64.StdEncoding.EncodedLen(len(b.Data))
+			default:
+				size += len(b.Text)
+			}
+		}
+		size += len(m.Content)
+	}
+	if images > MaxImages {
+		return fmt.Errorf("%w: %d images; the API takes at most %d in a request", ErrInvalidRequest, images, MaxImages)
+	}
+	if size > MaxRequestBytes {
+		return fmt.Errorf("%w: the messages come to %d bytes; the API takes requests of at most %d", ErrInvalidRequest, size, MaxRequestBytes)
 	}
 	if last := r.Messages[len(r.Messages)-1]; last.Role != RoleUser {
 		return fmt.Errorf("%w: the last message must be the user's, got %q", ErrInvalidRequest, last.Role)
@@ -182,25 +270,29 @@ func (r *Request) validate() error {
 //	</current_message>
 //
 // In this format, message text is escaped as XML text is (& as &amp;, < as
-// &lt;, > as &gt;), so that no message can open or close a turn.
+// &lt;, > as &gt;), so that no message can open or close a turn. A
+// message's text blocks follow its Content, each on a line of its own;
+// its images and documents are not text: the user line carries them as
+// blocks of their own in their places, between pieces of this text.
 func RenderTranscript(msgs []Message) string {
-	if len(msgs) == 0 {
-		return ""
-	}
-	last := msgs[len(msgs)-1]
 	if len(msgs) == 1 {
-		return last.Content
+		parts := []string{msgs[0].Content}
+		for _, b := range msgs[0].Blocks {
+			if b.Type == BlockText {
+				parts = append(parts, b.Text)
+			}
+		}
+		if parts[0] == "" {
+			parts = parts[1:]
+		}
+		return strings.Join(parts, "\n")
 	}
 	var b strings.Builder
-	b.WriteString("<conversation_history>\n")
-	for _, m := range msgs[:len(msgs)-1] {
-		fmt.Fprintf(&b, "<turn role=%q>\n", m.Role)
-		transcriptEscaper.WriteString(&b, m.Content)
-		b.WriteString("\n</turn>\n")
+	for _, block := range renderBlocks(msgs) {
+		if block.Type == "text" {
+			b.WriteString(block.Text)
+		}
 	}
-	b.WriteString("</conversation_history>\n\n<current_message>\n")
-	transcriptEscaper.WriteString(&b, last.Content)
-	b.WriteString("\n</current_message>")
 	return b.String()
 }
 

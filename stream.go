@@ -35,9 +35,9 @@ type Stream struct {
 	// on retry, after which the stream interrupted the turn; nil until
 	// then. Only the reader uses it.
 	failFast *Retry
-	// reply is the text of the turn's assistant messages. Only the reader
-	// uses it.
-	reply strings.Builder
+	// reply and thinking are the text and the thinking of the turn's
+	// assistant messages. Only the reader uses them.
+	reply, thinking strings.Builder
 
 	leaseMu sync.Mutex // guards proc, acquire, leased and interrupted
 	proc    *pooled
@@ -446,6 +446,11 @@ func (s *Stream) decode(p *pooled, line []byte) (Event, bool) {
 	if ev.Type == EventResult && ev.Result != nil && s.req.api != nil {
 		ev.Result = s.apiResult(ev.Result)
 	}
+	if ev.Type == EventResult && ev.Result != nil && s.thinking.Len() > 0 {
+		c := *ev.Result
+		c.Thinking = s.thinking.String()
+		ev.Result = &c
+	}
 	return ev, true
 }
 
@@ -469,6 +474,13 @@ func (s *Stream) act(p *pooled, ev Event, end *turnEnd) {
 		}
 	case ev.Type == EventAssistant:
 		s.reply.WriteString(ev.Text())
+		if ev.Message != nil {
+			for _, b := range ev.Message.Content {
+				if b.Type == "thinking" {
+					s.thinking.WriteString(b.Thinking)
+				}
+			}
+		}
 	case ev.Type == EventResult:
 		end.result, end.first = ev.Result, !s.aborted()
 		s.settleLease(end)

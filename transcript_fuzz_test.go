@@ -153,7 +153,7 @@ func FuzzRenderTranscript(f *testing.F) {
 			t.Fatalf("parsed %d messages from %d:\nrendered:\n%s", len(parsed), len(msgs), got)
 		}
 		for i := range msgs {
-			if parsed[i] != msgs[i] {
+			if parsed[i].Role != msgs[i].Role || parsed[i].Content != msgs[i].Content {
 				t.Fatalf("message %d: parsed %+v, rendered %+v\nrendered:\n%s", i, parsed[i], msgs[i], got)
 			}
 		}
