@@ -83,6 +83,7 @@ type ContentBlock struct {
 	Type      string          // "text", "thinking", "tool_use", "tool_result", others passed through
 	Text      string          // text
 	Thinking  string          // thinking
+	Signature string          // thinking: the API's signature of it
 	ID, Name  string          // tool_use
 	Input     json.RawMessage // tool_use
 	ToolUseID string          // tool_result
