@@ -13,9 +13,10 @@
 // By default a chat request is answered with "mock reply to: " followed by the
 // last user text. [Config.Reply] (or [Server.SetReply]) scripts replies per
 // request: a fixed text, a reply split into chunks with a delay between them,
-// a reply held after its first chunk until a channel is closed, or a
-// [Failure]: an HTTP error with an Anthropic-shaped body, or a request that is
-// never answered.
+// a reply held after its first chunk until a channel is closed, a reply that
+// begins with a thinking block ([Reply.Thinking]) as with extended thinking,
+// or a [Failure]: an HTTP error with an Anthropic-shaped body, or a request
+// that is never answered.
 //
 // # Stops
 //
@@ -26,8 +27,9 @@
 // characters/4) exceed the request's max_tokens is cut to its first
 // 4*max_tokens-1 characters and ends with stop_reason "max_tokens". When
 // both apply the earlier stop wins, and the usage reports what was
-// generated. The CLI asks max_tokens 32000 or more, so only its one-token
-// model probe (max_tokens 1) is cut in practice. [Reply.StopReason] ends
+// generated. Neither cuts a reply's thinking, which the mock sends whole
+// and counts apart from max_tokens. The CLI asks max_tokens 32000 or more,
+// so only its one-token model probe (max_tokens 1) is cut in practice. [Reply.StopReason] ends
 // a whole reply with any other stop reason, such as [StopRefusal] or
 // [StopMaxTokens] regardless of the request's limit; [Reply] has the
 // details.
@@ -42,9 +44,9 @@
 //     an error; HEAD /api/hello and count_tokens are answered at once.
 //   - [Config.TokensPerSecond] (per reply: [Reply.TokensPerSecond]) paces a
 //     streamed reply: its estimated output tokens (1 + characters/4, as its
-//     usage reports) take tokens/rate from the first byte to its end, the
-//     text_deltas spread over that time by the characters before each, one
-//     delta per token unless a chunk count is set.
+//     usage reports, thinking included) take tokens/rate from the first
+//     byte to its end, the deltas spread over that time by the characters
+//     before each, one delta per token unless a chunk count is set.
 //
 // Both pauses end when the client goes away or the server is closed.
 // [Request.Time] and [Request.FirstByte] record when each request arrived and
@@ -56,11 +58,12 @@
 // [Server.Requests] returns every request received; [Server.ChatRequests]
 // only those that carry the user's conversation, leaving out the side
 // requests the CLI makes on its own. Each [Request] keeps the fields a test
-// usually checks (model, system texts, messages reduced to text, tools), the
-// ones a proxy in front of the API sets or reads (headers with the
-// credentials, max_tokens, temperature, top_p, top_k, stop_sequences,
-// metadata.user_id, thinking) and the whole raw JSON body, [Request.Body],
-// to search for anything else. A body whose fields have the wrong JSON type
+// usually checks (model, system texts, messages reduced to their text and
+// the types of their content blocks, tools), the ones a proxy in front of
+// the API sets or reads (headers with the credentials, max_tokens,
+// temperature, top_p, top_k, stop_sequences, metadata.user_id, thinking,
+// output_config) and the whole raw JSON body, [Request.Body], to search for
+// anything else. A body whose fields have the wrong JSON type
 // is answered 400 invalid_request_error, and recorded too.
 // [Server.WaitRequests] and [Server.WaitChatRequests] block until a given
 // number has arrived, so tests wait on a signal instead of sleeping.

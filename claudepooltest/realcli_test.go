@@ -173,8 +173,8 @@ func (p *cliProc) textDeltas() []string {
 	for {
 		m := p.next("stream_event", 30*time.Second)
 		ev := m["event"].(map[string]any)
-		if ev["type"] == "content_block_delta" {
-			got = append(got, ev["delta"].(map[string]any)["text"].(string))
+		if d, _ := ev["delta"].(map[string]any); ev["type"] == "content_block_delta" && d["type"] == "text_delta" {
+			got = append(got, d["text"].(string))
 		}
 		if ev["type"] == "message_stop" {
 			return got
@@ -374,7 +374,8 @@ func TestRealCLI(t *testing.T) {
 				// The stopped reply stays in the history, just before
 				// the CLI's own user message.
 				n := len(r.Messages)
-				require.Equal(t, Message{Role: "assistant", Texts: []string{fmt.Sprintf("part %d", i)}}, r.Messages[n-2])
+				require.Equal(t, "assistant", r.Messages[n-2].Role)
+				require.Equal(t, []string{fmt.Sprintf("part %d", i)}, r.Messages[n-2].Texts)
 			}
 			require.Equal(t, tc.isError, res["is_error"])
 			require.True(t, strings.HasPrefix(res["result"].(string), tc.result), "result %q", res["result"])
@@ -388,6 +389,87 @@ func TestRealCLI(t *testing.T) {
 			require.Equal(t, parts, assistants, "every reply, then the error, as assistant lines")
 		})
 	}
+
+	// A reply that begins with a thinking block, as with extended
+	// thinking: the CLI (2.1.330) passes the block's events through,
+	// prints the block in an assistant line of its own (the text block
+	// gets another, with the same message id), and sends it back,
+	// signature and all, in the history of the next turn. It asks for
+	// adaptive thinking and sends output_config {"effort":"medium"}.
+	t.Run("thinking", func(t *testing.T) {
+		const thinking = "The user says hello; a greeting back will do."
+		srv := NewServer(Config{Reply: func(r Request) Reply {
+			if r.Kind != KindChat {
+				return Echo(r)
+			}
+			return Reply{Thinking: thinking, Text: EchoPrefix + r.LastUserText(), Chunks: 2}
+		}})
+		defer srv.Close()
+		p := startCLI(t, path, srv.Env(), "--include-partial-messages")
+		p.control("r1", map[string]any{"subtype": "mcp_status"})
+		p.send(userLine("hello"))
+
+		var thinkingDeltas []string
+		var thinkingBlocks []map[string]any
+		for res := map[string]any(nil); res == nil; {
+			select {
+			case m, ok := <-p.lines:
+				require.True(t, ok, "stdout closed before a result line; stderr: %s", p.stderr.String())
+				switch m["type"] {
+				case "result":
+					res = m
+					t.Logf("result: is_error=%v result=%q", m["is_error"], m["result"])
+					require.Equal(t, false, m["is_error"])
+					require.Equal(t, EchoPrefix+"hello", m["result"])
+				case "stream_event":
+					ev := m["event"].(map[string]any)
+					if d, _ := ev["delta"].(map[string]any); d["type"] == "thinking_delta" {
+						thinkingDeltas = append(thinkingDeltas, d["thinking"].(string))
+					}
+				case "assistant":
+					t.Logf("assistant line: %.500v", m["message"])
+					msg, _ := m["message"].(map[string]any)
+					blocks, _ := msg["content"].([]any)
+					for _, b := range blocks {
+						if b, ok := b.(map[string]any); ok && b["type"] == "thinking" {
+							thinkingBlocks = append(thinkingBlocks, b)
+						}
+					}
+				}
+			case <-time.After(60 * time.Second):
+				require.FailNow(t, "timed out", "no result line")
+			}
+		}
+		require.Equal(t, thinking, strings.Join(thinkingDeltas, ""), "the thinking_deltas, passed through")
+		require.Len(t, thinkingBlocks, 1, "an assistant line carries the thinking block")
+		require.Equal(t, thinking, thinkingBlocks[0]["thinking"])
+		require.Equal(t, signature(thinking), thinkingBlocks[0]["signature"])
+
+		p.send(userLine("again"))
+		require.NoError(t, p.stdin.Close())
+		res := p.next("result", 60*time.Second)
+		require.Equal(t, false, res["is_error"])
+		logRequests(t, srv)
+		chats := srv.ChatRequests()
+		require.Len(t, chats, 2)
+		for _, r := range chats {
+			t.Logf("chat request %d: thinking=%s output_config=%s", r.Seq, r.Thinking, r.OutputConfig)
+			require.NotNil(t, r.Thinking)
+			require.JSONEq(t, `{"effort":"medium"}`, string(r.OutputConfig))
+		}
+		var replies []Message
+		for _, m := range chats[1].Messages {
+			if m.Role == "assistant" {
+				replies = append(replies, m)
+			}
+		}
+		require.Equal(t, []Message{{
+			Role:  "assistant",
+			Texts: []string{EchoPrefix + "hello"},
+			Types: []string{"thinking", "text"},
+		}}, replies, "the first reply, thinking block included, in the second request's history")
+		require.Contains(t, string(chats[1].Body), signature(thinking))
+	})
 
 	t.Run("partial messages", func(t *testing.T) {
 		srv := NewServer(Config{Reply: Text("one two three"), Chunks: 3, ChunkDelay: 20 * time.Millisecond})

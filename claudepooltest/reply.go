@@ -1,6 +1,8 @@
 package claudepooltest
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"strings"
@@ -122,20 +124,44 @@ const (
 // fits in max_tokens, else max_tokens. Either wins over StopReason, since
 // the reply never reaches its scripted end. The usage's output_tokens is
 // the estimate of what was generated: the text sent, plus the stop
-// sequence when one stopped it.
+// sequence when one stopped it, plus the Thinking's estimate.
+//
+// Neither stop touches Thinking, which is always sent whole: the API does
+// not apply stop_sequences to thinking, and the mock, to keep max_tokens
+// simple, applies it to Text alone, cutting Text as if there were no
+// thinking (the API counts thinking toward max_tokens). A reply with
+// Thinking can thus report more output_tokens than max_tokens.
 type Reply struct {
 	// Text is the assistant text. It is sent as is, also when empty,
 	// unless the request's stop_sequences or max_tokens cut it (see
 	// above).
 	Text string
+	// Thinking, when not empty, is the text of a thinking block that
+	// begins the reply, before the text block, as the Messages API sends
+	// extended thinking (whatever the request's "thinking" asks). Streamed,
+	// the thinking block has index 0 and the text block index 1: a
+	// content_block_start with
+	// {"type":"thinking","thinking":"","signature":""}, the thinking in
+	// thinking_delta events (split as Chunks says), a signature_delta
+	// with a base64 signature, then content_block_stop, before the text
+	// block's events. Not streamed, the message's content is
+	//
+	//	[{"type":"thinking","thinking":"...","signature":"..."},{"type":"text","text":"..."}]
+	//
+	// The signature depends on the thinking alone. The request's stops
+	// leave the thinking whole (see above); its estimated tokens (1 +
+	// characters/4) add to the usage's output_tokens and to the time a
+	// paced reply takes.
+	Thinking string
 	// Chunks splits Text into this many text_delta events of about equal
-	// length (never more than Text has characters). 0 means the server's
-	// [Config.Chunks]; when that is 0 too, one chunk per estimated output
-	// token (about 4 characters) if the reply is paced (see
-	// TokensPerSecond), else 1.
+	// length (never more than Text has characters), and Thinking into as
+	// many thinking_delta events. 0 means the server's [Config.Chunks];
+	// when that is 0 too, one chunk per estimated output token (about 4
+	// characters) if the reply is paced (see TokensPerSecond), else 1.
 	Chunks int
-	// ChunkDelay is the pause before each chunk after the first. 0 means
-	// the server's [Config.ChunkDelay].
+	// ChunkDelay is the pause before each chunk after the first, of the
+	// thinking and the text alike. 0 means the server's
+	// [Config.ChunkDelay].
 	ChunkDelay time.Duration
 	// TokensPerSecond paces a streamed reply as [Config.TokensPerSecond]
 	// describes. 0 means the server's Config.TokensPerSecond; a negative
@@ -147,10 +173,11 @@ type Reply struct {
 	// server's [Config.FirstByteDelay]; a negative value means no pause
 	// whatever the server's setting.
 	Delay time.Duration
-	// Hold, when not nil, pauses the stream after its first chunk (or
-	// before the end of the message when Text is empty) until Hold is
+	// Hold, when not nil, pauses the stream after the first chunk of Text
+	// (or before the end of the message when Text is empty) until Hold is
 	// closed, so a test can act in the middle of a reply and then let it
-	// finish. A reply that is not streamed ignores it.
+	// finish. The thinking block, if any, is complete by then. A reply
+	// that is not streamed ignores it.
 	Hold <-chan struct{}
 	// Fail, when not FailNone, answers with that failure instead of Text.
 	Fail Failure
@@ -187,6 +214,13 @@ func Text(text string) ReplyFunc {
 // Fail returns a [ReplyFunc] that fails every request with f.
 func Fail(f Failure) ReplyFunc {
 	return func(Request) Reply { return Reply{Fail: f} }
+}
+
+// signature returns the signature of a thinking block: base64 of a hash of
+// the thinking, standing in for the API's opaque signatures.
+func signature(thinking string) string {
+	sum := sha256.Sum256([]byte("claudepooltest thinking\x00" + thinking))
+	return base64.StdEncoding.EncodeToString(sum[:])
 }
 
 // splitChunks splits s into n pieces of about equal length without cutting

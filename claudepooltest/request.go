@@ -28,13 +28,20 @@ const (
 	KindOther Kind = "other"
 )
 
-// Message is one message of a recorded request, reduced to its text.
+// Message is one message of a recorded request, reduced to its text and the
+// types of its content blocks.
 type Message struct {
 	// Role is "user" or "assistant".
 	Role string
 	// Texts holds the text of each text block, in order. A message whose
 	// content is a plain string has a single entry.
 	Texts []string
+	// Types holds the type of every content block, in order, whatever its
+	// type: "text", "image", "document", "thinking", "tool_use",
+	// "tool_result" and so on ("" for a block without one). A message whose
+	// content is a plain string has Types ["text"]; one whose content is
+	// null or absent has none. Only the text blocks have an entry in Texts.
+	Types []string
 }
 
 // Text returns the texts of the message's text blocks joined by newlines.
@@ -75,7 +82,8 @@ type Request struct {
 	// System holds the text of each system block; a string system prompt
 	// gives a single entry.
 	System []string
-	// Messages is the conversation, reduced to roles and text.
+	// Messages is the conversation, reduced to roles, text and the types
+	// of the content blocks.
 	Messages []Message
 	// Stream reports whether the body asked for a streamed reply.
 	Stream bool
@@ -99,12 +107,18 @@ type Request struct {
 	// {"type":"enabled","budget_tokens":1024} or {"type":"adaptive"}), nil
 	// when absent.
 	Thinking json.RawMessage
+	// OutputConfig is the body's "output_config" as raw JSON, nil when
+	// absent. The CLI sends {"effort":"medium"}; a request for structured
+	// output adds a "format", as in
+	// {"effort":"medium","format":{"type":"json_schema","schema":{...}}}.
+	OutputConfig json.RawMessage
 	// Tools holds the names of the tools the body offers.
 	Tools []string
 	// Body is the raw request body, whole and unparsed: the place to look
-	// for what the fields above leave out (tool results, images,
-	// cache_control, the rest of metadata), or for text of earlier turns
-	// anywhere in the request.
+	// for what the fields above leave out (the contents of tool results,
+	// images and documents, signatures of thinking blocks, cache_control,
+	// the rest of metadata), or for text of earlier turns anywhere in the
+	// request.
 	Body []byte
 }
 
@@ -138,9 +152,16 @@ func (r Request) clone() Request {
 	if r.Thinking != nil {
 		c.Thinking = append(json.RawMessage{}, r.Thinking...)
 	}
+	if r.OutputConfig != nil {
+		c.OutputConfig = append(json.RawMessage{}, r.OutputConfig...)
+	}
 	c.Messages = make([]Message, len(r.Messages))
 	for i, m := range r.Messages {
-		c.Messages[i] = Message{Role: m.Role, Texts: append([]string(nil), m.Texts...)}
+		c.Messages[i] = Message{
+			Role:  m.Role,
+			Texts: append([]string(nil), m.Texts...),
+			Types: append([]string(nil), m.Types...),
+		}
 	}
 	if r.Messages == nil {
 		c.Messages = nil
@@ -172,7 +193,8 @@ type messagesBody struct {
 	Metadata      *struct {
 		UserID string `json:"user_id"`
 	} `json:"metadata"`
-	Thinking json.RawMessage `json:"thinking"`
+	Thinking     json.RawMessage `json:"thinking"`
+	OutputConfig json.RawMessage `json:"output_config"`
 	// Tools is a pointer to tell an empty list from no key at all.
 	Tools *[]struct {
 		Name string `json:"name"`
@@ -184,31 +206,35 @@ type wireMessage struct {
 	Content json.RawMessage `json:"content"`
 }
 
-// textBlocks reads content that is either a string or a list of content
-// blocks and returns the text of its text blocks.
-func textBlocks(raw json.RawMessage) ([]string, error) {
-	if len(raw) == 0 || string(raw) == "null" {
-		return nil, nil
+// contentBlocks reads content that is either a string or a list of content
+// blocks and returns the text of its text blocks and the type of every
+// block. A string is one text block.
+func contentBlocks(raw json.RawMessage) (texts, types []string, err error) {
+	if isNull(raw) {
+		return nil, nil, nil
 	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err == nil {
-		return []string{s}, nil
+		return []string{s}, []string{"text"}, nil
 	}
 	var blocks []struct {
 		Type string `json:"type"`
 		Text string `json:"text"`
 	}
 	if err := json.Unmarshal(raw, &blocks); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var texts []string
 	for _, b := range blocks {
+		types = append(types, b.Type)
 		if b.Type == "text" {
 			texts = append(texts, b.Text)
 		}
 	}
-	return texts, nil
+	return texts, types, nil
 }
+
+// isNull reports whether raw is absent or JSON null.
+func isNull(raw json.RawMessage) bool { return len(raw) == 0 || string(raw) == "null" }
 
 // parseMessagesBody fills the body-derived fields of r and reports whether
 // the body has a "tools" key.
@@ -227,8 +253,11 @@ func parseMessagesBody(r *Request) (hasTools bool, err error) {
 	if b.Metadata != nil {
 		r.MetadataUserID = b.Metadata.UserID
 	}
-	if len(b.Thinking) > 0 && string(b.Thinking) != "null" {
+	if !isNull(b.Thinking) {
 		r.Thinking = b.Thinking
+	}
+	if !isNull(b.OutputConfig) {
+		r.OutputConfig = b.OutputConfig
 	}
 	if b.Tools != nil {
 		hasTools = true
@@ -236,17 +265,17 @@ func parseMessagesBody(r *Request) (hasTools bool, err error) {
 			r.Tools = append(r.Tools, t.Name)
 		}
 	}
-	sys, err := textBlocks(b.System)
+	sys, _, err := contentBlocks(b.System)
 	if err != nil {
 		return false, err
 	}
 	r.System = sys
 	for _, m := range b.Messages {
-		texts, err := textBlocks(m.Content)
+		texts, types, err := contentBlocks(m.Content)
 		if err != nil {
 			return false, err
 		}
-		r.Messages = append(r.Messages, Message{Role: m.Role, Texts: texts})
+		r.Messages = append(r.Messages, Message{Role: m.Role, Texts: texts, Types: types})
 	}
 	return hasTools, nil
 }

@@ -25,7 +25,8 @@ type Config struct {
 	// Reply decides the answer to each Messages request. nil means [Echo].
 	Reply ReplyFunc
 	// Chunks is the number of text_delta events a streamed reply is split
-	// into when its [Reply.Chunks] is 0. 0 means 1.
+	// into (and of thinking_delta events its thinking is split into) when
+	// its [Reply.Chunks] is 0. 0 means 1.
 	Chunks int
 	// ChunkDelay is the pause between chunks when a reply's
 	// [Reply.ChunkDelay] is 0.
@@ -39,16 +40,18 @@ type Config struct {
 	// TokensPerSecond is the output pace of a streamed reply whose
 	// [Reply.TokensPerSecond] is 0: its N output tokens (the estimate its
 	// usage reports, 1 + characters/4, of the text after the request's
-	// stops cut it, stop sequence included) take N/TokensPerSecond, counted
-	// from the first byte to the end of the reply. The first text_delta
-	// goes out at once; each later one no earlier than the share of that
-	// time that the characters before it make up, and content_block_stop
-	// (with message_delta and message_stop right after it) no earlier than
-	// all of it. A delta's [Reply.ChunkDelay] pause comes first, so pacing
-	// only waits for what is left; after a [Reply.Hold] the rest of the
-	// reply takes the rest of the time, counted from the release. A paced
-	// reply with no chunk count from Reply.Chunks or Config.Chunks is split
-	// into one text_delta per estimated token. 0 means as fast as possible
+	// stops cut it, stop sequence included, plus that of [Reply.Thinking])
+	// take N/TokensPerSecond, counted from the first byte to the end of the
+	// reply. The first delta goes out at once; each later one (thinking or
+	// text) no earlier than the share of that time that the characters
+	// before it, of the thinking and the text, make up, and the last
+	// content_block_stop (with message_delta and message_stop right after
+	// it) no earlier than all of it. A delta's [Reply.ChunkDelay] pause
+	// comes first, so pacing only waits for what is left; after a
+	// [Reply.Hold] the rest of the reply takes the rest of the time,
+	// counted from the release. A paced reply with no chunk count from
+	// Reply.Chunks or Config.Chunks is split into one delta per estimated
+	// token of its text, and of its thinking. 0 means as fast as possible
 	// (no pacing); a non-streamed reply is never paced.
 	TokensPerSecond float64
 	// MaxRetries, when positive, is the CLAUDE_CODE_MAX_RETRIES that
@@ -352,6 +355,10 @@ func (s *Server) answer(w http.ResponseWriter, hr *http.Request, r Request) {
 		outputTokens: e.tokens,
 		stopReason:   e.reason,
 		stopSequence: e.sequence,
+		thinking:     rep.Thinking,
+	}
+	if rep.Thinking != "" {
+		m.outputTokens += outputTokens(rep.Thinking)
 	}
 	if !r.Stream {
 		writeJSON(w, http.StatusOK, m.full(rep.Text))
@@ -363,13 +370,15 @@ func (s *Server) answer(w http.ResponseWriter, hr *http.Request, r Request) {
 	if rep.Chunks == 0 {
 		rep.Chunks = s.cfg.Chunks
 	}
+	thinkingChunks, textChunks := rep.Chunks, rep.Chunks
 	if rep.Chunks == 0 && rep.TokensPerSecond > 0 {
-		rep.Chunks = m.outputTokens
+		// One chunk per estimated token of each block.
+		thinkingChunks, textChunks = outputTokens(rep.Thinking), e.tokens
 	}
 	if rep.ChunkDelay == 0 {
 		rep.ChunkDelay = s.cfg.ChunkDelay
 	}
-	if !s.stream(w, hr, m, rep) {
+	if !s.stream(w, hr, m, rep, splitChunks(rep.Thinking, thinkingChunks), splitChunks(rep.Text, textChunks)) {
 		abort()
 	}
 }

@@ -122,11 +122,18 @@ func readSSE(t *testing.T, r io.Reader) []sseEvent {
 }
 
 // deltas returns the text of each text_delta event.
-func deltas(evs []sseEvent) []string {
+func deltas(evs []sseEvent) []string { return deltasOf(evs, "text_delta", "text") }
+
+// deltasOf returns the given field of each content_block_delta event whose
+// delta has the given type.
+func deltasOf(evs []sseEvent, typ, field string) []string {
 	var out []string
 	for _, ev := range evs {
-		if ev.name == "content_block_delta" {
-			out = append(out, ev.data["delta"].(map[string]any)["text"].(string))
+		if ev.name != "content_block_delta" {
+			continue
+		}
+		if d := ev.data["delta"].(map[string]any); d["type"] == typ {
+			out = append(out, d[field].(string))
 		}
 	}
 	return out
@@ -523,10 +530,10 @@ func TestRecording(t *testing.T) {
 	require.Equal(t, 128000, r.MaxTokens)
 	require.Equal(t, []string{"Bash", "Read"}, r.Tools)
 	require.Equal(t, []Message{
-		{Role: "user", Texts: []string{"first"}},
-		{Role: "assistant", Texts: []string{"answer"}},
-		{Role: "user", Texts: []string{"<system-reminder>ctx</system-reminder>", "second"}},
-		{Role: "system", Texts: []string{"# Environment"}},
+		{Role: "user", Texts: []string{"first"}, Types: []string{"text"}},
+		{Role: "assistant", Texts: []string{"answer"}, Types: []string{"thinking", "text"}},
+		{Role: "user", Texts: []string{"<system-reminder>ctx</system-reminder>", "second"}, Types: []string{"text", "text"}},
+		{Role: "system", Texts: []string{"# Environment"}, Types: []string{"text"}},
 	}, r.Messages)
 	require.Equal(t, "second", r.LastUserText())
 	require.Equal(t, "<system-reminder>ctx</system-reminder>\nsecond", r.Messages[2].Text())
@@ -537,11 +544,96 @@ func TestRecording(t *testing.T) {
 	// Requests returns copies: changing one leaves the record alone.
 	got[0].System[0] = "changed"
 	got[0].Messages[0].Texts[0] = "changed"
+	got[0].Messages[1].Types[0] = "changed"
 	got[0].Header.Set("X-Api-Key", "changed")
 	again := s.Requests()[0]
 	require.Equal(t, "plain system", again.System[0])
 	require.Equal(t, "first", again.Messages[0].Texts[0])
+	require.Equal(t, "thinking", again.Messages[1].Types[0])
 	require.Equal(t, "mock-key", again.Header.Get("X-Api-Key"))
+}
+
+// Message.Types names every content block, text or not, in order; Texts
+// keeps the text blocks alone.
+func TestRecordingBlockTypes(t *testing.T) {
+	s := newServer(t, Config{})
+	body := chatBody(true, "x")
+	body["messages"] = []any{
+		map[string]any{"role": "user", "content": "plain"},
+		map[string]any{"role": "user", "content": []any{
+			map[string]any{"type": "image", "source": map[string]any{"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+			map[string]any{"type": "text", "text": "what is this?"},
+			map[string]any{"type": "document", "source": map[string]any{"type": "text", "media_type": "text/plain", "data": "notes"}},
+			map[string]any{"type": "text", "text": "and this?"},
+		}},
+		map[string]any{"role": "assistant", "content": []any{
+			map[string]any{"type": "thinking", "thinking": "hmm", "signature": "c2ln"},
+			map[string]any{"type": "redacted_thinking", "data": "xx"},
+			map[string]any{"type": "tool_use", "id": "t1", "name": "Read", "input": map[string]any{}},
+		}},
+		map[string]any{"role": "user", "content": []any{
+			map[string]any{"type": "tool_result", "tool_use_id": "t1", "content": "file"},
+			map[string]any{"text": "a block without a type"},
+		}},
+		map[string]any{"role": "user", "content": []any{}},
+		map[string]any{"role": "user", "content": nil},
+		map[string]any{"role": "user"},
+		map[string]any{"role": "user", "content": ""},
+	}
+	resp := mustPost(t, s, "/v1/messages", body)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	readSSE(t, resp.Body)
+
+	got := s.Requests()
+	require.Len(t, got, 1)
+	require.Equal(t, []Message{
+		{Role: "user", Texts: []string{"plain"}, Types: []string{"text"}},
+		{Role: "user", Texts: []string{"what is this?", "and this?"}, Types: []string{"image", "text", "document", "text"}},
+		{Role: "assistant", Types: []string{"thinking", "redacted_thinking", "tool_use"}},
+		{Role: "user", Types: []string{"tool_result", ""}},
+		{Role: "user"},
+		{Role: "user"},
+		{Role: "user"},
+		{Role: "user", Texts: []string{""}, Types: []string{"text"}},
+	}, got[0].Messages)
+}
+
+// output_config is recorded as raw JSON; absent and null leave it nil.
+func TestRecordingOutputConfig(t *testing.T) {
+	const structured = `{"effort":"medium","format":{"type":"json_schema",` +
+		`"schema":{"type":"object","properties":{"answer":{"type":"string"}},"required":["answer"]}}}`
+	tests := []struct {
+		name  string
+		value any // the body's output_config; absent when omit
+		omit  bool
+		want  string // "" for nil
+	}{
+		{"effort", json.RawMessage(`{"effort":"medium"}`), false, `{"effort":"medium"}`},
+		{"structured output", json.RawMessage(structured), false, structured},
+		{"null", nil, false, ""},
+		{"absent", nil, true, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newServer(t, Config{})
+			body := chatBody(true, "x")
+			if !tc.omit {
+				body["output_config"] = tc.value
+			}
+			readSSE(t, mustPost(t, s, "/v1/messages", body).Body)
+			got := s.Requests()
+			require.Len(t, got, 1)
+			if tc.want == "" {
+				require.Nil(t, got[0].OutputConfig)
+				return
+			}
+			require.JSONEq(t, tc.want, string(got[0].OutputConfig))
+
+			// Requests returns copies: changing one leaves the record alone.
+			got[0].OutputConfig[0] = 'X'
+			require.JSONEq(t, tc.want, string(s.Requests()[0].OutputConfig))
+		})
+	}
 }
 
 func mustJSON(t *testing.T, v any) []byte {

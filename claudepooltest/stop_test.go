@@ -17,8 +17,18 @@ type ended struct {
 }
 
 // ask posts body, streamed or not, and returns how its reply ended. It
-// checks that both shapes say the same thing where they overlap.
+// checks that both shapes say the same thing where they overlap, and that
+// the reply has no thinking block.
 func ask(t *testing.T, s *Server, body map[string]any, stream bool) ended {
+	t.Helper()
+	thinking, e := askThinking(t, s, body, stream)
+	require.Empty(t, thinking, "no thinking block")
+	return e
+}
+
+// askThinking is ask for a reply that may begin with a thinking block: it
+// also returns the thinking, "" when there is none.
+func askThinking(t *testing.T, s *Server, body map[string]any, stream bool) (thinking string, e ended) {
 	t.Helper()
 	body["stream"] = stream
 	resp := mustPost(t, s, "/v1/messages?beta=true", body)
@@ -26,8 +36,14 @@ func ask(t *testing.T, s *Server, body map[string]any, stream bool) ended {
 	if !stream {
 		m := decode(t, resp.Body)
 		content := m["content"].([]any)
+		if len(content) == 2 {
+			block := content[0].(map[string]any)
+			require.Equal(t, "thinking", block["type"])
+			thinking = block["thinking"].(string)
+			content = content[1:]
+		}
 		require.Len(t, content, 1)
-		return ended{
+		return thinking, ended{
 			text:         content[0].(map[string]any)["text"].(string),
 			stopReason:   m["stop_reason"].(string),
 			stopSequence: m["stop_sequence"],
@@ -42,7 +58,7 @@ func ask(t *testing.T, s *Server, body map[string]any, stream bool) ended {
 	require.Nil(t, start["stop_reason"], "message_start has no stop_reason yet")
 	require.Nil(t, start["stop_sequence"])
 	delta := md.data["delta"].(map[string]any)
-	return ended{
+	return strings.Join(deltasOf(evs, "thinking_delta", "thinking"), ""), ended{
 		text:         strings.Join(deltas(evs), ""),
 		stopReason:   delta["stop_reason"].(string),
 		stopSequence: delta["stop_sequence"],

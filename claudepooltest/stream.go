@@ -16,6 +16,7 @@ type message struct {
 	outputTokens int
 	stopReason   string
 	stopSequence string // "" reports null
+	thinking     string // the thinking block's text; "": no thinking block
 }
 
 // sequence returns the message's stop_sequence as JSON: a string, or null.
@@ -37,21 +38,32 @@ func (m message) usage(output int) map[string]any {
 
 // full returns the whole message, for a non-streamed reply.
 func (m message) full(text string) map[string]any {
+	var content []any
+	if m.thinking != "" {
+		content = append(content, map[string]string{
+			"type":      "thinking",
+			"thinking":  m.thinking,
+			"signature": signature(m.thinking),
+		})
+	}
+	content = append(content, map[string]string{"type": "text", "text": text})
 	return map[string]any{
 		"id":            m.id,
 		"type":          "message",
 		"role":          "assistant",
 		"model":         m.model,
-		"content":       []any{map[string]string{"type": "text", "text": text}},
+		"content":       content,
 		"stop_reason":   m.stopReason,
 		"stop_sequence": m.sequence(),
 		"usage":         m.usage(m.outputTokens),
 	}
 }
 
-// stream writes rep as a Messages API event stream. It reports false when
-// the client went away or the server is closing before the stream ended.
-func (s *Server) stream(w http.ResponseWriter, hr *http.Request, m message, rep Reply) bool {
+// stream writes rep as a Messages API event stream: m's thinking block, if
+// any, in the given thinking chunks, then the text block in the given text
+// chunks. It reports false when the client went away or the server is
+// closing before the stream ended.
+func (s *Server) stream(w http.ResponseWriter, hr *http.Request, m message, rep Reply, thinking, text []string) bool {
 	flusher, _ := w.(http.Flusher)
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -59,7 +71,8 @@ func (s *Server) stream(w http.ResponseWriter, hr *http.Request, m message, rep 
 	h.Set("Request-Id", "req_mock")
 	w.WriteHeader(http.StatusOK)
 	// The pace counts from here, no earlier than the recorded FirstByte.
-	pace := newPacer(time.Now(), m.outputTokens, utf8.RuneCountInString(rep.Text), rep.TokensPerSecond)
+	chars := utf8.RuneCountInString(m.thinking) + utf8.RuneCountInString(rep.Text)
+	pace := newPacer(time.Now(), m.outputTokens, chars, rep.TokensPerSecond)
 
 	send := func(event string, data any) bool {
 		b, err := json.Marshal(data)
@@ -74,6 +87,50 @@ func (s *Server) stream(w http.ResponseWriter, hr *http.Request, m message, rep 
 		}
 		return true
 	}
+	// startBlock opens content block index; the first is followed by a
+	// ping, as the API sends it.
+	startBlock := func(index int, block map[string]string) bool {
+		return send("content_block_start", map[string]any{
+			"type":          "content_block_start",
+			"index":         index,
+			"content_block": block,
+		}) && (index > 0 || send("ping", map[string]string{"type": "ping"}))
+	}
+	sendDelta := func(index int, delta map[string]string) bool {
+		return send("content_block_delta", map[string]any{
+			"type":  "content_block_delta",
+			"index": index,
+			"delta": delta,
+		})
+	}
+	stopBlock := func(index int) bool {
+		return send("content_block_stop", map[string]any{"type": "content_block_stop", "index": index})
+	}
+	sent := 0   // characters sent so far, thinking and text
+	chunks := 0 // thinking and text chunks sent so far
+	// chunk sends the next piece of block index as a delta of the given
+	// type, after the chunk delay and when the pace has it due.
+	chunk := func(index int, typ, field, piece string) bool {
+		if chunks > 0 && rep.ChunkDelay > 0 && !s.pause(hr, rep.ChunkDelay) {
+			return false
+		}
+		if !s.until(hr, pace.due(sent)) {
+			return false
+		}
+		if !sendDelta(index, map[string]string{"type": typ, field: piece}) {
+			return false
+		}
+		sent += utf8.RuneCountInString(piece)
+		chunks++
+		return true
+	}
+	hold := func() bool {
+		if !s.hold(hr, rep.Hold) {
+			return false
+		}
+		pace.resume(sent, time.Now())
+		return true
+	}
 
 	start := map[string]any{
 		"id":            m.id,
@@ -85,50 +142,43 @@ func (s *Server) stream(w http.ResponseWriter, hr *http.Request, m message, rep 
 		"stop_sequence": nil,
 		"usage":         m.usage(1),
 	}
-	if !send("message_start", map[string]any{"type": "message_start", "message": start}) ||
-		!send("content_block_start", map[string]any{
-			"type":          "content_block_start",
-			"index":         0,
-			"content_block": map[string]string{"type": "text", "text": ""},
-		}) ||
-		!send("ping", map[string]string{"type": "ping"}) {
+	if !send("message_start", map[string]any{"type": "message_start", "message": start}) {
 		return false
 	}
-	chunks := splitChunks(rep.Text, rep.Chunks)
-	sent := 0 // characters sent so far
-	hold := func() bool {
-		if !s.hold(hr, rep.Hold) {
+	index := 0 // of the text block
+	if m.thinking != "" {
+		if !startBlock(0, map[string]string{"type": "thinking", "thinking": "", "signature": ""}) {
 			return false
 		}
-		pace.resume(sent, time.Now())
-		return true
+		for _, piece := range thinking {
+			if !chunk(0, "thinking_delta", "thinking", piece) {
+				return false
+			}
+		}
+		if !sendDelta(0, map[string]string{"type": "signature_delta", "signature": signature(m.thinking)}) ||
+			!stopBlock(0) {
+			return false
+		}
+		index = 1
 	}
-	for i, chunk := range chunks {
-		if i > 0 && rep.ChunkDelay > 0 && !s.pause(hr, rep.ChunkDelay) {
+	if !startBlock(index, map[string]string{"type": "text", "text": ""}) {
+		return false
+	}
+	for i, piece := range text {
+		if !chunk(index, "text_delta", "text", piece) {
 			return false
 		}
-		if !s.until(hr, pace.due(sent)) {
-			return false
-		}
-		if !send("content_block_delta", map[string]any{
-			"type":  "content_block_delta",
-			"index": 0,
-			"delta": map[string]string{"type": "text_delta", "text": chunk},
-		}) {
-			return false
-		}
-		sent += utf8.RuneCountInString(chunk)
 		if i == 0 && rep.Hold != nil && !hold() {
 			return false
 		}
 	}
-	if len(chunks) == 0 && rep.Hold != nil && !hold() {
+	if len(text) == 0 && rep.Hold != nil && !hold() {
 		return false
 	}
 	if !s.until(hr, pace.end()) {
 		return false
 	}
-	return send("content_block_stop", map[string]any{"type": "content_block_stop", "index": 0}) &&
+	return stopBlock(index) &&
 		send("message_delta", map[string]any{
 			"type":  "message_delta",
 			"delta": map[string]any{"stop_reason": m.stopReason, "stop_sequence": m.sequence()},
@@ -165,7 +215,7 @@ func (s *Server) until(hr *http.Request, t time.Time) bool {
 type pacer struct {
 	start time.Time     // the first byte, moved on by a hold; zero: unpaced
 	total time.Duration // the time all tokens take
-	chars int           // characters of the reply text
+	chars int           // characters of the reply's thinking and text
 }
 
 // maxPace bounds the time a reply can be paced to, so that a tiny rate does
@@ -183,8 +233,8 @@ func newPacer(start time.Time, tokens, chars int, perSecond float64) pacer {
 	return pacer{start: start, total: total, chars: chars}
 }
 
-// due returns when the text_delta that follows the first sent characters
-// of the reply is due, or zero when unpaced.
+// due returns when the delta that follows the first sent characters of the
+// reply (thinking and text) is due, or zero when unpaced.
 func (p pacer) due(sent int) time.Time {
 	if p.start.IsZero() {
 		return p.start
