@@ -12,6 +12,7 @@ import (
 // Errors of a chat that needs the pool's gateway, which is off.
 var (
 	errNoStopSequences = errors.New("stop_sequences: not supported by this server, whose pool calls the API without its gateway")
+	errNoOutputFormat  = errors.New("output_config.format: not supported by this server, whose pool calls the API without its gateway")
 	errNoKeyForwarding = errors.New("the server forwards API keys (-forward-key) but its pool runs no gateway, which applies them; the server's log has the details")
 )
 
@@ -20,9 +21,10 @@ var (
 // (Config.NoGateway, Bedrock or Vertex, no API key of its own) refuses
 // them with claudepool.ErrNoGateway: the chat then runs without those that
 // only tune the reply (max_tokens, temperature, top_p, top_k,
-// metadata.user_id), with the CLI's settings, as the API would run it
-// without them; a chat whose stop sequences or forwarded key would change
-// what the reply is or who pays for it fails instead.
+// metadata.user_id, thinking and effort), with the CLI's settings, as the
+// API would run it without them; a chat whose stop sequences, output
+// format or forwarded key would change what the reply is or who pays for
+// it fails instead.
 func (s *server) startChat(ctx context.Context, req claudepool.Request) (*claudepool.Stream, error) {
 	stream, err := s.adapter.StreamChat(ctx, req)
 	if !errors.Is(err, claudepool.ErrNoGateway) {
@@ -35,8 +37,11 @@ func (s *server) startChat(ctx context.Context, req claudepool.Request) (*claude
 		return nil, errNoKeyForwarding
 	case len(req.StopSequences) > 0:
 		return nil, errNoStopSequences
+	case req.OutputSchema != nil:
+		return nil, errNoOutputFormat
 	}
 	req.MaxTokens, req.Temperature, req.TopP, req.TopK, req.UserID, req.APIFields = 0, nil, nil, nil, "", nil
+	req.Thinking = nil
 	return s.adapter.StreamChat(ctx, req)
 }
 

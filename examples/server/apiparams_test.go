@@ -112,7 +112,7 @@ func TestMessagesWithoutGateway(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	var m message
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&m))
-	require.Equal(t, []textBlock{{Type: "text", Text: "one two"}}, m.Content, "max_tokens 5 did not cut it: nothing applied it")
+	require.Equal(t, []contentBlock{{Type: "text", Text: "one two"}}, m.Content, "max_tokens 5 did not cut it: nothing applied it")
 	require.Equal(t, "end_turn", *m.StopReason)
 	require.Nil(t, m.StopSequence)
 

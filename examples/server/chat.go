@@ -83,12 +83,18 @@ func (chatFormat) respond(w http.ResponseWriter, _ *http.Request, _ call) reply 
 type chatReply struct{ sse *sseWriter }
 
 func (c *chatReply) begin(string, *claudepool.Usage) { c.sse.open() }
-func (c *chatReply) text(t string)                   { c.sse.event("delta", map[string]string{"text": t}) }
 func (c *chatReply) ping()                           { c.sse.comment("heartbeat") }
 func (c *chatReply) fail(e apiError)                 { c.sse.event("error", chatError{e.msg, e.kind}) }
 func (c *chatReply) err() error                      { return c.sse.err }
 
-func (c *chatReply) end(res *claudepool.Result, _, _ string, info claudepool.AcquireInfo, lat claudepool.StreamLatency) {
+// add sends a piece of text as a "delta" event; /chat shows no thinking.
+func (c *chatReply) add(p piece) {
+	if p.kind == pieceText && p.text != "" {
+		c.sse.event("delta", map[string]string{"text": p.text})
+	}
+}
+
+func (c *chatReply) end(res *claudepool.Result, _ string, info claudepool.AcquireInfo, lat claudepool.StreamLatency) {
 	c.sse.event("result", resultEvent{
 		Text:        res.Text,
 		IsError:     res.IsError,

@@ -13,6 +13,7 @@ import (
 type options struct {
 	addr, admin, cli, system, model string
 	size, maxProcs, maxOutputTokens int
+	maxBody                         int64
 	maxWaiting                      int
 	maxWait, spareDecay             time.Duration
 	checkAPI, forwardKey            bool
@@ -55,6 +56,7 @@ var envNames = map[string]string{
 	"read-timeout":        "CLAUDEPOOL_READ_TIMEOUT",
 	"idle-timeout":        "CLAUDEPOOL_IDLE_TIMEOUT",
 	"max-header-bytes":    "CLAUDEPOOL_MAX_HEADER_BYTES",
+	"max-body":            "CLAUDEPOOL_MAX_BODY",
 	"max-conns":           "CLAUDEPOOL_MAX_CONNS",
 	"mock":                "CLAUDEPOOL_MOCK",
 	"v":                   "CLAUDEPOOL_VERBOSE",
@@ -90,6 +92,7 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (o
 	fs.DurationVar(&o.readTimeout, "read-timeout", defaultReadTimeout, "longest a client may take to send a whole request, headers and body (not the reply, which -timeout bounds)")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", defaultIdleTimeout, "how long a keep-alive connection may wait for its next request")
 	fs.IntVar(&o.maxHeaderBytes, "max-header-bytes", defaultMaxHeaderBytes, "largest request header block, in bytes; more gets a 431")
+	fs.Int64Var(&o.maxBody, "max-body", defaultMaxBody, "largest request body, in bytes, images and documents included (base64); more gets a 413")
 	fs.IntVar(&o.maxConns, "max-conns", 0, "cap on open connections to the public listener; more wait in the kernel's accept queue (0: from the open-file limit, see README)")
 	fs.BoolVar(&o.mock, "mock", false, "answer from a local mock of the Messages API instead of Anthropic's")
 	fs.BoolVar(&o.verbose, "v", false, "log every acquire")
@@ -141,8 +144,8 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (o
 		return o, fmt.Errorf("-read-header-timeout %v, -read-timeout %v, -idle-timeout %v: want positive durations",
 			o.readHeaderTimeout, o.readTimeout, o.idleTimeout)
 	}
-	if o.maxHeaderBytes <= 0 {
-		return o, fmt.Errorf("-max-header-bytes %d: want a positive size", o.maxHeaderBytes)
+	if o.maxHeaderBytes <= 0 || o.maxBody <= 0 {
+		return o, fmt.Errorf("-max-header-bytes %d, -max-body %d: want positive sizes", o.maxHeaderBytes, o.maxBody)
 	}
 	if o.maxConns < 0 {
 		return o, fmt.Errorf("-max-conns %d: want 0 or more", o.maxConns)

@@ -91,7 +91,7 @@ func TestE2EMessagesAPIParams(t *testing.T) {
 		require.Equal(t, http.StatusOK, resp.StatusCode)
 		var m message
 		require.NoError(t, json.NewDecoder(resp.Body).Decode(&m))
-		require.Equal(t, []textBlock{{Type: "text", Text: "alpha beta "}}, m.Content, "cut before the stop sequence")
+		require.Equal(t, []contentBlock{{Type: "text", Text: "alpha beta "}}, m.Content, "cut before the stop sequence")
 		require.Equal(t, "stop_sequence", *m.StopReason)
 		require.NotNil(t, m.StopSequence)
 		require.Equal(t, "STOP", *m.StopSequence)

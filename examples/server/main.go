@@ -5,9 +5,12 @@
 // chats in flight and close the pool within a 30 s grace period.
 //
 // The pool's gateway sets a Messages request's max_tokens, temperature,
-// top_p, top_k, stop_sequences and metadata.user_id on the chat's API
-// calls, and the reply carries the API's stop_reason and stop_sequence
-// and, when the API refuses a call, its error as it sent it. The client's
+// top_p, top_k, stop_sequences, metadata.user_id, thinking and
+// output_config (structured output and effort) on the chat's API calls,
+// and the reply carries the API's stop_reason and stop_sequence, the
+// model's thinking when the request asked for it, and, when the API
+// refuses a call, its error as it sent it. Requests may carry images and
+// documents (PDFs, plain text) in their user turns. The client's
 // API key is ignored, and the server's pays, unless -forward-key sends
 // each chat with its client's own key (x-api-key or Authorization:
 // Bearer), for a backend that bills each tenant's key.
@@ -71,7 +74,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		Size:            o.size,
 		MaxProcs:        o.maxProcs,
 		Model:           o.model,
-		PartialMessages: true, // text deltas, streamed as they arrive
+		PartialMessages: true, // text and thinking deltas, streamed as they arrive
 		Logger:          log,
 	}
 	if o.system != "" {
@@ -120,6 +123,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	api := newServer(pool)
 	api.forwardKey = o.forwardKey
 	api.chatTimeout = o.timeout
+	api.maxBody = o.maxBody
 	api.heartbeat = o.heartbeat
 	api.log = log
 	api.scrubber = newScrubber(os.Environ(), cfg.Env)

@@ -34,6 +34,7 @@ func TestOptionsDefaultsFitGracePeriod(t *testing.T) {
 	require.Equal(t, 30*time.Second, o.readTimeout)
 	require.Equal(t, 2*time.Minute, o.idleTimeout)
 	require.Equal(t, 64<<10, o.maxHeaderBytes)
+	require.EqualValues(t, 32<<20, o.maxBody, "the API's own limit: images and PDFs come in the body")
 	limit, known := openFileLimit()
 	require.Equal(t, defaultMaxConns(limit, known, o.maxProcs), o.maxConns)
 }
@@ -41,7 +42,7 @@ func TestOptionsDefaultsFitGracePeriod(t *testing.T) {
 func TestOptionsListenerLimits(t *testing.T) {
 	env := envOf(map[string]string{
 		"CLAUDEPOOL_READ_HEADER_TIMEOUT": "2s", "CLAUDEPOOL_READ_TIMEOUT": "5s", "CLAUDEPOOL_IDLE_TIMEOUT": "1m",
-		"CLAUDEPOOL_MAX_HEADER_BYTES": "8192", "CLAUDEPOOL_MAX_CONNS": "100",
+		"CLAUDEPOOL_MAX_HEADER_BYTES": "8192", "CLAUDEPOOL_MAX_CONNS": "100", "CLAUDEPOOL_MAX_BODY": "1048576",
 	})
 	o, err := parseOptions(nil, env, io.Discard)
 	require.NoError(t, err)
@@ -50,6 +51,7 @@ func TestOptionsListenerLimits(t *testing.T) {
 	require.Equal(t, time.Minute, o.idleTimeout)
 	require.Equal(t, 8192, o.maxHeaderBytes)
 	require.Equal(t, 100, o.maxConns)
+	require.EqualValues(t, 1<<20, o.maxBody)
 	o, err = parseOptions([]string{"-read-timeout", "1s", "-max-conns", "7"}, env, io.Discard)
 	require.NoError(t, err)
 	require.Equal(t, time.Second, o.readTimeout)
@@ -57,7 +59,7 @@ func TestOptionsListenerLimits(t *testing.T) {
 
 	for _, args := range [][]string{
 		{"-read-timeout", "0"}, {"-read-header-timeout", "-1s"}, {"-idle-timeout", "0"},
-		{"-max-header-bytes", "0"}, {"-max-conns", "-1"},
+		{"-max-header-bytes", "0"}, {"-max-conns", "-1"}, {"-max-body", "0"},
 	} {
 		_, err := parseOptions(args, noEnv, io.Discard)
 		require.Error(t, err, "%v", args)

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -18,9 +17,10 @@ import (
 
 // messagesFormat is the Messages API's format (POST /v1/messages), so that
 // the official SDKs and tools written for the API can use the pool by
-// changing their base URL. It takes text only: a request with images,
-// documents, tools or fields that would change what the model does and
-// that the pool cannot honour gets a 400.
+// changing their base URL. It takes text, images and documents, extended
+// thinking and structured output; a request with tools or fields that
+// would change what the model does and that the pool cannot honour gets
+// a 400.
 type messagesFormat struct{}
 
 // messagesFields lists the request fields the server knows: true for those
@@ -28,17 +28,18 @@ type messagesFormat struct{}
 // them (see checkField).
 var messagesFields = map[string]bool{
 	"model": true, "messages": true, "system": true, "stream": true,
-	// Set on the chat's API calls by the pool's gateway (apiParams).
+	// Set on the chat's API calls by the pool's gateway (apiParams,
+	// thinkingParams).
 	"max_tokens": true, "temperature": true, "top_p": true, "top_k": true,
-	"stop_sequences": true, "metadata": true,
+	"stop_sequences": true, "metadata": true, "thinking": true, "output_config": true,
 	// Ignored: bookkeeping, not what a reply means.
 	"service_tier": true,
 	// Accepted only when they ask for nothing.
-	"tools": false, "tool_choice": false, "thinking": false,
+	"tools": false, "tool_choice": false,
 }
 
 // messagesRequest is the part of a Messages API request the server reads
-// as is; apiParams reads the API parameters.
+// as is; apiParams and thinkingParams read the API parameters.
 type messagesRequest struct {
 	Model    string          `json:"model"`
 	Stream   bool            `json:"stream"`
@@ -49,26 +50,15 @@ type messagesRequest struct {
 	} `json:"messages"`
 }
 
-// textBlock is a content block; only text blocks are accepted.
-type textBlock struct {
-	Type string `json:"type"`
-	Text string `json:"text"`
-}
-
 func (messagesFormat) parse(body []byte) (call, error) {
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(body, &fields); err != nil {
 		return call{}, fmt.Errorf("malformed request: %w", err)
 	}
-	names := make([]string, 0, len(fields))
-	for name := range fields {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
+	for _, name := range sortedKeys(fields) {
 		known, ok := messagesFields[name]
 		if !ok {
-			return call{}, fmt.Errorf("%s: unsupported field: this server takes model, messages, system, max_tokens, stream, metadata, stop_sequences and sampling parameters", name)
+			return call{}, fmt.Errorf("%s: unsupported field: this server takes model, messages, system, max_tokens, stream, metadata, stop_sequences, sampling parameters, thinking and output_config", name)
 		}
 		if !known {
 			if err := checkField(name, fields[name]); err != nil {
@@ -87,6 +77,10 @@ func (messagesFormat) parse(body []byte) (call, error) {
 	if err := apiParams(fields, &req); err != nil {
 		return call{}, err
 	}
+	view, err := thinkingParams(fields, &req)
+	if err != nil {
+		return call{}, err
+	}
 	if len(b.Messages) == 0 {
 		return call{}, errors.New("messages: at least one message is required")
 	}
@@ -102,16 +96,16 @@ func (messagesFormat) parse(body []byte) (call, error) {
 		if m.Role != "user" && m.Role != "assistant" {
 			return call{}, fmt.Errorf("%s.role: must be \"user\" or \"assistant\", got %q", where, m.Role)
 		}
-		text, err := textContent(where+".content", m.Content)
+		msg, err := messageContent(where, claudepool.Role(m.Role), m.Content)
 		if err != nil {
 			return call{}, err
 		}
-		req.Messages = append(req.Messages, claudepool.Message{Role: claudepool.Role(m.Role), Content: text})
+		req.Messages = append(req.Messages, msg)
 	}
 	if last := req.Messages[len(req.Messages)-1]; last.Role != claudepool.RoleUser {
 		return call{}, errors.New("messages: the last message must be the user's: this server cannot continue a prefilled assistant turn")
 	}
-	return call{req: req, stream: b.Stream, announce: true}, nil
+	return call{req: req, stream: b.Stream, announce: true, thinking: view}, nil
 }
 
 // maxUserIDChars is the longest metadata.user_id the API takes.
@@ -230,7 +224,7 @@ func integerField(fields map[string]json.RawMessage, name string) (n int, ok boo
 }
 
 // checkField accepts a field the pool cannot honour only when it asks for
-// nothing: no tools, a tool choice of auto or none, thinking disabled.
+// nothing: no tools, a tool choice of auto or none.
 func checkField(name string, v json.RawMessage) error {
 	if bytes.Equal(v, []byte("null")) {
 		return nil
@@ -251,36 +245,8 @@ func checkField(name string, v json.RawMessage) error {
 			return nil
 		}
 		return errors.New("tool_choice: tool use is not supported by this server")
-	case "thinking":
-		var t struct{ Type string }
-		if err := json.Unmarshal(v, &t); err == nil && t.Type == "disabled" {
-			return nil
-		}
-		return errors.New("thinking: extended thinking is not supported by this server")
 	}
 	return fmt.Errorf("%s: unsupported field", name)
-}
-
-// textContent returns the text of a string or of a list of text blocks,
-// the blocks joined by a blank line. Any other block (image, document,
-// tool_use, tool_result, ...) is an error.
-func textContent(where string, v json.RawMessage) (string, error) {
-	var s string
-	if err := json.Unmarshal(v, &s); err == nil {
-		return s, nil
-	}
-	var blocks []textBlock
-	if err := json.Unmarshal(v, &blocks); err != nil {
-		return "", fmt.Errorf("%s: must be a string or a list of content blocks", where)
-	}
-	texts := make([]string, 0, len(blocks))
-	for i, b := range blocks {
-		if b.Type != "text" {
-			return "", fmt.Errorf("%s.%d.type: %q blocks are not supported by this server, which answers text with text only", where, i, b.Type)
-		}
-		texts = append(texts, b.Text)
-	}
-	return strings.Join(texts, "\n\n"), nil
 }
 
 // messagesError is the body of an error answer, and the data of an "error"
@@ -309,28 +275,94 @@ func (messagesFormat) writeError(w http.ResponseWriter, r *http.Request, e apiEr
 func (messagesFormat) respond(w http.ResponseWriter, r *http.Request, c call) reply {
 	rid := requestID(r.Context())
 	w.Header().Set("Request-Id", rid)
-	return &messagesReply{w: w, sse: newSSE(w), stream: c.stream, id: newMessageID(), rid: rid}
+	return &messagesReply{w: w, sse: newSSE(w), stream: c.stream, lazy: c.thinking.show, id: newMessageID(), rid: rid}
 }
 
 // message is a Messages API message, the body of a reply that is not
 // streamed and the start of one that is.
 type message struct {
-	ID           string      `json:"id"`
-	Type         string      `json:"type"` // "message"
-	Role         string      `json:"role"` // "assistant"
-	Model        string      `json:"model"`
-	Content      []textBlock `json:"content"`
-	StopReason   *string     `json:"stop_reason"`
-	StopSequence *string     `json:"stop_sequence"`
-	Usage        usage       `json:"usage"`
+	ID           string         `json:"id"`
+	Type         string         `json:"type"` // "message"
+	Role         string         `json:"role"` // "assistant"
+	Model        string         `json:"model"`
+	Content      []contentBlock `json:"content"`
+	StopReason   *string        `json:"stop_reason"`
+	StopSequence *string        `json:"stop_sequence"`
+	Usage        usage          `json:"usage"`
+}
+
+// contentBlock is a content block of a reply: text, or thinking with its
+// signature.
+type contentBlock struct {
+	Type      string `json:"type"` // "text" or "thinking"
+	Text      string `json:"text,omitempty"`
+	Thinking  string `json:"thinking,omitempty"`
+	Signature string `json:"signature,omitempty"`
+}
+
+// MarshalJSON writes the fields of the block's type, each also when
+// empty, as the API does: {"type":"text","text":""} and
+// {"type":"thinking","thinking":"","signature":""}.
+func (b contentBlock) MarshalJSON() ([]byte, error) {
+	if b.Type == "thinking" {
+		return marshal(struct {
+			Type      string `json:"type"`
+			Thinking  string `json:"thinking"`
+			Signature string `json:"signature"`
+		}{b.Type, b.Thinking, b.Signature})
+	}
+	return marshal(textBlock{b.Type, b.Text})
+}
+
+// replyContent gathers the pieces of a reply into its content blocks, in
+// order: a piece of another kind than the last block's starts a block,
+// and so does thinking after a signature, which ends a thinking block.
+type replyContent struct{ blocks []contentBlock }
+
+// add adds p to the content and reports whether it started a block.
+func (c *replyContent) add(p piece) bool {
+	kind := "text"
+	if p.kind != pieceText {
+		kind = "thinking"
+	}
+	n := len(c.blocks)
+	started := n == 0 || c.blocks[n-1].Type != kind || (p.kind == pieceThinking && c.blocks[n-1].Signature != "")
+	if started {
+		c.blocks = append(c.blocks, contentBlock{Type: kind})
+	}
+	b := &c.blocks[len(c.blocks)-1]
+	switch p.kind {
+	case pieceText:
+		b.Text += p.text
+	case pieceThinking:
+		b.Thinking += p.text
+	case pieceSignature:
+		b.Signature += p.text
+	}
+	return started
+}
+
+// text is the text of the reply's text blocks.
+func (c *replyContent) text() string {
+	var b strings.Builder
+	for _, block := range c.blocks {
+		b.WriteString(block.Text)
+	}
+	return b.String()
 }
 
 type messagesReply struct {
 	w      http.ResponseWriter
 	sse    *sseWriter
 	stream bool
-	id     string
-	rid    string
+	// lazy starts each content block with its first piece: a reply that
+	// shows thinking begins with a thinking block when the model thinks,
+	// with its text block when it does not. Otherwise the text block,
+	// the only one, starts with the stream.
+	lazy    bool
+	content replyContent
+	id      string
+	rid     string
 }
 
 // Events of a streamed reply, their fields in the API's order.
@@ -340,18 +372,26 @@ type (
 		Message message `json:"message"`
 	}
 	blockStart struct {
-		Type         string    `json:"type"`
-		Index        int       `json:"index"`
-		ContentBlock textBlock `json:"content_block"`
+		Type         string       `json:"type"`
+		Index        int          `json:"index"`
+		ContentBlock contentBlock `json:"content_block"`
 	}
 	blockDelta struct {
-		Type  string    `json:"type"`
-		Index int       `json:"index"`
-		Delta textDelta `json:"delta"`
+		Type  string `json:"type"`
+		Index int    `json:"index"`
+		Delta any    `json:"delta"` // textDelta, thinkingDelta or signatureDelta
 	}
 	textDelta struct {
 		Type string `json:"type"` // "text_delta"
 		Text string `json:"text"`
+	}
+	thinkingDelta struct {
+		Type     string `json:"type"` // "thinking_delta"
+		Thinking string `json:"thinking"`
+	}
+	signatureDelta struct {
+		Type      string `json:"type"` // "signature_delta"
+		Signature string `json:"signature"`
 	}
 	blockStop struct {
 		Type  string `json:"type"`
@@ -380,13 +420,41 @@ func (m *messagesReply) begin(model string, u *claudepool.Usage) {
 	}
 	m.sse.open()
 	m.sse.event("message_start", messageStart{"message_start",
-		message{ID: m.id, Type: "message", Role: "assistant", Model: model, Content: []textBlock{}, Usage: start}})
-	m.sse.event("content_block_start", blockStart{"content_block_start", 0, textBlock{Type: "text"}})
+		message{ID: m.id, Type: "message", Role: "assistant", Model: model, Content: []contentBlock{}, Usage: start}})
+	if !m.lazy {
+		m.add(piece{kind: pieceText})
+	}
 	m.ping()
 }
 
-func (m *messagesReply) text(t string) {
-	m.sse.event("content_block_delta", blockDelta{"content_block_delta", 0, textDelta{"text_delta", t}})
+// add takes a piece of the reply. A streamed reply sends it as a delta of
+// its content block, after the block's start (and the end of the block
+// before) when it starts one; a reply that is not streamed gathers it.
+func (m *messagesReply) add(p piece) {
+	started := m.content.add(p)
+	if !m.stream {
+		return
+	}
+	i := len(m.content.blocks) - 1
+	if started {
+		if i > 0 {
+			m.sse.event("content_block_stop", blockStop{"content_block_stop", i - 1})
+		}
+		m.sse.event("content_block_start", blockStart{"content_block_start", i, contentBlock{Type: m.content.blocks[i].Type}})
+	}
+	if p.text == "" {
+		return
+	}
+	var d any
+	switch p.kind {
+	case pieceText:
+		d = textDelta{"text_delta", p.text}
+	case pieceThinking:
+		d = thinkingDelta{"thinking_delta", p.text}
+	case pieceSignature:
+		d = signatureDelta{"signature_delta", p.text}
+	}
+	m.sse.event("content_block_delta", blockDelta{"content_block_delta", i, d})
 }
 
 func (m *messagesReply) ping() { m.sse.event("ping", typeOnly{"ping"}) }
@@ -396,20 +464,27 @@ func (m *messagesReply) fail(e apiError) { m.sse.event("error", newMessagesError
 func (m *messagesReply) err() error { return m.sse.err }
 
 // end sends the end of the reply: the API's stop_reason (the CLI's
-// without the gateway) and stop_sequence, and the turn's usage.
-func (m *messagesReply) end(res *claudepool.Result, text, model string, _ claudepool.AcquireInfo, _ claudepool.StreamLatency) {
+// without the gateway) and stop_sequence, and the turn's usage. A reply
+// has at least one content block; one that is not streamed has a text
+// block, the result's text when no text came as pieces.
+func (m *messagesReply) end(res *claudepool.Result, model string, _ claudepool.AcquireInfo, _ claudepool.StreamLatency) {
 	stop := orDefault(res.StopReason, "end_turn")
 	var seq *string
 	if res.StopSequence != "" {
 		seq = &res.StopSequence
 	}
 	if !m.stream {
+		if m.content.text() == "" {
+			m.content.add(piece{kind: pieceText, text: res.Text})
+		}
 		writeJSON(m.w, http.StatusOK, message{ID: m.id, Type: "message", Role: "assistant", Model: model,
-			Content: []textBlock{{Type: "text", Text: orDefault(text, res.Text)}}, StopReason: &stop,
-			StopSequence: seq, Usage: usageOf(res.Usage)})
+			Content: m.content.blocks, StopReason: &stop, StopSequence: seq, Usage: usageOf(res.Usage)})
 		return
 	}
-	m.sse.event("content_block_stop", blockStop{"content_block_stop", 0})
+	if len(m.content.blocks) == 0 {
+		m.add(piece{kind: pieceText})
+	}
+	m.sse.event("content_block_stop", blockStop{"content_block_stop", len(m.content.blocks) - 1})
 	d := messageDelta{Type: "message_delta", Usage: usageOf(res.Usage)}
 	d.Delta.StopReason, d.Delta.StopSequence = stop, seq
 	m.sse.event("message_delta", d)

@@ -60,7 +60,7 @@ func TestMessagesNotStreamed(t *testing.T) {
 	require.Equal(t, "message", m.Type)
 	require.Equal(t, "assistant", m.Role)
 	require.Equal(t, "claude-test", m.Model, "the model the CLI reported, after set_model")
-	require.Equal(t, []textBlock{{Type: "text", Text: "echo: hello"}}, m.Content)
+	require.Equal(t, []contentBlock{{Type: "text", Text: "echo: hello"}}, m.Content)
 	require.NotNil(t, m.StopReason)
 	require.Equal(t, "end_turn", *m.StopReason)
 	require.Positive(t, m.Usage.OutputTokens)
@@ -135,17 +135,19 @@ func TestMessagesSystemAndTextBlocks(t *testing.T) {
 func TestMessagesBadRequests(t *testing.T) {
 	ts := newTestServer(t)
 	image := []map[string]any{{"type": "image", "source": map[string]string{"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}}
+	search := []map[string]any{{"type": "search_result", "source": "s", "title": "t", "content": []any{}}}
 	tests := []struct {
 		name, body, want string
 	}{
 		{"malformed JSON", `{"model":`, "malformed request"},
-		{"image", messagesBody(t, false, nil, image), `"image" blocks are not supported`},
-		{"document", messagesBody(t, false, nil, []map[string]any{{"type": "document"}}), `"document" blocks`},
+		{"search result", messagesBody(t, false, nil, search), `messages.0.content.0.type: "search_result" blocks are not supported`},
+		{"document without source", messagesBody(t, false, nil, []map[string]any{{"type": "document"}}), "messages.0.content.0.source: field required"},
 		{"tool use", messagesBody(t, false, nil, "hi", []map[string]any{{"type": "tool_use", "id": "t1", "name": "x", "input": map[string]any{}}}, "ok"), `"tool_use" blocks`},
 		{"tool result", messagesBody(t, false, nil, []map[string]any{{"type": "tool_result", "tool_use_id": "t1", "content": "x"}}), `"tool_result" blocks`},
 		{"tools", messagesBody(t, false, map[string]any{"tools": []map[string]any{{"name": "x"}}}, "hi"), "tool use is not supported"},
 		{"tool choice", messagesBody(t, false, map[string]any{"tool_choice": map[string]string{"type": "any"}}, "hi"), "tool use is not supported"},
-		{"thinking", messagesBody(t, false, map[string]any{"thinking": map[string]any{"type": "enabled", "budget_tokens": 1024}}, "hi"), "thinking"},
+		{"thinking over max_tokens", messagesBody(t, false, map[string]any{"thinking": map[string]any{"type": "enabled", "budget_tokens": 1024}}, "hi"),
+			"thinking.budget_tokens: must be less than max_tokens (64), got 1024"},
 		{"unknown field", messagesBody(t, false, map[string]any{"mcp_servers": []any{}}, "hi"), "mcp_servers: unsupported field"},
 		{"image in system", messagesBody(t, false, map[string]any{"system": image}, "hi"), `system.0.type: "image"`},
 		{"no max_tokens", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`, "max_tokens: field required"},

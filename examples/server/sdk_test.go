@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -53,7 +55,21 @@ func TestE2ESDK(t *testing.T) {
 	out, err := install.CombinedOutput()
 	require.NoError(t, err, "installing the SDK: %s", out)
 
-	api := claudepooltest.NewServer(claudepooltest.Config{Chunks: 4})
+	// The mock answers with a thinking block first when the user text
+	// begins "Think first", and with a fixed JSON for structured output.
+	api := claudepooltest.NewServer(claudepooltest.Config{Chunks: 4, Reply: func(r claudepooltest.Request) claudepooltest.Reply {
+		reply := claudepooltest.Echo(r)
+		if r.Kind != claudepooltest.KindChat {
+			return reply
+		}
+		if strings.HasPrefix(r.LastUserText(), "Think first") {
+			reply.Thinking = "The SDK asks; think first."
+		}
+		if bytes.Contains(r.OutputConfig, []byte(`"json_schema"`)) {
+			reply.Text = `{"name":"Ada Lovelace","year":1843}`
+		}
+		return reply
+	}})
 	t.Cleanup(api.Close) // after the pool's Close, registered later
 	home, dir := t.TempDir(), t.TempDir()
 	pool, err := claudepool.NewPool(claudepool.Config{
@@ -88,14 +104,60 @@ func TestE2ESDK(t *testing.T) {
 	require.NoError(t, err, "the SDK test failed; the server's log:\n%s", logs.String())
 
 	// What the SDK sent reached the API through the CLI: the model, the
-	// max_tokens, and the system prompt of its one request that had one.
+	// max_tokens, the system prompt of its one request that had one, the
+	// image and documents, the thinking settings and the output format.
 	reqs := api.ChatRequests()
-	require.Len(t, reqs, 5, "five chats; the image request never took a process")
+	require.Len(t, reqs, 10, "ten chats; the malformed image never took a process")
 	var systems []string
+	seen := map[string]bool{}
 	for _, r := range reqs {
 		require.Equal(t, "claude-sonnet-4-5", r.Model)
-		require.Equal(t, 256, r.MaxTokens, "the request's max_tokens, set by the pool's gateway over the CLI's 1234")
+		text := r.LastUserText()
+		wantMax := 256
+		if text == "Think first, then answer" {
+			wantMax = 2048
+		}
+		require.Equal(t, wantMax, r.MaxTokens, "the request's max_tokens, set by the pool's gateway over the CLI's 1234")
 		systems = append(systems, strings.Join(r.System, "\n"))
+		var thinking struct {
+			Type         string `json:"type"`
+			BudgetTokens int    `json:"budget_tokens"`
+		}
+		if r.Thinking != nil {
+			require.NoError(t, json.Unmarshal(r.Thinking, &thinking))
+		}
+		switch text {
+		case "What is in these attachments?":
+			var media []string
+			for _, typ := range lastUser(t, r).Types {
+				if typ != "text" {
+					media = append(media, typ)
+				}
+			}
+			require.Equal(t, []string{"image", "document", "document"}, media)
+			for _, want := range []string{`"media_type":"image/png"`, `"media_type":"application/pdf"`, "SDK report", "SDK plain notes", "SDK notes"} {
+				require.Contains(t, string(r.Body), want)
+			}
+		case "Think first, then answer":
+			require.Equal(t, "enabled", thinking.Type)
+			require.Equal(t, 1024, thinking.BudgetTokens)
+		case "Think first, streamed":
+			require.Equal(t, "adaptive", thinking.Type)
+		case "Who wrote the first program?":
+			var oc struct {
+				Format struct {
+					Type   string         `json:"type"`
+					Schema map[string]any `json:"schema"`
+				} `json:"format"`
+			}
+			require.NoError(t, json.Unmarshal(r.OutputConfig, &oc))
+			require.Equal(t, "json_schema", oc.Format.Type)
+			require.Equal(t, []any{"name", "year"}, oc.Format.Schema["required"])
+		}
+		seen[text] = true
+	}
+	for _, text := range []string{"What is in these attachments?", "Think first, then answer", "Think first, streamed", "Who wrote the first program?"} {
+		require.True(t, seen[text], "no chat request for %q", text)
 	}
 	require.True(t, slices.ContainsFunc(systems, func(s string) bool {
 		return strings.Contains(s, "You are the SDK test pirate.")

@@ -19,7 +19,9 @@ import (
 
 // Defaults of a server's limits.
 const (
-	defaultMaxBody     = 1 << 20 // bytes of a request body
+	// defaultMaxBody is the API's own limit on a request's size: images
+	// and PDFs come base64-encoded in the body.
+	defaultMaxBody     = claudepool.MaxRequestBytes
 	defaultChatTimeout = 5 * time.Minute
 	defaultHeartbeat   = 15 * time.Second
 	defaultWriteGrace  = 5 * time.Second
@@ -110,23 +112,41 @@ type call struct {
 	// announce begins a streamed reply as soon as the API began its own,
 	// with the input tokens it reported, rather than at the first text.
 	announce bool
+	// thinking says whether the reply shows the model's thinking.
+	thinking thinkingView
 }
 
-// reply renders one reply. serveChat calls begin before the first text of a
-// streamed reply (or at the first heartbeat, or when the API began its
-// reply if the call announces it, whichever comes first), then text for
-// each piece, ping at each heartbeat after begin, and at the end either
-// end, or fail if the turn failed after begin. A reply that is not
-// streamed gets end only, or writeError.
+// reply renders one reply. serveChat calls begin before the first piece
+// of a streamed reply (or at the first heartbeat, or when the API began
+// its reply if the call announces it, whichever comes first), then add
+// for each piece, ping at each heartbeat after begin, and at the end
+// either end, or fail if the turn failed after begin. A reply that is not
+// streamed gets its pieces and end, or writeError.
 type reply interface {
 	// begin starts the reply. u is the input usage the API reported as it
 	// began its reply, nil when not known (yet).
 	begin(model string, u *claudepool.Usage)
-	text(t string)
+	add(p piece)
 	ping()
-	end(res *claudepool.Result, text, model string, info claudepool.AcquireInfo, lat claudepool.StreamLatency)
+	end(res *claudepool.Result, model string, info claudepool.AcquireInfo, lat claudepool.StreamLatency)
 	fail(e apiError)
 	err() error // the first write error; serveChat then stops the chat
+}
+
+// pieceKind says what a piece of a reply is.
+type pieceKind int
+
+const (
+	pieceText      pieceKind = iota // text of the answer
+	pieceThinking                   // thinking, shown when the request asked for it
+	pieceSignature                  // the signature that ends a thinking block
+)
+
+// piece is a piece of a reply as it arrives: text, thinking or a
+// thinking block's signature.
+type piece struct {
+	kind pieceKind
+	text string
 }
 
 // apiError is an error as a client sees it: a status, an error type of the
@@ -170,7 +190,7 @@ func (s *server) classify(ctx context.Context, err error) apiError {
 	case errors.Is(err, claudepool.ErrInvalidRequest):
 		// Validation messages quote the request, never the CLI.
 		return badRequest(err.Error())
-	case errors.Is(err, errNoStopSequences):
+	case errors.Is(err, errNoStopSequences), errors.Is(err, errNoOutputFormat):
 		return badRequest(err.Error())
 	case errors.Is(err, errNoKeyForwarding):
 		return apiError{http.StatusInternalServerError, errAPI, err.Error()}
@@ -284,20 +304,22 @@ func (s *server) serveChat(w http.ResponseWriter, r *http.Request, f format) {
 	defer stream.Close()
 
 	// A goroutine reads the stream so that this one can send heartbeats.
-	// It ends with the stream: at its end, or when ctx ends. A piece is
-	// text, or the start of the API's reply (start set).
-	type piece struct {
-		text, model string
-		start       *claudepool.Usage
+	// It ends with the stream: at its end, or when ctx ends. What it sends
+	// is a piece of the reply, or the start of the API's reply (start
+	// set).
+	type arrival struct {
+		piece
+		model string
+		start *claudepool.Usage
 	}
-	pieces := make(chan piece)
-	var model string // written by the reader, read after pieces is closed
+	arrivals := make(chan arrival)
+	var model string // written by the reader, read after arrivals is closed
 	go func() {
-		defer close(pieces)
-		var deltas bool
-		send := func(p piece) {
+		defer close(arrivals)
+		rr := replyReader{view: c.thinking}
+		send := func(a arrival) {
 			select {
-			case pieces <- p:
+			case arrivals <- a:
 			case <-ctx.Done():
 			}
 		}
@@ -308,10 +330,10 @@ func (s *server) serveChat(w http.ResponseWriter, r *http.Request, f format) {
 			}
 			if ev.Type == claudepool.EventMessageStart && ev.Usage != nil {
 				u := *ev.Usage
-				send(piece{model: model, start: &u})
+				send(arrival{model: model, start: &u})
 			}
-			if t := replyText(ev, &deltas); t != "" {
-				send(piece{text: t, model: model})
+			for _, p := range rr.pieces(ev) {
+				send(arrival{piece: p, model: model})
 			}
 		}
 	}()
@@ -324,27 +346,25 @@ func (s *server) serveChat(w http.ResponseWriter, r *http.Request, f format) {
 			out.begin(orDefault(model, c.req.Model), u)
 		}
 	}
-	var text strings.Builder
 	tick := time.NewTicker(s.heartbeat)
 	defer tick.Stop()
 	for open := true; open; {
 		select {
-		case p, ok := <-pieces:
+		case a, ok := <-arrivals:
 			if !ok {
 				open = false
 				break
 			}
-			if p.start != nil {
+			if a.start != nil {
 				if c.stream && c.announce {
-					begin(p.model, p.start)
+					begin(a.model, a.start)
 				}
 				break
 			}
-			text.WriteString(p.text)
 			if c.stream {
-				begin(p.model, nil)
-				out.text(p.text)
+				begin(a.model, nil)
 			}
+			out.add(a.piece)
 		case <-tick.C:
 			if c.stream {
 				if begun {
@@ -367,7 +387,7 @@ func (s *server) serveChat(w http.ResponseWriter, r *http.Request, f format) {
 		if c.stream {
 			begin(model, nil)
 		}
-		out.end(res, text.String(), orDefault(model, c.req.Model), info, lat)
+		out.end(res, orDefault(model, c.req.Model), info, lat)
 		return
 	}
 	if err == nil {
@@ -422,31 +442,6 @@ func eventModel(ev claudepool.Event) string {
 		return ev.Init.Model
 	case ev.Message != nil && ev.Type == claudepool.EventAssistant:
 		return ev.Message.Model
-	}
-	return ""
-}
-
-// replyText returns the text of ev to show. With partial messages on, the
-// CLI sends a reply twice: as text deltas, then as one whole assistant
-// message. deltas remembers whether the current message came as deltas, so
-// that its whole copy is skipped. A message the CLI made up to describe a
-// failed API call is not a reply: the result's error reports it.
-func replyText(ev claudepool.Event, deltas *bool) string {
-	switch ev.Type {
-	case claudepool.EventPartial:
-		if t := ev.Text(); t != "" {
-			*deltas = true
-			return t
-		}
-	case claudepool.EventAssistant:
-		if *deltas {
-			*deltas = false
-			return ""
-		}
-		if ev.Message != nil && ev.Message.IsAPIErrorMessage {
-			return ""
-		}
-		return ev.Text()
 	}
 	return ""
 }

@@ -1,11 +1,14 @@
 // Drives examples/server's POST /v1/messages with the official TypeScript
 // SDK, unchanged but for its base URL. sdk_test.go starts the server over a
 // pool of real CLI processes whose API is claudepooltest's mock (it answers
-// "mock reply to: " and the last user text), installs the pinned SDK and
-// runs this file with `node --test`, with ANTHROPIC_BASE_URL set.
+// "mock reply to: " and the last user text, after a thinking block when
+// that text begins "Think first", and a fixed JSON for structured output),
+// installs the pinned SDK and runs this file with `node --test`, with
+// ANTHROPIC_BASE_URL set.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import Anthropic from '@anthropic-ai/sdk';
+import { jsonSchemaOutputFormat } from '@anthropic-ai/sdk/helpers/json-schema';
 
 const baseURL = process.env.ANTHROPIC_BASE_URL;
 assert.ok(baseURL, 'ANTHROPIC_BASE_URL must point at the server');
@@ -105,7 +108,31 @@ test('system prompt', async () => {
   assert.equal(msg.content[0].text, 'mock reply to: Ahoy');
 });
 
-test('an image block is a 400 raised as BadRequestError', async () => {
+// A 1x1 PNG and the start of a PDF: enough for the server and the pool,
+// which check that the bytes are what their media type says.
+const png = 'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==';
+const pdf = Buffer.from('%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n').toString('base64');
+
+test('an image and documents', async () => {
+  const msg = await client.messages.create({
+    model,
+    max_tokens: 256,
+    messages: [{
+      role: 'user',
+      content: [
+        { type: 'image', source: { type: 'base64', media_type: 'image/png', data: png } },
+        { type: 'document', source: { type: 'base64', media_type: 'application/pdf', data: pdf }, title: 'SDK report' },
+        { type: 'document', source: { type: 'text', media_type: 'text/plain', data: 'SDK plain notes' }, title: 'SDK notes' },
+        { type: 'text', text: 'What is in these attachments?' },
+      ],
+    }],
+  });
+  // sdk_test.go checks the blocks at the mock.
+  assert.equal(msg.content.length, 1);
+  assert.equal(msg.content[0].text, 'mock reply to: What is in these attachments?');
+});
+
+test('a malformed image is a 400 raised as BadRequestError', async () => {
   await assert.rejects(
     client.messages.create({
       model,
@@ -113,7 +140,7 @@ test('an image block is a 400 raised as BadRequestError', async () => {
       messages: [{
         role: 'user',
         content: [
-          { type: 'image', source: { type: 'base64', media_type: 'image/png', data: 'iVBORw0KGgo=' } },
+          { type: 'image', source: { type: 'base64', media_type: 'image/jpeg', data: png } },
           { type: 'text', text: 'What is in this picture?' },
         ],
       }],
@@ -122,8 +149,84 @@ test('an image block is a 400 raised as BadRequestError', async () => {
       assert.ok(err instanceof Anthropic.BadRequestError, `got ${err?.constructor?.name}: ${err}`);
       assert.equal(err.status, 400);
       assert.equal(err.error?.error?.type, 'invalid_request_error');
-      assert.match(err.error?.error?.message, /image/);
+      assert.match(err.error?.error?.message, /image\/png, not image\/jpeg/);
       return true;
     },
   );
+});
+
+// The mock begins its reply with a thinking block when the user text asks
+// for it (sdk_test.go).
+const thought = 'The SDK asks; think first.';
+
+test('thinking without streaming', async () => {
+  const msg = await client.messages.create({
+    model,
+    max_tokens: 2048,
+    thinking: { type: 'enabled', budget_tokens: 1024 },
+    messages: [{ role: 'user', content: 'Think first, then answer' }],
+  });
+  assert.equal(msg.content.length, 2);
+  assert.equal(msg.content[0].type, 'thinking');
+  assert.equal(msg.content[0].thinking, thought);
+  assert.ok(msg.content[0].signature, 'the thinking block is signed');
+  assert.equal(msg.content[1].type, 'text');
+  assert.equal(msg.content[1].text, 'mock reply to: Think first, then answer');
+});
+
+test('thinking streamed: thinking events, then text', async () => {
+  const thinking = [];
+  const texts = [];
+  const signatures = [];
+  const starts = [];
+  const order = [];
+  const stream = client.messages.stream({
+    model,
+    max_tokens: 256,
+    thinking: { type: 'adaptive' },
+    messages: [{ role: 'user', content: 'Think first, streamed' }],
+  });
+  stream.on('thinking', (delta) => { thinking.push(delta); order.push('thinking'); });
+  stream.on('signature', (sig) => { signatures.push(sig); order.push('signature'); });
+  stream.on('text', (delta) => { texts.push(delta); order.push('text'); });
+  stream.on('streamEvent', (ev) => {
+    if (ev.type === 'content_block_start') starts.push([ev.index, ev.content_block.type]);
+  });
+  const msg = await stream.finalMessage();
+  assert.deepEqual(starts, [[0, 'thinking'], [1, 'text']]);
+  assert.match(order.join(' '), /^(thinking )+signature( text)+$/, 'thinking, its signature, then the text');
+  assert.ok(thinking.length > 1, `the thinking came in ${thinking.length} pieces`);
+  assert.equal(thinking.join(''), thought);
+  assert.equal(signatures.length, 1);
+  assert.equal(texts.join(''), 'mock reply to: Think first, streamed');
+  assert.deepEqual(msg.content.map((b) => b.type), ['thinking', 'text']);
+  assert.equal(msg.content[0].thinking, thought);
+  assert.equal(msg.content[0].signature, signatures[0]);
+  assert.equal(msg.content[1].text, 'mock reply to: Think first, streamed');
+});
+
+test('thinking not asked for: the text alone', async () => {
+  const msg = await client.messages.create({
+    model,
+    max_tokens: 256,
+    messages: [{ role: 'user', content: 'Think first, unasked' }],
+  });
+  assert.deepEqual(msg.content, [{ type: 'text', text: 'mock reply to: Think first, unasked' }]);
+});
+
+test('structured output: messages.parse with a JSON schema', async () => {
+  const schema = {
+    type: 'object',
+    properties: { name: { type: 'string' }, year: { type: 'integer' } },
+    required: ['name', 'year'],
+    additionalProperties: false,
+  };
+  const msg = await client.messages.parse({
+    model,
+    max_tokens: 256,
+    messages: [{ role: 'user', content: 'Who wrote the first program?' }],
+    output_config: { format: jsonSchemaOutputFormat(schema) },
+  });
+  assert.deepEqual(msg.parsed_output, { name: 'Ada Lovelace', year: 1843 });
+  assert.deepEqual(JSON.parse(msg.content[0].text), { name: 'Ada Lovelace', year: 1843 });
 });
