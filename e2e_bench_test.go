@@ -515,11 +515,20 @@ var benchChatSeq atomic.Int64
 // marker, with the given system prompt and optional model, and reads it
 // to the end.
 func runBenchChat(ctx context.Context, a *Adapter, text, system string, model ...string) benchChat {
-	c := benchChat{marker: fmt.Sprintf("[chat %d]", benchChatSeq.Add(1))}
-	req := Request{System: system, Messages: []Message{{Role: RoleUser, Content: text + " " + c.marker}}}
+	req := Request{System: system, Messages: []Message{{Role: RoleUser, Content: text}}}
 	if len(model) > 0 {
 		req.Model = model[0]
 	}
+	return runBenchRequest(ctx, a, req)
+}
+
+// runBenchRequest runs req, its last message's text followed by a unique
+// marker, and reads it to the end.
+func runBenchRequest(ctx context.Context, a *Adapter, req Request) benchChat {
+	c := benchChat{marker: fmt.Sprintf("[chat %d]", benchChatSeq.Add(1))}
+	msgs := slices.Clone(req.Messages)
+	msgs[len(msgs)-1].Content += " " + c.marker
+	req.Messages = msgs
 	c.start = time.Now()
 	s, err := a.StreamChat(ctx, req)
 	if err != nil {

@@ -376,7 +376,7 @@ func TestParseLineEvents(t *testing.T) {
 				StopReason:      "tool_use",
 				ParentToolUseID: "toolu_0",
 				Content: []ContentBlock{
-					{Type: "thinking", Thinking: "hmm"},
+					{Type: "thinking", Thinking: "hmm", Signature: "sig"},
 					{Type: "text", Text: "Let me look. "},
 					{Type: "tool_use", ID: "toolu_1", Name: "Read", Input: json.RawMessage(`{"file_path":"/x"}`)},
 					{Type: "text", Text: "Done."},

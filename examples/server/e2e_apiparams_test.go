@@ -211,7 +211,7 @@ func TestE2EMessagesAPIParams(t *testing.T) {
 
 	t.Run("forwarded keys refused keep the server ready", func(t *testing.T) {
 		api.SetReply(func(r claudepooltest.Request) claudepooltest.Reply {
-			if r.Header.Get("X-Api-Key") == "sk-revoked" {
+			if r.Header.Get("X-Api-Key") == "sk-revoked" || strings.Contains(r.LastUserText(), "server key revoked") {
 				return claudepooltest.Reply{Fail: claudepooltest.FailUnauthorized}
 			}
 			return claudepooltest.Echo(r)
@@ -222,7 +222,8 @@ func TestE2EMessagesAPIParams(t *testing.T) {
 			e := apiErrorBody(t, resp.Body)
 			require.Equal(t, "authentication_error", e.Error.Type)
 		}
-		require.GreaterOrEqual(t, pool.Stats().Health.ConsecutiveAuthFailures, int64(authFailuresUnready))
+		// The pool does not count refusals of a chat's own key.
+		require.Zero(t, pool.Stats().Health.ConsecutiveAuthFailures)
 		resp, body := fwd.get(t, "/readyz")
 		require.Equal(t, http.StatusOK, resp.StatusCode, "a tenant's revoked key says nothing of the server's: %s", body)
 		fwd.api.bgMu.Lock()
@@ -231,6 +232,11 @@ func TestE2EMessagesAPIParams(t *testing.T) {
 		require.False(t, checked, "no API check of the server's key")
 
 		// The same refusals, were they of the server's key, make it unready.
+		for range authFailuresUnready {
+			resp := ts.postToWith(t, "/v1/messages", messagesBody(t, false, nil, "server key revoked"), "X-Api-Key", "ignored")
+			require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+		}
+		require.GreaterOrEqual(t, pool.Stats().Health.ConsecutiveAuthFailures, int64(authFailuresUnready))
 		resp, body = ts.get(t, "/readyz")
 		require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, body)
 	})

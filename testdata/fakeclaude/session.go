@@ -33,6 +33,10 @@ type session struct {
 	appendPrompt *string  // from the first initialize
 
 	queue      []userInput // user lines waiting for the turn in flight
+	// abortNext is set by an interrupt that came when the turn in flight
+	// had already finished and a user line waited: the CLI read that line
+	// first, so the interrupt is its turn's.
+	abortNext bool
 	turns      int         // user turns started (a /clear is not one)
 	lastFailed bool        // the last result printed was an API error
 	msgSeq     int         // numbers message ids
@@ -88,6 +92,10 @@ func (s *session) run() int {
 		cur = s.newTurn(s.queue[0])
 		s.queue = s.queue[1:]
 		done = cur.done
+		if s.abortNext {
+			s.abortNext = false
+			cur.abort()
+		}
 		go cur.run()
 	}
 	for {
@@ -257,8 +265,11 @@ func (s *session) control(m message, cur *turn) {
 	case "interrupt":
 		// Answer before the aborted turn prints its last lines.
 		defer func() {
-			if cur != nil {
+			switch {
+			case cur != nil && !closed(cur.done):
 				cur.abort()
+			case len(s.queue) > 0:
+				s.abortNext = true
 			}
 		}()
 		resp = obj()
@@ -428,4 +439,14 @@ func (s *session) grow() {
 		b[i] = 1
 	}
 	s.ballast = append(s.ballast, b)
+}
+
+// closed reports whether ch is closed.
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
