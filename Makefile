@@ -35,9 +35,10 @@ cli:
 bench:
 	CLAUDEPOOL_SKIP_E2E=1 $(GO) test -run '^$$' -bench . -benchmem -benchtime 2s -count 1 ./...
 
-## bench-e2e: cold, warm, reused and warm-with-model chats, and a 10-turn conversation sticky vs rendered, against the real CLI
+## bench-e2e: cold, warm, reused and warm-with-model chats with and without the gateway, a 10-turn conversation sticky vs rendered, and an image chat vs a text chat, against the real CLI
 bench-e2e: cli
 	$(GO) test -run '^$$' -bench '^BenchmarkE2E$$' -benchtime 20x -count 1 .
+	$(GO) test -run '^$$' -bench '^BenchmarkE2EImage$$' -benchtime 20x -count 1 .
 	$(GO) test -run '^$$' -bench '^BenchmarkE2EConversation$$' -benchtime 3x -count 1 .
 
 ## bench-load: 1, 4 and 8 callers chatting back to back against the real CLI, and 1 with held conversations off,
