@@ -32,14 +32,14 @@ type session struct {
 	systemPrompt []string // from the first initialize
 	appendPrompt *string  // from the first initialize
 
-	queue      []userInput // user lines waiting for the turn in flight
+	queue []userInput // user lines waiting for the turn in flight
 	// abortNext is set by an interrupt that came when the turn in flight
 	// had already finished and a user line waited: the CLI read that line
 	// first, so the interrupt is its turn's.
-	abortNext bool
-	turns      int         // user turns started (a /clear is not one)
-	lastFailed bool        // the last result printed was an API error
-	msgSeq     int         // numbers message ids
+	abortNext  bool
+	turns      int  // user turns started (a /clear is not one)
+	lastFailed bool // the last result printed was an API error
+	msgSeq     int  // numbers message ids
 
 	stuckModel bool     // set_model changes nothing (ResetStuckModel)
 	history    []string // user texts of the conversation since the last reset
