@@ -277,6 +277,16 @@ type Config struct {
 	// block on the stream's consumer.
 	OnStreamEnd func(StreamEnd)
 
+	// GoTools are tools written in Go that the model may call in every
+	// chat of the pool (see Tool). Each process offers them from its
+	// spawn, as an in-process MCP server named "claudepool" that the pool
+	// serves over the CLI's control protocol; the CLI may call them
+	// without asking for permission. A chat's stream runs the calls in
+	// its own goroutine, while the turn waits. A process from Acquire
+	// gets them too, and its caller must then answer the CLI's control
+	// requests itself.
+	GoTools []Tool
+
 	// NoGateway turns the pool's gateway off: the processes then call the
 	// API themselves, with the credentials of their environment, and a
 	// Request's API parameters (MaxTokens, APIKey, ...) fail with
@@ -405,6 +415,9 @@ func (cfg Config) normalize() (Config, string, error) {
 			return cfg, "", fmt.Errorf("claudepool: Args entry %q contains a NUL byte", a)
 		}
 	}
+	if err := validateTools(cfg.GoTools); err != nil {
+		return cfg, "", err
+	}
 	for _, m := range append([]string{cfg.Model}, cfg.Models...) {
 		if !utf8.ValidString(m) || strings.ContainsAny(m, " \t\r\n\x00") {
 			return cfg, "", fmt.Errorf("claudepool: model %q is not a model name", m)
@@ -455,6 +468,7 @@ func (cfg Config) normalize() (Config, string, error) {
 	cfg.Env = append([]string(nil), cfg.Env...)
 	cfg.Tools = append([]string(nil), cfg.Tools...)
 	cfg.Models = append([]string(nil), cfg.Models...)
+	cfg.GoTools = append([]Tool(nil), cfg.GoTools...)
 
 	path, err := exec.LookPath(cfg.Command)
 	if err != nil {
@@ -480,6 +494,7 @@ func (cfg *Config) argv() []string {
 	if cfg.PartialMessages {
 		argv = append(argv, "--include-partial-messages")
 	}
+	argv = append(argv, toolArgs(cfg.GoTools)...)
 	return append(argv, cfg.Args...)
 }
 

@@ -135,12 +135,18 @@ func (p *Process) control(ctx context.Context, request map[string]any) (json.Raw
 		if err != nil {
 			return nil, p.readErr(ctx, subtype, err)
 		}
-		_, ctrl, perr := parseLine(out)
+		ev, ctrl, perr := parseLine(out)
 		if perr != nil {
 			p.set.malformed.Add(1)
 			continue
 		}
-		if ctrl == nil || ctrl.RequestID != id {
+		if ctrl == nil {
+			if err := p.answerIfAsked(ctx, ev); err != nil {
+				return nil, p.exitedBefore(subtype, err)
+			}
+			continue
+		}
+		if ctrl.RequestID != id {
 			continue
 		}
 		if ctrl.Subtype != "success" {
@@ -226,7 +232,47 @@ func (p *Process) exitedBefore(what string, cause error) error {
 // process sets its system prompt, and that belongs to the first chat
 // unless the pool has a prompt of its own.
 func (p *Process) probe(ctx context.Context) error {
-	_, err := p.control(ctx, map[string]any{"subtype": "mcp_status"})
+	if _, err := p.control(ctx, map[string]any{"subtype": "mcp_status"}); err != nil {
+		return err
+	}
+	return p.awaitTools(ctx)
+}
+
+// awaitTools answers the CLI's MCP handshake with the pool's tool server
+// until it has listed the tools: the CLI starts it on its own after
+// start-up, and waits for each answer.
+func (p *Process) awaitTools(ctx context.Context) error {
+	if p.set.tools == nil || p.mcpReady {
+		return nil
+	}
+	defer p.exchange(ctx)()
+	for !p.mcpReady {
+		out, err := p.ReadLine()
+		if err != nil {
+			return p.readErr(ctx, "the tools handshake", err)
+		}
+		ev, _, perr := parseLine(out)
+		if perr != nil {
+			p.set.malformed.Add(1)
+			continue
+		}
+		if err := p.answerIfAsked(ctx, ev); err != nil {
+			return p.exitedBefore("the tools handshake", err)
+		}
+	}
+	return nil
+}
+
+// answerIfAsked answers ev when it is a control request of the CLI.
+func (p *Process) answerIfAsked(ctx context.Context, ev Event) error {
+	r, ok := cliRequestOf(ev)
+	if !ok {
+		return nil
+	}
+	ready, err := p.answerCLI(ctx, r)
+	if ready {
+		p.mcpReady = true
+	}
 	return err
 }
 
@@ -281,6 +327,9 @@ func (p *Process) clearConversation(ctx context.Context, session string) (newSes
 		if perr != nil {
 			p.set.malformed.Add(1)
 			return "", "", fmt.Errorf("%w: process %d printed a malformed line: %w", errResetUnconfirmed, p.pid, perr)
+		}
+		if err := p.answerIfAsked(ctx, ev); err != nil {
+			return "", "", p.exitedBefore("/clear", err)
 		}
 		switch {
 		case ev.Type == EventConversationReset:

@@ -35,6 +35,11 @@ var (
 	// gateway is off: only the gateway can apply them.
 	ErrNoGateway = errors.New("claudepool: the request sets API parameters, which need the pool's gateway (it is off)")
 
+	// ErrInterrupted is wrapped by the error of a stream whose turn
+	// Stream.Interrupt ended; the *ResultError of the CLI's result is
+	// wrapped too.
+	ErrInterrupted = errors.New("claudepool: the turn was interrupted")
+
 	// ErrStreamClosed is what Stream.Err returns when Close ended the
 	// stream before its result.
 	ErrStreamClosed = errors.New("claudepool: stream closed")

@@ -234,6 +234,11 @@ func (proc *pooled) primed(ctx context.Context) error {
 			return proc.readErr(ctx, "the priming chat", err)
 		}
 		ev, _, perr := parseLine(line)
+		if perr == nil {
+			if err := proc.answerIfAsked(ctx, ev); err != nil {
+				return proc.exitedBefore("the priming chat", err)
+			}
+		}
 		switch {
 		case perr != nil:
 			proc.set.malformed.Add(1)

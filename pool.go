@@ -138,6 +138,7 @@ func NewPool(cfg Config) (*Pool, error) {
 		maxLine:      cfg.MaxLineBytes,
 		log:          p.log,
 		exited:       p.exited,
+		tools:        newTools(cfg.GoTools),
 	}
 	env := cfg.env(os.Environ(), p.configDir)
 	up, off, err := cfg.upstream(os.Environ())

@@ -30,6 +30,9 @@ type procSettings struct {
 	// exited is called by a process's reaper once it has exited, before
 	// Done is closed.
 	exited func(*Process)
+	// tools is the pool's in-process MCP server (Config.GoTools); nil
+	// without tools.
+	tools *tools
 }
 
 // Process is one running CLI process. It has been spawned with the pool's
@@ -60,6 +63,9 @@ type Process struct {
 	spawnedAt time.Time
 	// token is the process's key at the pool's gateway; "" without one.
 	token string
+	// mcpReady is set once the CLI has listed the pool's tools. Only the
+	// reader of the process's output uses it.
+	mcpReady bool
 
 	// handed is what the pool tells the caller who acquired the process
 	// (Warm, AcquireInfo, SystemPrompt), set before Acquire returns it.

@@ -48,12 +48,19 @@ type Stream struct {
 	// endLease and an abort decides what becomes of it.
 	leased      bool
 	interrupted bool
+	// stopped is set by Interrupt: the CLI was asked to end the turn, and
+	// its process stays in the pool.
+	stopped bool
 
 	runDone   chan struct{}
 	abortOnce sync.Once
 	abortCh   chan struct{} // closed when the stream is aborted
 	abortErr  error         // why; set before abortCh is closed
-	stopCtx   func() bool   // unregisters the ctx watcher
+	// toolCtx is the context of the turn's tool calls: it ends with the
+	// stream's context, when the stream is aborted, and when it ends.
+	toolCtx    context.Context
+	toolCancel context.CancelFunc
+	stopCtx    func() bool // unregisters the ctx watcher
 
 	mu       sync.Mutex // guards the fields below
 	queue    []Event    // read from the CLI, not yet delivered
@@ -109,6 +116,7 @@ func newStream(ctx context.Context, p *Pool, c *chatRequest, proc *pooled, pause
 		abortCh: make(chan struct{}),
 		notify:  make(chan struct{}),
 	}
+	s.toolCtx, s.toolCancel = context.WithCancel(ctx)
 	s.latency.Acquire = proc.life.acquire.Wait
 	if c.api != nil {
 		c.api.onStart = s.apiStarted
@@ -235,12 +243,40 @@ func (s *Stream) Close() error {
 	return nil
 }
 
+// Interrupt asks the CLI to end the turn in flight, as the SDKs'
+// interrupt does: the stream goes on to the turn's result, which the CLI
+// sends at once, and then Err wraps ErrInterrupted. Unlike a context that
+// ends, or Close, it stops no process: the process is reset and serves
+// the next chat. It returns without waiting for the result; after the
+// result, or when the stream no longer holds its process, it does
+// nothing. Close still ends a turn that the CLI does not end.
+func (s *Stream) Interrupt() error {
+	s.leaseMu.Lock()
+	defer s.leaseMu.Unlock()
+	if !s.leased || s.stopped {
+		return nil
+	}
+	s.stopped = true
+	if err := s.proc.interrupt(); err != nil {
+		return fmt.Errorf("claudepool: interrupt: %w", err)
+	}
+	return nil
+}
+
+// interruptedByCaller reports whether Interrupt asked the CLI to stop.
+func (s *Stream) interruptedByCaller() bool {
+	s.leaseMu.Lock()
+	defer s.leaseMu.Unlock()
+	return s.stopped
+}
+
 // abort marks the stream as aborted; the stream's watcher then stops the
 // process.
 func (s *Stream) abort(reason error) {
 	s.abortOnce.Do(func() {
 		s.abortErr = reason
 		close(s.abortCh)
+		s.toolCancel()
 	})
 }
 
@@ -326,6 +362,7 @@ func (s *Stream) watch() {
 func (s *Stream) run() {
 	defer close(s.runDone)
 	defer s.stopCtx()
+	defer s.toolCancel()
 	defer s.pause.end()
 	err := s.serve()
 	s.apiLatency()
@@ -440,6 +477,15 @@ func (s *Stream) decode(p *pooled, line []byte) (Event, bool) {
 	case ctrl != nil:
 		return ev, false
 	}
+	if r, ok := cliRequestOf(ev); ok {
+		// The CLI asks the pool (a tool call): the turn waits for the
+		// answer, which the caller does not see.
+		if _, err := p.answerCLI(s.toolCtx, r); err != nil {
+			s.pool.log.Debug("claudepool: answer a control request of the CLI", "pid", p.pid, "err", err)
+		}
+		return ev, false
+	}
+	callerNames(&ev)
 	if ev.Type == EventResult && ev.Result != nil && s.failFast != nil {
 		ev.Result = failedFast(ev.Result, s.failFast)
 	}
@@ -515,6 +561,9 @@ func (s *Stream) outcome(p *pooled, end turnEnd) error {
 	r := end.result
 	switch {
 	case r != nil && end.first:
+		if r.IsError && s.interruptedByCaller() {
+			return fmt.Errorf("%w: %w", ErrInterrupted, newResultError(r))
+		}
 		if r.IsError {
 			return newResultError(r)
 		}
@@ -628,6 +677,10 @@ func (s *Stream) send(p *pooled) (sent bool, err error) {
 		}
 		sp := s.req.prompt
 		p.life.prompt = &sp
+	}
+	// A cold process lists the pool's tools before its first turn.
+	if err := p.awaitTools(s.ctx); err != nil {
+		return false, err
 	}
 	if m := s.req.model; m != p.life.model {
 		if _, err := p.setModel(s.ctx, m); err != nil {

@@ -1,0 +1,52 @@
+package claudepool
+
+import (
+	"testing"
+
+	"github.com/claudepool/claudepool/internal/fakecli"
+	"github.com/stretchr/testify/require"
+)
+
+// Interrupt ends a turn in the middle of its reply with the CLI's own
+// interrupt: the stream ends with the CLI's result, its error wraps
+// ErrInterrupted and a *ResultError, and the process, not stopped, serves
+// the next chat after its reset.
+func TestStreamInterrupt(t *testing.T) {
+	ctx := testCtx(t)
+	// Each reply stops after its first chunk for an hour.
+	fp := newFakePool(t, Config{Size: 1, MaxProcs: 1, PartialMessages: true},
+		fakecli.EnvChunks+"=2", fakecli.EnvChunkDelay+"=1h")
+	require.NoError(t, fp.WaitReady(ctx))
+	a := NewAdapter(fp.Pool)
+
+	s, err := a.StreamChat(ctx, userMsg("a long answer"))
+	require.NoError(t, err)
+	defer s.Close()
+	for s.Next() && s.Event().Text() == "" {
+	}
+	require.NoError(t, s.Err())
+	pid := s.Acquire().PID
+	require.NoError(t, s.Interrupt())
+	for s.Next() {
+	}
+	require.ErrorIs(t, s.Err(), ErrInterrupted)
+	var re *ResultError
+	require.ErrorAs(t, s.Err(), &re)
+	require.NotNil(t, s.Result())
+	require.NoError(t, s.Interrupt(), "after the result it does nothing")
+
+	fp2 := fp.Stats()
+	require.Zero(t, retiredTotal(fp2), "the process was not retired")
+	require.True(t, alive(pid))
+
+	// The next chat runs on the same process, reset. The fake's replies
+	// still pause after their first chunk: read that chunk and close.
+	s2, err := a.StreamChat(ctx, userMsg("next"))
+	require.NoError(t, err)
+	defer s2.Close()
+	for s2.Next() && s2.Event().Text() == "" {
+	}
+	require.NoError(t, s2.Err())
+	require.Equal(t, pid, s2.Acquire().PID)
+	require.True(t, s2.Acquire().Reused)
+}

@@ -1,0 +1,244 @@
+package claudepool
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// Tool is a tool written in Go that the model may call during a chat
+// (Config.GoTools). The pool serves it to every process as an in-process
+// MCP server over the CLI's control protocol: the CLI asks the pool, and
+// the pool runs Handler, while the turn waits.
+type Tool struct {
+	// Name is the tool's name as the caller and the model know it:
+	// letters, digits, "_" and "-", up to 64 characters. The CLI calls it
+	// mcp__claudepool__<Name>; events report it by Name.
+	Name string
+	// Description tells the model what the tool does and when to use it.
+	Description string
+	// InputSchema is the JSON schema (an object) of the tool's input. nil
+	// means any object.
+	InputSchema json.RawMessage
+	// Handler runs a call with the model's input, and returns the text
+	// the model receives. An error is returned to the model as a failed
+	// call with the error's text. ctx ends when the chat does.
+	Handler func(ctx context.Context, input json.RawMessage) (string, error)
+}
+
+// toolServer is the name of the pool's in-process MCP server.
+const toolServer = "claudepool"
+
+// toolPrefix is how the CLI names the pool's tools.
+const toolPrefix = "mcp__" + toolServer + "__"
+
+var toolName = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,64}$`)
+
+// validateTools reports a malformed Config.GoTools.
+func validateTools(tools []Tool) error {
+	seen := map[string]bool{}
+	for i, t := range tools {
+		switch {
+		case !toolName.MatchString(t.Name):
+			return fmt.Errorf("claudepool: GoTools[%d]: name %q is not 1 to 64 letters, digits, _ or -", i, t.Name)
+		case seen[t.Name]:
+			return fmt.Errorf("claudepool: GoTools[%d]: two tools are named %q", i, t.Name)
+		case t.Handler == nil:
+			return fmt.Errorf("claudepool: GoTools[%d] (%s): no Handler", i, t.Name)
+		}
+		if t.InputSchema != nil {
+			var m map[string]json.RawMessage
+			if err := json.Unmarshal(t.InputSchema, &m); err != nil {
+				return fmt.Errorf("claudepool: GoTools[%d] (%s): InputSchema is not a JSON object: %w", i, t.Name, err)
+			}
+		}
+		seen[t.Name] = true
+	}
+	return nil
+}
+
+// toolArgs are the spawn flags that declare the pool's tools to the CLI
+// and allow them without a permission prompt.
+func toolArgs(tools []Tool) []string {
+	if len(tools) == 0 {
+		return nil
+	}
+	allowed := make([]string, len(tools))
+	for i, t := range tools {
+		allowed[i] = toolPrefix + t.Name
+	}
+	cfg := fmt.Sprintf(`{"mcpServers":{%q:{"type":"sdk","name":%q}}}`, toolServer, toolServer)
+	return []string{"--mcp-config", cfg, "--allowedTools", strings.Join(allowed, ",")}
+}
+
+// tools serves Config.GoTools to the processes.
+type tools struct {
+	byName map[string]*Tool
+	list   json.RawMessage // the answer to tools/list
+}
+
+func newTools(list []Tool) *tools {
+	if len(list) == 0 {
+		return nil
+	}
+	ts := &tools{byName: make(map[string]*Tool, len(list))}
+	type listed struct {
+		Name        string          `json:"name"`
+		Description string          `json:"description,omitempty"`
+		InputSchema json.RawMessage `json:"inputSchema"`
+	}
+	var l []listed
+	for i := range list {
+		t := &list[i]
+		ts.byName[t.Name] = t
+		schema := t.InputSchema
+		if schema == nil {
+			schema = json.RawMessage(`{"type":"object"}`)
+		}
+		l = append(l, listed{t.Name, t.Description, schema})
+	}
+	ts.list = mustMarshal(map[string]any{"tools": l})
+	return ts
+}
+
+// cliRequest is a control request the CLI sends the pool.
+type cliRequest struct {
+	RequestID string `json:"request_id"`
+	Request   struct {
+		Subtype    string          `json:"subtype"`
+		ServerName string          `json:"server_name"`
+		Message    json.RawMessage `json:"message"`
+	} `json:"request"`
+}
+
+// cliRequestOf returns the control request an event carries, when it is
+// one: the CLI's line of type control_request, which parseLine delivers
+// as EventUnknown.
+func cliRequestOf(ev Event) (*cliRequest, bool) {
+	if ev.Type != EventUnknown || ev.Subtype != "control_request" {
+		return nil, false
+	}
+	var r cliRequest
+	if json.Unmarshal(ev.Raw, &r) != nil || r.RequestID == "" {
+		return nil, false
+	}
+	return &r, true
+}
+
+// jsonRPC is an MCP message.
+type jsonRPC struct {
+	ID     json.RawMessage `json:"id,omitempty"`
+	Method string          `json:"method"`
+	Params json.RawMessage `json:"params"`
+}
+
+// answerCLI answers a control request of the CLI: the pool's MCP server
+// for mcp_message, an error for anything else. Tool calls run in ctx.
+// mcpReady reports a tools/list answered: the CLI has the pool's tools.
+func (p *Process) answerCLI(ctx context.Context, r *cliRequest) (mcpReady bool, err error) {
+	var resp map[string]any
+	switch {
+	case r.Request.Subtype == "mcp_message" && r.Request.ServerName == toolServer && p.set.tools != nil:
+		var m jsonRPC
+		if err := json.Unmarshal(r.Request.Message, &m); err != nil {
+			return false, p.controlError(r.RequestID, "malformed MCP message")
+		}
+		result, rpcErr := p.set.tools.serve(ctx, &m)
+		reply := map[string]any{"jsonrpc": "2.0"}
+		if m.ID != nil {
+			reply["id"] = m.ID
+		}
+		if rpcErr != nil {
+			reply["error"] = map[string]any{"code": -32601, "message": rpcErr.Error()}
+		} else {
+			reply["result"] = result
+		}
+		resp = map[string]any{"mcp_response": reply}
+		mcpReady = m.Method == "tools/list"
+	default:
+		return false, p.controlError(r.RequestID, "claudepool does not serve "+r.Request.Subtype)
+	}
+	line := mustMarshal(map[string]any{"type": "control_response",
+		"response": map[string]any{"subtype": "success", "request_id": r.RequestID, "response": resp}})
+	return mcpReady, p.WriteLine(line)
+}
+
+// controlError answers a control request of the CLI with an error.
+func (p *Process) controlError(id, msg string) error {
+	return p.WriteLine(mustMarshal(map[string]any{"type": "control_response",
+		"response": map[string]any{"subtype": "error", "request_id": id, "error": msg}}))
+}
+
+// serve answers one MCP request.
+func (ts *tools) serve(ctx context.Context, m *jsonRPC) (any, error) {
+	switch m.Method {
+	case "initialize":
+		var params struct {
+			ProtocolVersion string `json:"protocolVersion"`
+		}
+		_ = json.Unmarshal(m.Params, &params)
+		if params.ProtocolVersion == "" {
+			params.ProtocolVersion = "2025-06-18"
+		}
+		return map[string]any{"protocolVersion": params.ProtocolVersion, "capabilities": map[string]any{"tools": map[string]any{}},
+			"serverInfo": map[string]any{"name": toolServer, "version": "1"}}, nil
+	case "tools/list":
+		return ts.list, nil
+	case "tools/call":
+		var params struct {
+			Name      string          `json:"name"`
+			Arguments json.RawMessage `json:"arguments"`
+		}
+		if err := json.Unmarshal(m.Params, &params); err != nil {
+			return toolResult("claudepool: malformed tool call: "+err.Error(), true), nil
+		}
+		t := ts.byName[params.Name]
+		if t == nil {
+			return toolResult("claudepool: no tool named "+params.Name, true), nil
+		}
+		input := params.Arguments
+		if input == nil {
+			input = json.RawMessage(`{}`)
+		}
+		text, err := runTool(ctx, t, input)
+		if err != nil {
+			return toolResult(err.Error(), true), nil
+		}
+		return toolResult(text, false), nil
+	case "notifications/initialized", "ping":
+		return map[string]any{}, nil
+	}
+	if strings.HasPrefix(m.Method, "notifications/") {
+		return map[string]any{}, nil
+	}
+	return nil, fmt.Errorf("method %s not found", m.Method)
+}
+
+// runTool runs a tool's handler; a panic is the call's error.
+func runTool(ctx context.Context, t *Tool, input json.RawMessage) (text string, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("claudepool: tool %s panicked: %v", t.Name, v)
+		}
+	}()
+	return t.Handler(ctx, input)
+}
+
+func toolResult(text string, isError bool) map[string]any {
+	return map[string]any{"content": []map[string]any{{"type": "text", "text": text}}, "isError": isError}
+}
+
+// callerNames renames the pool's tools in an assistant event's tool_use
+// blocks from the CLI's names (mcp__claudepool__X) to the caller's (X).
+func callerNames(ev *Event) {
+	if ev.Type != EventAssistant || ev.Message == nil {
+		return
+	}
+	for i, b := range ev.Message.Content {
+		if b.Type == "tool_use" && strings.HasPrefix(b.Name, toolPrefix) {
+			ev.Message.Content[i].Name = strings.TrimPrefix(b.Name, toolPrefix)
+		}
+	}
+}
