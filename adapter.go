@@ -61,6 +61,10 @@ func (a *Adapter) StreamChat(ctx context.Context, req Request) (*Stream, error) 
 	if err != nil {
 		return nil, err
 	}
+	c.canUseTool = req.CanUseTool
+	if c.canUseTool == nil {
+		c.canUseTool = a.pool.cfg.CanUseTool
+	}
 	if a.pool.gw != nil {
 		c.api = newAPITurn(&req)
 	} else if req.apiParams() {
@@ -116,6 +120,8 @@ type chatRequest struct {
 	start     time.Time // when StreamChat began
 	// api is the chat at the pool's gateway; nil without one.
 	api *apiTurn
+	// canUseTool answers the CLI's permission requests; nil denies them.
+	canUseTool permissionFunc
 }
 
 // encode validates r and encodes it. It runs before any process is taken,

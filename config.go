@@ -1,6 +1,7 @@
 package claudepool
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -287,6 +288,20 @@ type Config struct {
 	// requests itself.
 	GoTools []Tool
 
+	// CanUseTool decides the tool calls the CLI asks permission for: the
+	// calls of Config.Tools that PermissionMode and AllowedTools do not
+	// allow already (the pool's GoTools are always allowed). It runs on
+	// the chat's reader while the turn waits; Request.CanUseTool replaces
+	// it for one chat. Nil denies every such call. With any Tools, the
+	// CLI is started with --permission-prompt-tool stdio so that it asks.
+	CanUseTool func(context.Context, PermissionRequest) Permission
+	// PermissionMode is the CLI's --permission-mode ("default",
+	// "acceptEdits", "bypassPermissions", "plan"); "" leaves the CLI's.
+	PermissionMode string
+	// AllowedTools are tool calls the CLI runs without asking
+	// (--allowedTools), e.g. "Read" or "Bash(git status:*)".
+	AllowedTools []string
+
 	// NoGateway turns the pool's gateway off: the processes then call the
 	// API themselves, with the credentials of their environment, and a
 	// Request's API parameters (MaxTokens, APIKey, ...) fail with
@@ -469,6 +484,7 @@ func (cfg Config) normalize() (Config, string, error) {
 	cfg.Tools = append([]string(nil), cfg.Tools...)
 	cfg.Models = append([]string(nil), cfg.Models...)
 	cfg.GoTools = append([]Tool(nil), cfg.GoTools...)
+	cfg.AllowedTools = append([]string(nil), cfg.AllowedTools...)
 
 	path, err := exec.LookPath(cfg.Command)
 	if err != nil {
@@ -494,7 +510,13 @@ func (cfg *Config) argv() []string {
 	if cfg.PartialMessages {
 		argv = append(argv, "--include-partial-messages")
 	}
-	argv = append(argv, toolArgs(cfg.GoTools)...)
+	argv = append(argv, toolArgs(cfg.GoTools, cfg.AllowedTools)...)
+	if len(cfg.Tools) > 0 {
+		argv = append(argv, "--permission-prompt-tool", "stdio")
+	}
+	if cfg.PermissionMode != "" {
+		argv = append(argv, "--permission-mode", cfg.PermissionMode)
+	}
 	return append(argv, cfg.Args...)
 }
 

@@ -269,7 +269,7 @@ func (p *Process) answerIfAsked(ctx context.Context, ev Event) error {
 	if !ok {
 		return nil
 	}
-	ready, err := p.answerCLI(ctx, r)
+	ready, err := p.answerCLI(ctx, r, nil)
 	if ready {
 		p.mcpReady = true
 	}

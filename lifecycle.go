@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"time"
 )
@@ -507,6 +509,9 @@ func (p *Pool) outgrown(proc *pooled) bool {
 // names another one, set_model puts the pool's model back and its answer
 // must name the base model. A process that cannot prove it is not reused.
 func (p *Pool) resetConversation(ctx context.Context, proc *pooled) error {
+	if err := emptyDir(proc.workDir); err != nil {
+		return fmt.Errorf("%w: process %d: %w", errResetUnconfirmed, proc.pid, err)
+	}
 	l := &proc.life
 	session, model, err := proc.clearConversation(ctx, l.session)
 	if err != nil {
@@ -535,6 +540,28 @@ func (p *Pool) resetConversation(ctx context.Context, proc *pooled) error {
 		return fmt.Errorf("%w: process %d runs %q after its reset, not %q", errResetUnconfirmed, proc.pid, got, l.baseModel)
 	}
 	l.model = ""
+	return nil
+}
+
+// emptyDir removes everything in dir, and proves it is empty: what a chat
+// wrote there (its tools' files) must not reach the next one. "" is no
+// directory.
+func emptyDir(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("working directory: %w", err)
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return fmt.Errorf("empty the working directory: %w", err)
+		}
+	}
+	if left, err := os.ReadDir(dir); err != nil || len(left) > 0 {
+		return fmt.Errorf("the working directory %s is not empty after the reset (%d entries, %v)", dir, len(left), err)
+	}
 	return nil
 }
 
@@ -588,6 +615,11 @@ func (p *Pool) exited(cp *Process) {
 	delete(p.live, cp)
 	if p.gw != nil {
 		p.gw.forget(cp.token)
+	}
+	if cp.workDir != "" {
+		if err := os.RemoveAll(cp.workDir); err != nil {
+			p.log.Warn("claudepool: remove a process's working directory", "pid", cp.pid, "err", err)
+		}
 	}
 	p.notifyLocked()
 	p.mu.Unlock()

@@ -63,6 +63,9 @@ type Process struct {
 	spawnedAt time.Time
 	// token is the process's key at the pool's gateway; "" without one.
 	token string
+	// workDir is the process's own working directory, which its resets
+	// empty and its exit removes; "" when it works in Config.Dir.
+	workDir string
 	// mcpReady is set once the CLI has listed the pool's tools. Only the
 	// reader of the process's output uses it.
 	mcpReady bool

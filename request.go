@@ -1,6 +1,7 @@
 package claudepool
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -98,6 +99,9 @@ type Request struct {
 	// for it, and Result.JSON holds it. It is set on the chat's API calls
 	// by the gateway, so that a warm process serves any schema.
 	OutputSchema json.RawMessage
+	// CanUseTool decides this chat's tool calls that need a permission,
+	// in place of Config.CanUseTool.
+	CanUseTool func(context.Context, PermissionRequest) Permission
 	// APIKey is the upstream API key of this chat's calls, for a backend
 	// that bills each tenant's key. "" uses the pool's (Config.APIKey).
 	// The key never reaches the CLI.

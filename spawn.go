@@ -103,6 +103,16 @@ func (s *spawner) spawn() (*Process, error) {
 func (s *spawner) spawnOnce() (*Process, error) {
 	cmd := exec.Command(s.path, s.argv...)
 	cmd.Dir = s.dir
+	var workDir string
+	if s.ownDir {
+		// A directory of its own, inside the pool's, which the reset
+		// empties: nothing a chat writes stays for the next one.
+		dir, err := os.MkdirTemp(s.dir, "proc-")
+		if err != nil {
+			return nil, fmt.Errorf("claudepool: working directory: %w", err)
+		}
+		cmd.Dir, workDir = dir, dir
+	}
 	cmd.Env = s.env
 	var token string
 	if s.gw != nil {
@@ -113,6 +123,7 @@ func (s *spawner) spawnOnce() (*Process, error) {
 
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
+		_ = os.RemoveAll(workDir)
 		return nil, fmt.Errorf("claudepool: stdin pipe: %w", err)
 	}
 	outR, outW, err := os.Pipe()
@@ -139,6 +150,9 @@ func (s *spawner) spawnOnce() (*Process, error) {
 	if err != nil && token != "" {
 		s.gw.forget(token)
 	}
+	if err != nil && workDir != "" {
+		_ = os.RemoveAll(workDir)
+	}
 	if err != nil {
 		_ = outR.Close()
 		_ = errR.Close()
@@ -159,6 +173,7 @@ func (s *spawner) spawnOnce() (*Process, error) {
 		stderrDone: make(chan struct{}),
 		spawnedAt:  spawned,
 		token:      token,
+		workDir:    workDir,
 		done:       make(chan struct{}),
 		waited:     make(chan struct{}),
 		stopDone:   make(chan struct{}),

@@ -480,7 +480,7 @@ func (s *Stream) decode(p *pooled, line []byte) (Event, bool) {
 	if r, ok := cliRequestOf(ev); ok {
 		// The CLI asks the pool (a tool call): the turn waits for the
 		// answer, which the caller does not see.
-		if _, err := p.answerCLI(s.toolCtx, r); err != nil {
+		if _, err := p.answerCLI(s.toolCtx, r, s.req.canUseTool); err != nil {
 			s.pool.log.Debug("claudepool: answer a control request of the CLI", "pid", p.pid, "err", err)
 		}
 		return ev, false

@@ -61,16 +61,19 @@ func validateTools(tools []Tool) error {
 
 // toolArgs are the spawn flags that declare the pool's tools to the CLI
 // and allow them without a permission prompt.
-func toolArgs(tools []Tool) []string {
-	if len(tools) == 0 {
-		return nil
+func toolArgs(tools []Tool, allowedTools []string) []string {
+	allowed := append([]string(nil), allowedTools...)
+	for _, t := range tools {
+		allowed = append(allowed, toolPrefix+t.Name)
 	}
-	allowed := make([]string, len(tools))
-	for i, t := range tools {
-		allowed[i] = toolPrefix + t.Name
+	var args []string
+	if len(tools) > 0 {
+		args = append(args, "--mcp-config", fmt.Sprintf(`{"mcpServers":{%q:{"type":"sdk","name":%q}}}`, toolServer, toolServer))
 	}
-	cfg := fmt.Sprintf(`{"mcpServers":{%q:{"type":"sdk","name":%q}}}`, toolServer, toolServer)
-	return []string{"--mcp-config", cfg, "--allowedTools", strings.Join(allowed, ",")}
+	if len(allowed) > 0 {
+		args = append(args, "--allowedTools", strings.Join(allowed, ","))
+	}
+	return args
 }
 
 // tools serves Config.GoTools to the processes.
@@ -105,7 +108,8 @@ func newTools(list []Tool) *tools {
 
 // cliRequest is a control request the CLI sends the pool.
 type cliRequest struct {
-	RequestID string `json:"request_id"`
+	RequestID string          `json:"request_id"`
+	raw       json.RawMessage // the request object whole
 	Request   struct {
 		Subtype    string          `json:"subtype"`
 		ServerName string          `json:"server_name"`
@@ -124,6 +128,11 @@ func cliRequestOf(ev Event) (*cliRequest, bool) {
 	if json.Unmarshal(ev.Raw, &r) != nil || r.RequestID == "" {
 		return nil, false
 	}
+	var whole struct {
+		Request json.RawMessage `json:"request"`
+	}
+	_ = json.Unmarshal(ev.Raw, &whole)
+	r.raw = whole.Request
 	return &r, true
 }
 
@@ -137,9 +146,11 @@ type jsonRPC struct {
 // answerCLI answers a control request of the CLI: the pool's MCP server
 // for mcp_message, an error for anything else. Tool calls run in ctx.
 // mcpReady reports a tools/list answered: the CLI has the pool's tools.
-func (p *Process) answerCLI(ctx context.Context, r *cliRequest) (mcpReady bool, err error) {
+func (p *Process) answerCLI(ctx context.Context, r *cliRequest, ask permissionFunc) (mcpReady bool, err error) {
 	var resp map[string]any
 	switch {
+	case r.Request.Subtype == "can_use_tool":
+		resp = p.askPermission(ctx, r.raw, ask)
 	case r.Request.Subtype == "mcp_message" && r.Request.ServerName == toolServer && p.set.tools != nil:
 		var m jsonRPC
 		if err := json.Unmarshal(r.Request.Message, &m); err != nil {
@@ -241,4 +252,69 @@ func callerNames(ev *Event) {
 			ev.Message.Content[i].Name = strings.TrimPrefix(b.Name, toolPrefix)
 		}
 	}
+}
+
+// PermissionRequest is the CLI's question whether a tool call may run
+// (see Config.CanUseTool).
+type PermissionRequest struct {
+	// Tool is the tool's name: a built-in tool's ("Bash", "Write", ...),
+	// an MCP tool's as the CLI names it (mcp__server__tool), or for the
+	// pool's Go tools their Name.
+	Tool string
+	// Input is the input the model gave the call.
+	Input json.RawMessage
+	// ToolUseID is the id of the call's tool_use block.
+	ToolUseID string
+}
+
+// Permission is the answer to a PermissionRequest. The zero value allows
+// the call as it is.
+type Permission struct {
+	// Deny refuses the call; the model receives Message as the call's
+	// failure and goes on, unless Interrupt ends the turn.
+	Deny      bool
+	Message   string
+	Interrupt bool
+	// Input, when set, replaces the call's input (an allowed call only).
+	Input json.RawMessage
+}
+
+// permissionFunc is the permission callback of a chat.
+type permissionFunc func(context.Context, PermissionRequest) Permission
+
+// askPermission answers a can_use_tool request with the chat's callback
+// (nil: deny).
+func (p *Process) askPermission(ctx context.Context, raw json.RawMessage, ask permissionFunc) map[string]any {
+	var q struct {
+		ToolName  string          `json:"tool_name"`
+		Input     json.RawMessage `json:"input"`
+		ToolUseID string          `json:"tool_use_id"`
+	}
+	_ = json.Unmarshal(raw, &q)
+	if ask == nil {
+		return map[string]any{"behavior": "deny", "message": "claudepool: no permission callback (Config.CanUseTool) allows " + q.ToolName}
+	}
+	pr := PermissionRequest{Tool: strings.TrimPrefix(q.ToolName, toolPrefix), Input: q.Input, ToolUseID: q.ToolUseID}
+	perm := callPermission(ctx, ask, pr)
+	if perm.Deny {
+		return map[string]any{"behavior": "deny", "message": perm.Message, "interrupt": perm.Interrupt}
+	}
+	input := perm.Input
+	if input == nil {
+		input = q.Input
+	}
+	if input == nil {
+		input = json.RawMessage(`{}`)
+	}
+	return map[string]any{"behavior": "allow", "updatedInput": input}
+}
+
+// callPermission runs a permission callback; a panic denies the call.
+func callPermission(ctx context.Context, ask permissionFunc, pr PermissionRequest) (perm Permission) {
+	defer func() {
+		if v := recover(); v != nil {
+			perm = Permission{Deny: true, Message: fmt.Sprintf("claudepool: the permission callback panicked: %v", v)}
+		}
+	}()
+	return ask(ctx, pr)
 }

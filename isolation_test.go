@@ -1,6 +1,9 @@
 package claudepool
 
 import (
+	"os"
+	"path/filepath"
+	"strconv"
 	"testing"
 
 	"github.com/claudepool/claudepool/internal/fakecli"
@@ -49,4 +52,34 @@ func TestStreamInterrupt(t *testing.T) {
 	require.NoError(t, s2.Err())
 	require.Equal(t, pid, s2.Acquire().PID)
 	require.True(t, s2.Acquire().Reused)
+}
+
+// Each process of a pool that owns its directory works in a directory of
+// its own, which every reset empties: what a chat leaves there is gone
+// before the next chat, and the directory goes with the process.
+func TestWorkDirEmptiedAtReset(t *testing.T) {
+	ctx := testCtx(t)
+	fp := newFakePool(t, Config{Size: 1, MaxProcs: 1})
+	require.NoError(t, fp.WaitReady(ctx))
+	a := NewAdapter(fp.Pool)
+
+	s, _ := chatOK(t, ctx, a, userMsg("first"))
+	pid := s.Acquire().PID
+	cwd, err := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "cwd"))
+	require.NoError(t, err)
+	require.Equal(t, fp.dir, filepath.Dir(cwd), "a directory of its own inside the pool's")
+	// What a chat's tools would leave behind.
+	require.NoError(t, os.WriteFile(filepath.Join(cwd, "secret.txt"), []byte("tenant A"), 0o600))
+	require.NoError(t, os.MkdirAll(filepath.Join(cwd, "sub", "dir"), 0o700))
+
+	s2, _ := chatOK(t, ctx, a, userMsg("second"))
+	require.Equal(t, pid, s2.Acquire().PID)
+	waitQuiet(t, ctx, fp.Pool)
+	entries, err := os.ReadDir(cwd)
+	require.NoError(t, err)
+	require.Empty(t, entries, "the reset emptied the working directory")
+
+	require.NoError(t, fp.Close(ctx))
+	_, err = os.Stat(cwd)
+	require.ErrorIs(t, err, os.ErrNotExist)
 }
