@@ -15,8 +15,22 @@
 // request: a fixed text, a reply split into chunks with a delay between them,
 // a reply held after its first chunk until a channel is closed, a reply that
 // begins with a thinking block ([Reply.Thinking]) as with extended thinking,
-// or a [Failure]: an HTTP error with an Anthropic-shaped body, or a request
-// that is never answered.
+// one that calls tools ([Reply.ToolCalls]), or a [Failure]: an HTTP error
+// with an Anthropic-shaped body, or a request that is never answered.
+//
+// # Tools
+//
+// [Reply.ToolCalls] makes a reply call tools as the model does: after its
+// text, one tool_use block per call, streamed with input_json_delta events
+// or sent whole, and stop_reason "tool_use". The client runs the tools
+// and asks again with their results; the recorded [Message.ToolResults]
+// (and [Request.LastToolResults], those of the last user message) hold
+// them, [Message.ToolUses] the calls of the history. [CallTool] scripts
+// the usual exchange: a call of one tool in each new turn, then a text
+// that quotes its result. With --tools Read, Claude Code 2.1.330 reads a
+// file of its working directory for such a call without asking
+// (--allowedTools Read allows it by rule), and sends its content back
+// numbered as cat -n does.
 //
 // # Stops
 //
@@ -44,7 +58,7 @@
 //     an error; HEAD /api/hello and count_tokens are answered at once.
 //   - [Config.TokensPerSecond] (per reply: [Reply.TokensPerSecond]) paces a
 //     streamed reply: its estimated output tokens (1 + characters/4, as its
-//     usage reports, thinking included) take tokens/rate from the first
+//     usage reports, thinking and tool calls included) take tokens/rate from the first
 //     byte to its end, the deltas spread over that time by the characters
 //     before each, one delta per token unless a chunk count is set.
 //
@@ -58,13 +72,14 @@
 // [Server.Requests] returns every request received; [Server.ChatRequests]
 // only those that carry the user's conversation, leaving out the side
 // requests the CLI makes on its own. Each [Request] keeps the fields a test
-// usually checks (model, system texts, messages reduced to their text and
-// the types of their content blocks, tools), the ones a proxy in front of
-// the API sets or reads (headers with the credentials, max_tokens,
-// temperature, top_p, top_k, stop_sequences, metadata.user_id, thinking,
-// output_config) and the whole raw JSON body, [Request.Body], to search for
-// anything else. A body whose fields have the wrong JSON type
-// is answered 400 invalid_request_error, and recorded too.
+// usually checks (model, system texts, messages reduced to their text,
+// the types of their content blocks, their tool calls and tool results,
+// the tools offered), the ones a proxy in front of the API sets or reads
+// (headers with the credentials, max_tokens, temperature, top_p, top_k,
+// stop_sequences, metadata.user_id, thinking, output_config) and the whole
+// raw JSON body, [Request.Body], to search for anything else. A body whose
+// fields have the wrong JSON type is answered 400 invalid_request_error,
+// and recorded too.
 // [Server.WaitRequests] and [Server.WaitChatRequests] block until a given
 // number has arrived, so tests wait on a signal instead of sleeping.
 //

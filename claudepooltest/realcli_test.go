@@ -55,11 +55,19 @@ type cliProc struct {
 	started time.Time
 }
 
+// startCLI starts a CLI with no tools, a HOME and a working directory of
+// its own, and extraArgs after the common arguments.
 func startCLI(t *testing.T, path string, env []string, extraArgs ...string) *cliProc {
 	t.Helper()
-	home, dir := t.TempDir(), t.TempDir()
+	return spawnCLI(t, path, env, t.TempDir(), t.TempDir(), append([]string{"--tools", ""}, extraArgs...)...)
+}
+
+// spawnCLI starts a CLI in stream-json mode with the given HOME and working
+// directory, and extraArgs after the common arguments.
+func spawnCLI(t *testing.T, path string, env []string, home, dir string, extraArgs ...string) *cliProc {
+	t.Helper()
 	args := []string{"-p", "--input-format", "stream-json", "--output-format", "stream-json",
-		"--verbose", "--no-session-persistence", "--tools", ""}
+		"--verbose", "--no-session-persistence"}
 	cmd := exec.Command(path, append(args, extraArgs...)...)
 	cmd.Dir = dir
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + home}, env...)

@@ -1,8 +1,10 @@
 package claudepooltest
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -122,9 +124,10 @@ const (
 // When both apply, the earlier stop wins: the stop sequence, if the text up
 // to its end (which the model generated, though the API does not send it)
 // fits in max_tokens, else max_tokens. Either wins over StopReason, since
-// the reply never reaches its scripted end. The usage's output_tokens is
-// the estimate of what was generated: the text sent, plus the stop
-// sequence when one stopped it, plus the Thinking's estimate.
+// the reply never reaches its scripted end, and drops the ToolCalls, which
+// come after the text. The usage's output_tokens is the estimate of what
+// was generated: the text sent, plus the stop sequence when one stopped
+// it, plus the Thinking's estimate, plus that of each tool call sent.
 //
 // Neither stop touches Thinking, which is always sent whole: the API does
 // not apply stop_sequences to thinking, and the mock, to keep max_tokens
@@ -154,13 +157,15 @@ type Reply struct {
 	// paced reply takes.
 	Thinking string
 	// Chunks splits Text into this many text_delta events of about equal
-	// length (never more than Text has characters), and Thinking into as
-	// many thinking_delta events. 0 means the server's [Config.Chunks];
-	// when that is 0 too, one chunk per estimated output token (about 4
-	// characters) if the reply is paced (see TokensPerSecond), else 1.
+	// length (never more than Text has characters), Thinking into as
+	// many thinking_delta events, and the input of each of the ToolCalls
+	// into as many input_json_delta events. 0 means the server's
+	// [Config.Chunks]; when that is 0 too, one chunk per estimated output
+	// token (about 4 characters) if the reply is paced (see
+	// TokensPerSecond), else 1.
 	Chunks int
 	// ChunkDelay is the pause before each chunk after the first, of the
-	// thinking and the text alike. 0 means the server's
+	// thinking, the text and the tool inputs alike. 0 means the server's
 	// [Config.ChunkDelay].
 	ChunkDelay time.Duration
 	// TokensPerSecond paces a streamed reply as [Config.TokensPerSecond]
@@ -174,23 +179,63 @@ type Reply struct {
 	// whatever the server's setting.
 	Delay time.Duration
 	// Hold, when not nil, pauses the stream after the first chunk of Text
-	// (or before the end of the message when Text is empty) until Hold is
-	// closed, so a test can act in the middle of a reply and then let it
-	// finish. The thinking block, if any, is complete by then. A reply
-	// that is not streamed ignores it.
+	// (or, when Text is empty, before the last content_block_stop, with
+	// the input of every tool call sent) until Hold is closed, so a test
+	// can act in the middle of a reply and then let it finish. The
+	// thinking block, if any, is complete by then. A reply that is not
+	// streamed ignores it.
 	Hold <-chan struct{}
 	// Fail, when not FailNone, answers with that failure instead of Text.
 	Fail Failure
 	// ErrorMessage replaces the default message of an HTTP failure.
 	ErrorMessage string
+	// ToolCalls, when not empty, makes the reply call tools, as the model
+	// does when the request offers them (the mock does not check that it
+	// does): after the Thinking, if any, and Text, as a text block only
+	// when Text is not empty, the message has one tool_use block per call,
+	// in order, and ends with stop_reason "tool_use" unless StopReason
+	// says otherwise. Streamed, each block is a content_block_start with
+	//
+	//	{"type":"tool_use","id":"toolu_...","name":"Read","input":{}}
+	//
+	// then the input JSON in input_json_delta events (their partial_json
+	// pieces, split as Chunks says, make up the input), then
+	// content_block_stop; not streamed, each is a block whole:
+	//
+	//	{"type":"tool_use","id":"toolu_...","name":"Read","input":{...}}
+	//
+	// Content blocks are numbered from 0 across the message, thinking and
+	// text included. Each call adds 1 + (characters of its name and input
+	// JSON)/4 to the usage's output_tokens, and to the time a paced reply
+	// takes. A call whose Input is not a JSON object is answered 500
+	// api_error instead, with a message that says so.
+	ToolCalls []ToolCall
 	// StopReason is the message's stop_reason when Text is sent whole: ""
-	// means [StopEndTurn]. It is reported as any other, in the
+	// means [StopToolUse] when there are ToolCalls, [StopEndTurn]
+	// otherwise. It is reported as any other, in the
 	// message_delta event of a streamed reply and in the message of a
 	// non-streamed one, so that [StopMaxTokens] or [StopRefusal] make the
 	// reply look cut by the limit or the safety classifiers after Text,
 	// whatever the request's max_tokens. The message's stop_sequence stays
 	// null unless the request's stop_sequences cut the reply.
 	StopReason string
+}
+
+// ToolCall is a tool_use content block: the model's call of a tool, in a
+// reply ([Reply.ToolCalls]) or in the history a request carries
+// ([Message.ToolUses]).
+type ToolCall struct {
+	// ID identifies the call; the tool_result that answers it names it as
+	// its tool_use_id. In a reply, "" makes the server number the call
+	// "toolu_mock_000001", "toolu_mock_000002" and so on.
+	ID string
+	// Name is the tool's name, as the request's tools offer it, e.g.
+	// "Read".
+	Name string
+	// Input is the tool's input, a JSON object such as
+	// {"file_path":"/tmp/notes.txt"}. In a reply, nil sends {}; in a
+	// recorded message it is the block's input as sent, nil when absent.
+	Input json.RawMessage
 }
 
 // ReplyFunc decides the reply to a Messages request. It is called from the
@@ -215,6 +260,80 @@ func Text(text string) ReplyFunc {
 func Fail(f Failure) ReplyFunc {
 	return func(Request) Reply { return Reply{Fail: f} }
 }
+
+// ToolSaidPrefix starts the reply of [CallTool] to a request that carries
+// tool results: ToolSaidPrefix followed by their contents.
+const ToolSaidPrefix = "tool said: "
+
+// CallTool returns a [ReplyFunc] that plays an agent calling one tool per
+// user turn. A chat request whose last user message carries no tool
+// results, a new turn, is answered with a call of the tool name with
+// input; one whose last user message carries results, the client having
+// run the tool, with the text ToolSaidPrefix followed by the
+// [ToolResult.Content] of each, joined by "\n". Requests of other kinds,
+// such as the CLI's side requests, are answered as [Echo] answers them.
+//
+// input is marshaled to JSON once, by CallTool, which panics when it is
+// not a JSON object; nil means {}. A json.RawMessage is sent as it is,
+// compacted.
+func CallTool(name string, input any) ReplyFunc {
+	raw := json.RawMessage("{}")
+	if input != nil {
+		b, err := json.Marshal(input)
+		if err != nil {
+			panic("claudepooltest: CallTool input: " + err.Error())
+		}
+		if !isObject(b) {
+			panic("claudepooltest: CallTool input is not a JSON object: " + string(b))
+		}
+		raw = b
+	}
+	return func(r Request) Reply {
+		if r.Kind != KindChat {
+			return Echo(r)
+		}
+		results := r.LastToolResults()
+		if len(results) == 0 {
+			return Reply{ToolCalls: []ToolCall{{Name: name, Input: raw}}}
+		}
+		contents := make([]string, len(results))
+		for i, res := range results {
+			contents[i] = res.Content
+		}
+		return Reply{Text: ToolSaidPrefix + strings.Join(contents, "\n")}
+	}
+}
+
+// isObject reports whether raw, valid JSON, is an object.
+func isObject(raw []byte) bool {
+	b := bytes.TrimLeft(raw, " \t\r\n")
+	return len(b) > 0 && b[0] == '{'
+}
+
+// toolCalls checks the scripted calls and returns copies whose inputs are
+// compact JSON objects, {} for a nil input.
+func toolCalls(calls []ToolCall) ([]ToolCall, error) {
+	out := make([]ToolCall, len(calls))
+	for i, c := range calls {
+		out[i] = c
+		if c.Input == nil {
+			out[i].Input = json.RawMessage("{}")
+			continue
+		}
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, c.Input); err != nil {
+			return nil, fmt.Errorf("claudepooltest: tool call %d (%s): input is not valid JSON: %v", i, c.Name, err)
+		}
+		if !isObject(buf.Bytes()) {
+			return nil, fmt.Errorf("claudepooltest: tool call %d (%s): input is not a JSON object: %s", i, c.Name, buf.Bytes())
+		}
+		out[i].Input = buf.Bytes()
+	}
+	return out, nil
+}
+
+// callTokens returns the output tokens the server counts for a tool call.
+func callTokens(c ToolCall) int { return outputTokens(c.Name + string(c.Input)) }
 
 // signature returns the signature of a thinking block: base64 of a hash of
 // the thinking, standing in for the API's opaque signatures.
@@ -246,14 +365,15 @@ func splitChunks(s string, n int) []string {
 
 // ending is how a reply ends once the request's stops apply.
 type ending struct {
-	text     string // the text sent
-	reason   string // the stop_reason
-	sequence string // the stop_sequence; "" reports null
-	tokens   int    // the usage's output_tokens
+	text     string     // the text sent
+	calls    []ToolCall // the tool calls sent
+	reason   string     // the stop_reason
+	sequence string     // the stop_sequence; "" reports null
+	tokens   int        // the output tokens of the text
 }
 
 // end applies r's stop_sequences and max_tokens to rep as [Reply]
-// describes.
+// describes. A stop drops rep's tool calls.
 func end(rep Reply, r Request) ending {
 	fits := func(chars int) bool { return r.MaxTokens <= 0 || chars/4+1 <= r.MaxTokens }
 	if seq, start, stop := firstStop(rep.Text, r.StopSequences); seq != "" {
@@ -267,10 +387,14 @@ func end(rep Reply, r Request) ending {
 		return ending{text: text, reason: StopMaxTokens, tokens: outputTokens(text)}
 	}
 	reason := rep.StopReason
-	if reason == "" {
+	switch {
+	case reason != "":
+	case len(rep.ToolCalls) > 0:
+		reason = StopToolUse
+	default:
 		reason = StopEndTurn
 	}
-	return ending{text: rep.Text, reason: reason, tokens: outputTokens(rep.Text)}
+	return ending{text: rep.Text, calls: rep.ToolCalls, reason: reason, tokens: outputTokens(rep.Text)}
 }
 
 // firstStop returns the stop sequence of seqs whose first occurrence in

@@ -28,8 +28,8 @@ const (
 	KindOther Kind = "other"
 )
 
-// Message is one message of a recorded request, reduced to its text and the
-// types of its content blocks.
+// Message is one message of a recorded request, reduced to its text, the
+// types of its content blocks, and its tool calls and tool results.
 type Message struct {
 	// Role is "user" or "assistant".
 	Role string
@@ -42,6 +42,28 @@ type Message struct {
 	// content is a plain string has Types ["text"]; one whose content is
 	// null or absent has none. Only the text blocks have an entry in Texts.
 	Types []string
+	// ToolUses holds every tool_use block, in order: the tool calls of an
+	// assistant message of the history, as the client sends them back.
+	ToolUses []ToolCall
+	// ToolResults holds every tool_result block, in order: what the
+	// client sends back, in a user message, after running tool calls.
+	ToolResults []ToolResult
+}
+
+// ToolResult is a tool_result content block of a recorded message: the
+// outcome of a [ToolCall], as the client that ran it sends it back.
+type ToolResult struct {
+	// ToolUseID is the block's tool_use_id: the [ToolCall.ID] of the call
+	// it answers.
+	ToolUseID string
+	// Content is the result's text: the block's content when that is a
+	// string, or the text of its text blocks joined by "\n" when it is a
+	// list of blocks (images and other blocks are left out); "" when it
+	// is absent or null.
+	Content string
+	// IsError is the block's is_error: the tool failed, or the client did
+	// not let it run, and Content tells why.
+	IsError bool
 }
 
 // Text returns the texts of the message's text blocks joined by newlines.
@@ -82,8 +104,8 @@ type Request struct {
 	// System holds the text of each system block; a string system prompt
 	// gives a single entry.
 	System []string
-	// Messages is the conversation, reduced to roles, text and the types
-	// of the content blocks.
+	// Messages is the conversation, reduced to roles, text, the types of
+	// the content blocks, tool calls and tool results.
 	Messages []Message
 	// Stream reports whether the body asked for a streamed reply.
 	Stream bool
@@ -115,10 +137,10 @@ type Request struct {
 	// Tools holds the names of the tools the body offers.
 	Tools []string
 	// Body is the raw request body, whole and unparsed: the place to look
-	// for what the fields above leave out (the contents of tool results,
-	// images and documents, signatures of thinking blocks, cache_control,
-	// the rest of metadata), or for text of earlier turns anywhere in the
-	// request.
+	// for what the fields above leave out (the images and documents of
+	// user messages or tool results, signatures of thinking blocks,
+	// cache_control, the rest of metadata), or for text of earlier turns
+	// anywhere in the request.
 	Body []byte
 }
 
@@ -134,6 +156,20 @@ func (r Request) LastUserText() string {
 		}
 	}
 	return ""
+}
+
+// LastToolResults returns the tool results of the last user message, in
+// order, or nil when it carries none: when the request is not the one that
+// follows tool calls, which the client answers with a user message of
+// their results. Messages of other roles are skipped, as
+// [Request.LastUserText] skips them.
+func (r Request) LastToolResults() []ToolResult {
+	for i := len(r.Messages) - 1; i >= 0; i-- {
+		if m := r.Messages[i]; m.Role == "user" {
+			return m.ToolResults
+		}
+	}
+	return nil
 }
 
 // clone returns a copy of r whose slices and header are not shared with r.
@@ -158,9 +194,19 @@ func (r Request) clone() Request {
 	c.Messages = make([]Message, len(r.Messages))
 	for i, m := range r.Messages {
 		c.Messages[i] = Message{
-			Role:  m.Role,
-			Texts: append([]string(nil), m.Texts...),
-			Types: append([]string(nil), m.Types...),
+			Role:        m.Role,
+			Texts:       append([]string(nil), m.Texts...),
+			Types:       append([]string(nil), m.Types...),
+			ToolResults: append([]ToolResult(nil), m.ToolResults...),
+		}
+		if m.ToolUses != nil {
+			c.Messages[i].ToolUses = make([]ToolCall, len(m.ToolUses))
+			for j, u := range m.ToolUses {
+				c.Messages[i].ToolUses[j] = u
+				if u.Input != nil {
+					c.Messages[i].ToolUses[j].Input = append(json.RawMessage{}, u.Input...)
+				}
+			}
 		}
 	}
 	if r.Messages == nil {
@@ -207,30 +253,67 @@ type wireMessage struct {
 }
 
 // contentBlocks reads content that is either a string or a list of content
-// blocks and returns the text of its text blocks and the type of every
-// block. A string is one text block.
-func contentBlocks(raw json.RawMessage) (texts, types []string, err error) {
+// blocks into a message without its role: the text of its text blocks, the
+// type of every block, its tool_use and its tool_result blocks. A string is
+// one text block.
+func contentBlocks(raw json.RawMessage) (m Message, err error) {
 	if isNull(raw) {
-		return nil, nil, nil
+		return m, nil
 	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err == nil {
-		return []string{s}, []string{"text"}, nil
+		return Message{Texts: []string{s}, Types: []string{"text"}}, nil
 	}
-	var blocks []struct {
-		Type string `json:"type"`
-		Text string `json:"text"`
-	}
+	var blocks []json.RawMessage
 	if err := json.Unmarshal(raw, &blocks); err != nil {
-		return nil, nil, err
+		return m, err
 	}
-	for _, b := range blocks {
-		types = append(types, b.Type)
-		if b.Type == "text" {
-			texts = append(texts, b.Text)
+	for _, raw := range blocks {
+		var b struct {
+			Type string `json:"type"`
+			Text string `json:"text"`
+		}
+		if err := json.Unmarshal(raw, &b); err != nil {
+			return m, err
+		}
+		m.Types = append(m.Types, b.Type)
+		switch b.Type {
+		case "text":
+			m.Texts = append(m.Texts, b.Text)
+		case "tool_use":
+			var u struct {
+				ID    string          `json:"id"`
+				Name  string          `json:"name"`
+				Input json.RawMessage `json:"input"`
+			}
+			if err := json.Unmarshal(raw, &u); err != nil {
+				return m, err
+			}
+			if isNull(u.Input) {
+				u.Input = nil
+			}
+			m.ToolUses = append(m.ToolUses, ToolCall{ID: u.ID, Name: u.Name, Input: u.Input})
+		case "tool_result":
+			var res struct {
+				ToolUseID string          `json:"tool_use_id"`
+				Content   json.RawMessage `json:"content"`
+				IsError   bool            `json:"is_error"`
+			}
+			if err := json.Unmarshal(raw, &res); err != nil {
+				return m, err
+			}
+			inner, err := contentBlocks(res.Content)
+			if err != nil {
+				return m, err
+			}
+			m.ToolResults = append(m.ToolResults, ToolResult{
+				ToolUseID: res.ToolUseID,
+				Content:   inner.Text(),
+				IsError:   res.IsError,
+			})
 		}
 	}
-	return texts, types, nil
+	return m, nil
 }
 
 // isNull reports whether raw is absent or JSON null.
@@ -265,17 +348,18 @@ func parseMessagesBody(r *Request) (hasTools bool, err error) {
 			r.Tools = append(r.Tools, t.Name)
 		}
 	}
-	sys, _, err := contentBlocks(b.System)
+	sys, err := contentBlocks(b.System)
 	if err != nil {
 		return false, err
 	}
-	r.System = sys
-	for _, m := range b.Messages {
-		texts, types, err := contentBlocks(m.Content)
+	r.System = sys.Texts
+	for _, wm := range b.Messages {
+		m, err := contentBlocks(wm.Content)
 		if err != nil {
 			return false, err
 		}
-		r.Messages = append(r.Messages, Message{Role: m.Role, Texts: texts, Types: types})
+		m.Role = wm.Role
+		r.Messages = append(r.Messages, m)
 	}
 	return hasTools, nil
 }

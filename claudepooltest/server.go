@@ -25,8 +25,9 @@ type Config struct {
 	// Reply decides the answer to each Messages request. nil means [Echo].
 	Reply ReplyFunc
 	// Chunks is the number of text_delta events a streamed reply is split
-	// into (and of thinking_delta events its thinking is split into) when
-	// its [Reply.Chunks] is 0. 0 means 1.
+	// into (and of thinking_delta events its thinking, and input_json_delta
+	// events the input of each of its tool calls, is split into) when its
+	// [Reply.Chunks] is 0. 0 means 1.
 	Chunks int
 	// ChunkDelay is the pause between chunks when a reply's
 	// [Reply.ChunkDelay] is 0.
@@ -40,19 +41,21 @@ type Config struct {
 	// TokensPerSecond is the output pace of a streamed reply whose
 	// [Reply.TokensPerSecond] is 0: its N output tokens (the estimate its
 	// usage reports, 1 + characters/4, of the text after the request's
-	// stops cut it, stop sequence included, plus that of [Reply.Thinking])
-	// take N/TokensPerSecond, counted from the first byte to the end of the
-	// reply. The first delta goes out at once; each later one (thinking or
-	// text) no earlier than the share of that time that the characters
-	// before it, of the thinking and the text, make up, and the last
-	// content_block_stop (with message_delta and message_stop right after
-	// it) no earlier than all of it. A delta's [Reply.ChunkDelay] pause
-	// comes first, so pacing only waits for what is left; after a
+	// stops cut it, stop sequence included, plus that of [Reply.Thinking]
+	// and of each of [Reply.ToolCalls]) take N/TokensPerSecond, counted
+	// from the first byte to the end of the reply. The first delta goes
+	// out at once; each later one (thinking, text or tool input) no
+	// earlier than the share of that time that the characters before it,
+	// of the thinking, the text and the tool inputs, make up, and the
+	// last content_block_stop (with message_delta and message_stop right
+	// after it) no earlier than all of it. A delta's [Reply.ChunkDelay]
+	// pause comes first, so pacing only waits for what is left; after a
 	// [Reply.Hold] the rest of the reply takes the rest of the time,
 	// counted from the release. A paced reply with no chunk count from
 	// Reply.Chunks or Config.Chunks is split into one delta per estimated
-	// token of its text, and of its thinking. 0 means as fast as possible
-	// (no pacing); a non-streamed reply is never paced.
+	// token of its text, of its thinking and of each tool input. 0 means
+	// as fast as possible (no pacing); a non-streamed reply is never
+	// paced.
 	TokensPerSecond float64
 	// MaxRetries, when positive, is the CLAUDE_CODE_MAX_RETRIES that
 	// [Server.Env] sets. 0 (the default) sets none, so that the CLI (or
@@ -83,6 +86,7 @@ type Server struct {
 	changed  chan struct{} // closed and replaced whenever requests grows
 	reqSeq   int           // last Request.Seq given
 	msgSeq   int           // last message id number given
+	toolSeq  int           // last tool_use id number given
 }
 
 // NewServer starts a server with the given configuration. It panics, as
@@ -273,6 +277,13 @@ func (s *Server) nextMessageID() string {
 	return fmt.Sprintf("msg_mock_%06d", s.msgSeq)
 }
 
+func (s *Server) nextToolUseID() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.toolSeq++
+	return fmt.Sprintf("toolu_mock_%06d", s.toolSeq)
+}
+
 func (s *Server) serveHTTP(w http.ResponseWriter, hr *http.Request) {
 	r := Request{
 		Time:   time.Now(),
@@ -346,8 +357,19 @@ func (s *Server) answer(w http.ResponseWriter, hr *http.Request, r Request) {
 		writeError(w, shape.status, shape.errType, msg)
 		return
 	}
+	calls, err := toolCalls(rep.ToolCalls)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "api_error", err.Error())
+		return
+	}
+	rep.ToolCalls = calls
 	e := end(rep, r)
 	rep.Text = e.text
+	for i := range e.calls {
+		if e.calls[i].ID == "" {
+			e.calls[i].ID = s.nextToolUseID()
+		}
+	}
 	m := message{
 		id:           s.nextMessageID(),
 		model:        r.Model,
@@ -356,9 +378,13 @@ func (s *Server) answer(w http.ResponseWriter, hr *http.Request, r Request) {
 		stopReason:   e.reason,
 		stopSequence: e.sequence,
 		thinking:     rep.Thinking,
+		calls:        e.calls,
 	}
 	if rep.Thinking != "" {
 		m.outputTokens += outputTokens(rep.Thinking)
+	}
+	for _, c := range m.calls {
+		m.outputTokens += callTokens(c)
 	}
 	if !r.Stream {
 		writeJSON(w, http.StatusOK, m.full(rep.Text))
@@ -370,15 +396,23 @@ func (s *Server) answer(w http.ResponseWriter, hr *http.Request, r Request) {
 	if rep.Chunks == 0 {
 		rep.Chunks = s.cfg.Chunks
 	}
-	thinkingChunks, textChunks := rep.Chunks, rep.Chunks
-	if rep.Chunks == 0 && rep.TokensPerSecond > 0 {
-		// One chunk per estimated token of each block.
-		thinkingChunks, textChunks = outputTokens(rep.Thinking), e.tokens
+	// chunks returns the number of deltas of a block of the given text:
+	// the chunk count, else when paced one per estimated token.
+	chunks := func(tokens int) int {
+		if rep.Chunks == 0 && rep.TokensPerSecond > 0 {
+			return tokens
+		}
+		return rep.Chunks
+	}
+	inputs := make([][]string, len(m.calls))
+	for i, c := range m.calls {
+		inputs[i] = splitChunks(string(c.Input), chunks(outputTokens(string(c.Input))))
 	}
 	if rep.ChunkDelay == 0 {
 		rep.ChunkDelay = s.cfg.ChunkDelay
 	}
-	if !s.stream(w, hr, m, rep, splitChunks(rep.Thinking, thinkingChunks), splitChunks(rep.Text, textChunks)) {
+	thinking := splitChunks(rep.Thinking, chunks(outputTokens(rep.Thinking)))
+	if !s.stream(w, hr, m, rep, thinking, splitChunks(rep.Text, chunks(e.tokens)), inputs) {
 		abort()
 	}
 }
@@ -458,7 +492,8 @@ func abort() { panic(http.ErrAbortHandler) }
 // reply of text, and paces it by.
 func outputTokens(text string) int { return utf8.RuneCountInString(text)/4 + 1 }
 
-// estimateTokens returns a rough token count for the text of r.
+// estimateTokens returns a rough token count for the text of r, the inputs
+// of its tool calls and the contents of its tool results included.
 func estimateTokens(r Request) int {
 	n := 0
 	for _, t := range r.System {
@@ -467,6 +502,12 @@ func estimateTokens(r Request) int {
 	for _, m := range r.Messages {
 		for _, t := range m.Texts {
 			n += len(t)
+		}
+		for _, u := range m.ToolUses {
+			n += len(u.Name) + len(u.Input)
+		}
+		for _, res := range m.ToolResults {
+			n += len(res.Content)
 		}
 	}
 	return n/4 + 1

@@ -589,8 +589,10 @@ func TestRecordingBlockTypes(t *testing.T) {
 	require.Equal(t, []Message{
 		{Role: "user", Texts: []string{"plain"}, Types: []string{"text"}},
 		{Role: "user", Texts: []string{"what is this?", "and this?"}, Types: []string{"image", "text", "document", "text"}},
-		{Role: "assistant", Types: []string{"thinking", "redacted_thinking", "tool_use"}},
-		{Role: "user", Types: []string{"tool_result", ""}},
+		{Role: "assistant", Types: []string{"thinking", "redacted_thinking", "tool_use"},
+			ToolUses: []ToolCall{{ID: "t1", Name: "Read", Input: json.RawMessage(`{}`)}}},
+		{Role: "user", Types: []string{"tool_result", ""},
+			ToolResults: []ToolResult{{ToolUseID: "t1", Content: "file"}}},
 		{Role: "user"},
 		{Role: "user"},
 		{Role: "user"},

@@ -15,9 +15,14 @@ type message struct {
 	inputTokens  int
 	outputTokens int
 	stopReason   string
-	stopSequence string // "" reports null
-	thinking     string // the thinking block's text; "": no thinking block
+	stopSequence string     // "" reports null
+	thinking     string     // the thinking block's text; "": no thinking block
+	calls        []ToolCall // the tool_use blocks, after the text
 }
+
+// hasText reports whether the message has a text block: unless it calls
+// tools, even an empty one.
+func (m message) hasText(text string) bool { return text != "" || len(m.calls) == 0 }
 
 // sequence returns the message's stop_sequence as JSON: a string, or null.
 func (m message) sequence() any {
@@ -46,7 +51,12 @@ func (m message) full(text string) map[string]any {
 			"signature": signature(m.thinking),
 		})
 	}
-	content = append(content, map[string]string{"type": "text", "text": text})
+	if m.hasText(text) {
+		content = append(content, map[string]string{"type": "text", "text": text})
+	}
+	for _, c := range m.calls {
+		content = append(content, map[string]any{"type": "tool_use", "id": c.ID, "name": c.Name, "input": c.Input})
+	}
 	return map[string]any{
 		"id":            m.id,
 		"type":          "message",
@@ -60,10 +70,11 @@ func (m message) full(text string) map[string]any {
 }
 
 // stream writes rep as a Messages API event stream: m's thinking block, if
-// any, in the given thinking chunks, then the text block in the given text
-// chunks. It reports false when the client went away or the server is
-// closing before the stream ended.
-func (s *Server) stream(w http.ResponseWriter, hr *http.Request, m message, rep Reply, thinking, text []string) bool {
+// any, in the given thinking chunks, then the text block, if any, in the
+// given text chunks, then a tool_use block per call of m with its input in
+// the given chunks. It reports false when the client went away or the
+// server is closing before the stream ended.
+func (s *Server) stream(w http.ResponseWriter, hr *http.Request, m message, rep Reply, thinking, text []string, inputs [][]string) bool {
 	flusher, _ := w.(http.Flusher)
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -72,6 +83,9 @@ func (s *Server) stream(w http.ResponseWriter, hr *http.Request, m message, rep 
 	w.WriteHeader(http.StatusOK)
 	// The pace counts from here, no earlier than the recorded FirstByte.
 	chars := utf8.RuneCountInString(m.thinking) + utf8.RuneCountInString(rep.Text)
+	for _, c := range m.calls {
+		chars += utf8.RuneCount(c.Input)
+	}
 	pace := newPacer(time.Now(), m.outputTokens, chars, rep.TokensPerSecond)
 
 	send := func(event string, data any) bool {
@@ -89,7 +103,7 @@ func (s *Server) stream(w http.ResponseWriter, hr *http.Request, m message, rep 
 	}
 	// startBlock opens content block index; the first is followed by a
 	// ping, as the API sends it.
-	startBlock := func(index int, block map[string]string) bool {
+	startBlock := func(index int, block any) bool {
 		return send("content_block_start", map[string]any{
 			"type":          "content_block_start",
 			"index":         index,
@@ -106,8 +120,8 @@ func (s *Server) stream(w http.ResponseWriter, hr *http.Request, m message, rep 
 	stopBlock := func(index int) bool {
 		return send("content_block_stop", map[string]any{"type": "content_block_stop", "index": index})
 	}
-	sent := 0   // characters sent so far, thinking and text
-	chunks := 0 // thinking and text chunks sent so far
+	sent := 0   // characters sent so far, thinking, text and tool inputs
+	chunks := 0 // chunks sent so far, of every block
 	// chunk sends the next piece of block index as a delta of the given
 	// type, after the chunk delay and when the pace has it due.
 	chunk := func(index int, typ, field, piece string) bool {
@@ -145,7 +159,7 @@ func (s *Server) stream(w http.ResponseWriter, hr *http.Request, m message, rep 
 	if !send("message_start", map[string]any{"type": "message_start", "message": start}) {
 		return false
 	}
-	index := 0 // of the text block
+	index := 0 // of the next block
 	if m.thinking != "" {
 		if !startBlock(0, map[string]string{"type": "thinking", "thinking": "", "signature": ""}) {
 			return false
@@ -161,29 +175,62 @@ func (s *Server) stream(w http.ResponseWriter, hr *http.Request, m message, rep 
 		}
 		index = 1
 	}
-	if !startBlock(index, map[string]string{"type": "text", "text": ""}) {
-		return false
+	last := index + len(m.calls) - 1 // the last block
+	if m.hasText(rep.Text) {
+		last++
 	}
-	for i, piece := range text {
-		if !chunk(index, "text_delta", "text", piece) {
+	// endBlock stops block index; the last one first waits for the hold
+	// when there is no text to hold after, and for the pace.
+	endBlock := func() bool {
+		if index == last {
+			if len(text) == 0 && rep.Hold != nil && !hold() {
+				return false
+			}
+			if !s.until(hr, pace.end()) {
+				return false
+			}
+		}
+		if !stopBlock(index) {
 			return false
 		}
-		if i == 0 && rep.Hold != nil && !hold() {
+		index++
+		return true
+	}
+	if m.hasText(rep.Text) {
+		if !startBlock(index, map[string]string{"type": "text", "text": ""}) {
+			return false
+		}
+		for i, piece := range text {
+			if !chunk(index, "text_delta", "text", piece) {
+				return false
+			}
+			if i == 0 && rep.Hold != nil && !hold() {
+				return false
+			}
+		}
+		if !endBlock() {
 			return false
 		}
 	}
-	if len(text) == 0 && rep.Hold != nil && !hold() {
-		return false
+	for i, c := range m.calls {
+		block := map[string]any{"type": "tool_use", "id": c.ID, "name": c.Name, "input": map[string]any{}}
+		if !startBlock(index, block) {
+			return false
+		}
+		for _, piece := range inputs[i] {
+			if !chunk(index, "input_json_delta", "partial_json", piece) {
+				return false
+			}
+		}
+		if !endBlock() {
+			return false
+		}
 	}
-	if !s.until(hr, pace.end()) {
-		return false
-	}
-	return stopBlock(index) &&
-		send("message_delta", map[string]any{
-			"type":  "message_delta",
-			"delta": map[string]any{"stop_reason": m.stopReason, "stop_sequence": m.sequence()},
-			"usage": map[string]int{"output_tokens": m.outputTokens},
-		}) &&
+	return send("message_delta", map[string]any{
+		"type":  "message_delta",
+		"delta": map[string]any{"stop_reason": m.stopReason, "stop_sequence": m.sequence()},
+		"usage": map[string]int{"output_tokens": m.outputTokens},
+	}) &&
 		send("message_stop", map[string]string{"type": "message_stop"})
 }
 
