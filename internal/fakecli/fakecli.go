@@ -18,16 +18,73 @@
 // $HOME/.claude), and any other command answers that it is not available;
 // none of them is a turn. The Reset* modes, set with EnvResetMode or armed
 // by a ResetMarker, make a reset fail.
+//
+// # SDK MCP servers
+//
+// Like the real CLI (2.1.330), the fake talks to the SDK MCP servers
+// declared with --mcp-config (a JSON object, or a file holding one, as
+// SDKMCPConfig builds; servers of other types are ignored; the flag may
+// come more than once or with several values) through mcp_message control
+// requests on stdout, answered by control_response lines on stdin. The
+// JSON-RPC ids count per server from 0. --allowedTools (or
+// --allowed-tools; comma or space separated, one or more values) is
+// recorded, not enforced: the system/init line lists it as
+// fake_allowed_tools.
+//
+// The handshake comes first, before any other line is answered (after
+// EnvStartupDelay, when set): the fake sends one initialize request per
+// server, in the order of the config, all at once, and waits for every
+// answer, holding every stdin line but control responses meanwhile (an
+// mcp_status sent meanwhile is answered only then, as on the real CLI).
+// Once all are answered it answers the held lines in order, then, server
+// by server and each request after the answer to the one before, sends
+// notifications/initialized and tools/list to every server whose
+// initialize succeeded. No turn starts before the handshake ends. A
+// server whose initialize got an error response (or a JSON-RPC error in
+// mcp_response) is "failed" and gets no further request; else it is
+// "connected", with the tools of its tools/list answer (none if that is
+// an error). Every system/init line then lists each listed tool as
+// MCPToolName(server, tool) after the built-in tools, and mcp_servers
+// lists every SDK server as {"name","status","source":"sdk"}. An
+// mcp_status answer lists them as {"name","status"}, with the serverInfo
+// of the initialize result when it had one and the "error" of a failed
+// server.
+//
+// A ToolCallMarker in a user message makes the model call that tool: the
+// turn prints system/init, then (stream events first with partial
+// messages on) an assistant line whose content has one tool_use block
+// per marker, in the order of the text, with ids "toolu_fake_N" (N
+// counts the process's calls from 1) and stop_reason "tool_use". It then
+// calls the tools one after another: for each, it sends a tools/call
+// request, waits for its answer and prints a user line with one
+// tool_result (content: one text block with the texts of the result's
+// text blocks joined by "\n"; is_error: the result's isError). An error
+// response, a JSON-RPC error or an answer with no mcp_response gives an
+// is_error result with that error's text; a tool no server listed is not
+// called and gives NoSuchTool(name). Then, with partial messages on, a
+// system/status line; then the reply, chunked and streamed like any
+// other, whose text holds one line per call, "tool TOOL said: TEXT" or
+// "tool TOOL failed: TEXT" (TOOL without its mcp__NAME__ prefix), and a
+// result with num_turns 2. An interrupt (or SIGINT) while a call waits
+// ends the turn: a user line with an is_error tool_result
+// InterruptedToolUse for that call and each one not yet sent, then the
+// "[Request interrupted by user]" user line and an error_during_execution
+// result with terminal_reason "aborted_tools"; a late answer is ignored.
+// Once stdin has ended no answer can come: every request waiting and
+// every later one fails at once with StreamClosedError, and the turn ends
+// with that error as the tool's result.
 package fakecli
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 )
 
 // Environment variables read by the fake CLI.
@@ -197,6 +254,15 @@ const (
 	RejectedModel = "bogus"
 	// GarbageLine is the non-JSON stdout line of ModeGarbage and ResetGarbage.
 	GarbageLine = "this is not json {"
+	// MCPProtocolVersion is the protocolVersion of the fake's initialize
+	// requests to SDK MCP servers, as the real CLI's.
+	MCPProtocolVersion = "2025-11-25"
+	// InterruptedToolUse is the text of the result of a tool call that an
+	// interrupt cut short.
+	InterruptedToolUse = "[Request interrupted by user for tool use]"
+	// StreamClosedError is the error of a request to an SDK MCP server
+	// that waits when stdin ends, or is sent after.
+	StreamClosedError = "Stream closed"
 )
 
 // Marker returns the text that, anywhere in a user message, switches that
@@ -211,6 +277,47 @@ func Marker(mode string) string {
 // before the /clear replaces it.
 func ResetMarker(mode string) string {
 	return "[fake-reset:" + mode + "]"
+}
+
+// ToolCallMarker returns the text that, anywhere in a user message, makes
+// the model of that turn call the tool name (as the model names it, e.g.
+// MCPToolName("srv", "echo")) with input, the text of a JSON object; ""
+// stands for {}. Several markers make one message with several calls. A
+// marker whose input is not a JSON object is no marker.
+func ToolCallMarker(name, input string) string {
+	if input == "" {
+		input = "{}"
+	}
+	return "[fake-tool:" + name + " " + input + "]"
+}
+
+// MCPToolName returns the name under which the model sees tool of the MCP
+// server named server: "mcp__SERVER__TOOL".
+func MCPToolName(server, tool string) string {
+	return "mcp__" + server + "__" + tool
+}
+
+// NoSuchTool is the error result of a call of a tool that no server
+// listed, name as the model calls it.
+func NoSuchTool(name string) string {
+	return "No such tool available: " + name
+}
+
+// SDKMCPConfig returns the --mcp-config value that declares an SDK MCP
+// server for each name, in order:
+// {"mcpServers":{"NAME":{"type":"sdk","name":"NAME"},...}}.
+func SDKMCPConfig(names ...string) string {
+	var b strings.Builder
+	b.WriteString(`{"mcpServers":{`)
+	for i, n := range names {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		q, _ := json.Marshal(n)
+		fmt.Fprintf(&b, `%s:{"type":"sdk","name":%s}`, q, q)
+	}
+	b.WriteString("}}")
+	return b.String()
 }
 
 // BuildTemp builds the fake CLI into a new temporary directory. It returns

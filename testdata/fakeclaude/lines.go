@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"slices"
 	"time"
 )
 
@@ -10,11 +11,14 @@ import (
 
 // initLine is the system/init line printed at the start of every turn.
 // fake_system_prompt and fake_append_system_prompt, absent from the real
-// line, show which system prompt the turn would send.
+// line, show which system prompt the turn would send, and
+// fake_allowed_tools the tools of --allowedTools.
 func (s *session) initLine() object {
 	cwd, _ := os.Getwd()
+	mcpTools, mcpServers := s.mcp.initFields()
+	tools := append(slices.Clone(s.cfg.tools), mcpTools...)
 	o := obj("type", "system", "subtype", "init", "cwd", cwd, "session_id", s.sessionID,
-		"tools", s.cfg.tools, "mcp_servers", []any{}, "model", s.model,
+		"tools", tools, "mcp_servers", mcpServers, "model", s.model,
 		"permissionMode", "default",
 		"slash_commands", []string{"clear", "compact", "config", "context", "cost", "init", "model", "review"},
 		"apiKeySource", "ANTHROPIC_API_KEY", "claude_code_version", "2.1.330",
@@ -27,6 +31,9 @@ func (s *session) initLine() object {
 	}
 	if s.appendPrompt != nil {
 		o = append(o, field{"fake_append_system_prompt", *s.appendPrompt})
+	}
+	if s.cfg.allowedTools != nil {
+		o = append(o, field{"fake_allowed_tools", s.cfg.allowedTools})
 	}
 	return o
 }
@@ -104,7 +111,7 @@ func (t *turn) okResult() object {
 		"total_cost_usd", 0.048, "usage", resultUsage(t.outputTokens()),
 		"modelUsage", t.modelUsage(), "permission_denials", []any{},
 		"terminal_reason", "completed", "fast_mode_state", "off",
-		"is_error", false, "num_turns", 1, "subtype", "success",
+		"is_error", false, "num_turns", t.numTurns(), "subtype", "success",
 		"api_error_status", nil, "result", t.produced.String(), "ttft_ms", d,
 		"type", "result", "duration_ms", d, "uuid", newUUID())
 }
@@ -114,7 +121,7 @@ func (t *turn) abortedResult() object {
 	return obj("duration_api_ms", 0, "stop_reason", nil, "session_id", t.sessionID,
 		"total_cost_usd", 0.048, "usage", resultUsage(0),
 		"modelUsage", t.modelUsage(), "permission_denials", []any{},
-		"terminal_reason", "aborted_streaming", "fast_mode_state", "off",
+		"terminal_reason", t.abortReason(), "fast_mode_state", "off",
 		"is_error", true, "num_turns", 2, "subtype", "error_during_execution",
 		"errors", []string{"[ede_diagnostic] result_type=user last_content_type=n/a stop_reason=null"},
 		"type", "result", "duration_ms", time.Since(t.start).Milliseconds(), "uuid", newUUID())
@@ -177,4 +184,67 @@ func (t *turn) commandResult() object {
 		"modelUsage", obj(), "permission_denials", []any{}, "fast_mode_state", "off",
 		"subtype", "success", "result", t.command, "type", "result",
 		"duration_ms", time.Since(t.start).Milliseconds(), "uuid", newUUID())
+}
+
+// numTurns is the number of model requests of a completed turn: two when
+// the model called tools (the call, then the answer after the results).
+func (t *turn) numTurns() int {
+	if len(t.calls) > 0 {
+		return 2
+	}
+	return 1
+}
+
+// abortReason is the terminal_reason of an interrupted turn.
+func (t *turn) abortReason() string {
+	if t.toolsAborted {
+		return "aborted_tools"
+	}
+	return "aborted_streaming"
+}
+
+// toolUseAssistant is the assistant message that calls the turn's tools,
+// one tool_use block per call.
+func (t *turn) toolUseAssistant() object {
+	blocks := make([]any, len(t.calls))
+	for i, c := range t.calls {
+		blocks[i] = obj("type", "tool_use", "id", c.id, "name", c.name, "input", c.input)
+	}
+	return obj("type", "assistant", "message", obj(
+		"id", t.msgID, "type", "message", "role", "assistant", "model", t.model,
+		"content", blocks, "stop_reason", "tool_use", "stop_sequence", nil,
+		"usage", t.toolUseUsage(), "context_management", nil),
+		"parent_tool_use_id", nil, "session_id", t.sessionID, "uuid", newUUID(),
+		"timestamp", timestamp(time.Now()), "request_id", "req_fake_"+t.msgID[9:])
+}
+
+// toolUseUsage is the usage of the tool_use message.
+func (t *turn) toolUseUsage() object {
+	return obj("input_tokens", 12001, "output_tokens", 10*len(t.calls),
+		"cache_creation_input_tokens", 0, "cache_read_input_tokens", 0)
+}
+
+// toolUseEvents prints the stream events of the tool_use message.
+func (t *turn) toolUseEvents() {
+	t.out.line(t.messageStart())
+	for i, c := range t.calls {
+		t.out.line(t.streamEvent(obj("type", "content_block_start", "index", i,
+			"content_block", obj("type", "tool_use", "id", c.id, "name", c.name, "input", obj()))))
+		t.out.line(t.streamEvent(obj("type", "content_block_delta", "index", i,
+			"delta", obj("type", "input_json_delta", "partial_json", string(c.input)))))
+		t.out.line(t.streamEvent(obj("type", "content_block_stop", "index", i)))
+	}
+	t.out.line(t.streamEvent(obj("type", "message_delta",
+		"delta", obj("stop_reason", "tool_use", "stop_sequence", nil),
+		"usage", obj("output_tokens", 10*len(t.calls)))))
+	t.out.line(t.streamEvent(obj("type", "message_stop")))
+}
+
+// toolResultUser is the user line with the result of one tool call.
+func (t *turn) toolResultUser(c toolCall, text string, isError bool) object {
+	return obj("type", "user", "message", obj("role", "user", "content", []any{obj(
+		"tool_use_id", c.id, "type", "tool_result",
+		"content", []any{obj("type", "text", "text", text)}, "is_error", isError)}),
+		"parent_tool_use_id", nil, "session_id", t.sessionID, "uuid", newUUID(),
+		"timestamp", timestamp(time.Now()))
 }

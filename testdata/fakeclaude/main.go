@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -42,6 +43,8 @@ type config struct {
 	echoHistory  bool          // echo every user text since the last reset
 	resetMode    string        // the fault of every /clear
 	growBytes    int           // bytes kept per user turn
+	sdkServers   []string      // SDK MCP servers of --mcp-config, in order
+	allowedTools []string      // from --allowedTools; recorded, not enforced
 }
 
 // defaultTools is the tool list of the real CLI when --tools is not given.
@@ -147,6 +150,29 @@ func loadConfig(args []string) (*config, error) {
 			}
 		case "--model":
 			cfg.model = resolveModel(next())
+		case "--mcp-config", "--allowedTools", "--allowed-tools":
+			// Both take one or more values, as on the real CLI: every
+			// following argument up to the next flag.
+			values := []string{next()}
+			for !hasValue && i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") {
+				i++
+				values = append(values, args[i])
+			}
+			if name != "--mcp-config" {
+				cfg.allowedTools = append(cfg.allowedTools, splitList(values)...)
+				continue
+			}
+			for _, v := range values {
+				names, err := sdkServers(v)
+				if err != nil {
+					return nil, fmt.Errorf("--mcp-config: %w", err)
+				}
+				for _, n := range names {
+					if !slices.Contains(cfg.sdkServers, n) {
+						cfg.sdkServers = append(cfg.sdkServers, n)
+					}
+				}
+			}
 		}
 	}
 
@@ -202,6 +228,18 @@ func loadConfig(args []string) (*config, error) {
 		cfg.chunks = 1
 	}
 	return cfg, err
+}
+
+// splitList splits values at commas and white space, as the real CLI
+// splits --allowedTools.
+func splitList(values []string) []string {
+	var out []string
+	for _, v := range values {
+		out = append(out, strings.FieldsFunc(v, func(r rune) bool {
+			return r == ',' || r == ' ' || r == '\t' || r == '\n'
+		})...)
+	}
+	return out
 }
 
 // resolveModel maps the CLI's model aliases to model ids.

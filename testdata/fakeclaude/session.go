@@ -25,6 +25,14 @@ type session struct {
 	out       *output
 	sigs      <-chan os.Signal
 	sessionID string
+	mcp       *mcp // the SDK MCP servers of --mcp-config
+
+	// While the servers' initialize requests wait for their answers, the
+	// lines other than control responses are held, then handled in order.
+	holding  bool
+	held     []string
+	mcpReady bool // the handshake is over: turns may start
+	toolSeq  int  // numbers tool_use ids
 
 	// Changed by control requests; copied into each turn when it starts.
 	model        string
@@ -63,7 +71,8 @@ type input struct {
 }
 
 func newSession(cfg *config, sigs <-chan os.Signal) *session {
-	return &session{cfg: cfg, out: &output{f: os.Stdout}, sigs: sigs,
+	out := &output{f: os.Stdout}
+	return &session{cfg: cfg, out: out, sigs: sigs, mcp: newMCP(out, cfg.sdkServers),
 		sessionID: newUUID(), model: cfg.model}
 }
 
@@ -73,20 +82,38 @@ func (s *session) run() int {
 	go s.read(lines)
 
 	// Until the start-up delay has passed, lines are read (and recorded)
-	// but not answered.
+	// but not answered. Then the SDK MCP servers are connected, if any,
+	// before anything else is answered.
 	var in <-chan input
 	var ready <-chan time.Time
+	var initDone, mcpDone <-chan struct{}
+	var resume chan struct{}
+	begin := func() {
+		in = lines
+		if len(s.mcp.servers) == 0 || s.cfg.mode == fakecli.ModeNoReady {
+			s.mcpReady = true
+			return
+		}
+		i, d := make(chan struct{}), make(chan struct{})
+		initDone, mcpDone, resume = i, d, make(chan struct{})
+		s.holding = true
+		go s.mcp.handshake(i, resume, d)
+	}
 	if s.cfg.startupDelay > 0 {
 		ready = time.After(s.cfg.startupDelay)
 	} else {
-		in = lines
+		begin()
 	}
 
 	var cur *turn
 	var done <-chan struct{}
 	eof := false
+	// idleAtEOF reports whether stdin's end ends the process now.
+	idleAtEOF := func() bool {
+		return s.mcpReady && (cur == nil || cur.quitAtEOF)
+	}
 	startNext := func() {
-		if cur != nil || len(s.queue) == 0 {
+		if cur != nil || len(s.queue) == 0 || !s.mcpReady {
 			return
 		}
 		cur = s.newTurn(s.queue[0])
@@ -101,11 +128,33 @@ func (s *session) run() int {
 	for {
 		select {
 		case <-ready:
-			in, ready = lines, nil
+			ready = nil
+			begin()
+		case <-initDone:
+			// Every initialize is answered: answer what came meanwhile,
+			// before the handshake goes on.
+			initDone, s.holding = nil, false
+			held := s.held
+			s.held = nil
+			for _, l := range held {
+				if code, exit := s.handle(l, cur); exit {
+					return code
+				}
+			}
+			close(resume)
+			startNext()
+		case <-mcpDone:
+			mcpDone, s.mcpReady = nil, true
+			startNext()
+			if eof && idleAtEOF() {
+				return s.eofExit()
+			}
 		case l, ok := <-in:
 			if !ok {
 				eof, in = true, nil
-				if cur == nil || cur.quitAtEOF {
+				// No control response can come any more.
+				s.mcp.closeAll()
+				if idleAtEOF() {
 					return s.eofExit()
 				}
 				continue
@@ -126,7 +175,7 @@ func (s *session) run() int {
 			startNext()
 			// Stdin may have ended while the turn before ran: the turn
 			// started now may be one that EOF ends (a hung reset).
-			if eof && (cur == nil || cur.quitAtEOF) {
+			if eof && idleAtEOF() {
 				return s.eofExit()
 			}
 		case sig := <-s.sigs:
@@ -201,6 +250,14 @@ type message struct {
 		Content json.RawMessage `json:"content"`
 	} `json:"message"`
 	TextNotTyped bool `json:"text_not_typed"`
+	// Response is the body of a control_response: the answer to a
+	// control request of the fake's.
+	Response struct {
+		Subtype   string          `json:"subtype"`
+		RequestID string          `json:"request_id"`
+		Response  json.RawMessage `json:"response"`
+		Error     string          `json:"error"`
+	} `json:"response"`
 }
 
 // handle acts on one stdin line: control requests are answered at once,
@@ -212,6 +269,15 @@ func (s *session) handle(line string, cur *turn) (code int, exit bool) {
 		return 1, true
 	}
 	if s.cfg.mode == fakecli.ModeNoReady {
+		return 0, false
+	}
+	if m.Type == "control_response" {
+		r := m.Response
+		s.mcp.deliver(r.RequestID, controlReply{ok: r.Subtype == "success", response: r.Response, err: r.Error})
+		return 0, false
+	}
+	if s.holding {
+		s.held = append(s.held, line)
 		return 0, false
 	}
 	switch m.Type {
@@ -232,7 +298,7 @@ func (s *session) control(m message, cur *turn) {
 	var resp any
 	switch m.Request.Subtype {
 	case "mcp_status":
-		resp = obj("mcpServers", []any{})
+		resp = obj("mcpServers", s.mcp.status())
 	case "get_settings":
 		resp = obj()
 	case "initialize":
@@ -345,12 +411,21 @@ func (s *session) newTurn(in userInput) *turn {
 	case fakecli.ModeExitEarly, fakecli.ModeNoReady, fakecli.ModeSleeper:
 		mode = fakecli.ModeNormal
 	}
-	return &turn{
+	t := &turn{
 		cfg: s.cfg, out: s.out, mode: mode, text: text, history: slices.Clone(s.history),
 		model: s.model, sessionID: s.sessionID, init: s.initLine(),
 		msgID: fmt.Sprintf("msg_fake_%06d", s.msgSeq), start: time.Now(),
-		abortC: make(chan struct{}), done: make(chan struct{}),
+		abortC: make(chan struct{}), done: make(chan struct{}), mcp: s.mcp,
 	}
+	if calls := parseToolCalls(text); len(calls) > 0 {
+		for i := range calls {
+			s.toolSeq++
+			calls[i].id = fmt.Sprintf("toolu_fake_%d", s.toolSeq)
+		}
+		s.msgSeq++
+		t.calls, t.finalMsgID = calls, fmt.Sprintf("msg_fake_%06d", s.msgSeq)
+	}
+	return t
 }
 
 // newCommand runs a slash command other than /clear as the real CLI

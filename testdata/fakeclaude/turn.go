@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -24,6 +25,12 @@ type turn struct {
 	msgID     string
 	init      object
 	start     time.Time
+
+	mcp          *mcp       // the SDK MCP servers the tools are called on
+	calls        []toolCall // the tools the model calls, in order
+	finalMsgID   string     // with calls: the message id of the reply after them
+	toolSummary  string     // with calls: the reply, one line per call
+	toolsAborted bool       // set when an interrupt came while tools ran
 
 	command      string // for another slash command: its output
 	reset        string // for a /clear: its reset mode
@@ -132,6 +139,9 @@ func (t *turn) play() bool {
 		t.out.line(obj("type", "brand_new_type", "payload", obj("note", "a type this library has never seen"),
 			"session_id", t.sessionID, "uuid", newUUID()))
 	}
+	if len(t.calls) > 0 && !t.playTools() {
+		return false
+	}
 
 	chunks := split(t.reply(), t.cfg.chunks)
 	if t.cfg.partials {
@@ -206,6 +216,8 @@ func (t *turn) reply() string {
 	case t.mode == fakecli.ModeHuge:
 		const letters = "abcdefghijklmnopqrstuvwxyz"
 		return strings.Repeat(letters, t.cfg.hugeBytes/len(letters)+1)[:t.cfg.hugeBytes]
+	case len(t.calls) > 0:
+		return t.toolSummary
 	case t.cfg.reply != nil:
 		return *t.cfg.reply
 	case t.cfg.echoHistory:
@@ -226,4 +238,88 @@ func split(s string, n int) []string {
 		}
 	}
 	return out
+}
+
+// playTools prints the message that calls the turn's tools, then calls
+// them one after another, each when the one before has its answer, and
+// prints each result as it comes. It leaves the reply about the results
+// in toolSummary and the id of the message that gives it in msgID. It
+// reports false if the turn was aborted; the calls left without a result
+// then get one that says so.
+func (t *turn) playTools() bool {
+	if t.cfg.partials {
+		t.toolUseEvents()
+	}
+	t.out.line(t.toolUseAssistant())
+	var summary []string
+	for i, c := range t.calls {
+		text, isError, ok := t.callTool(c)
+		if !ok {
+			t.toolsAborted = true
+			for _, c := range t.calls[i:] {
+				t.out.line(t.toolResultUser(c, fakecli.InterruptedToolUse, true))
+			}
+			return false
+		}
+		t.out.line(t.toolResultUser(c, text, isError))
+		verb := "said"
+		if isError {
+			verb = "failed"
+		}
+		summary = append(summary, fmt.Sprintf("tool %s %s: %s", t.mcp.shortToolName(c.name), verb, text))
+	}
+	t.toolSummary = strings.Join(summary, "\n")
+	t.msgID = t.finalMsgID
+	if t.cfg.partials {
+		t.out.line(t.systemLine("status", "status", "requesting"))
+	}
+	return true
+}
+
+// callTool calls one tool on its SDK MCP server with a tools/call request
+// and returns the text of its result and whether that is an error; ok is
+// false if the turn was aborted first. A tool that no server listed is
+// not called: its result is the error fakecli.NoSuchTool gives.
+func (t *turn) callTool(c toolCall) (text string, isError, ok bool) {
+	select {
+	case <-t.abortC:
+		return "", false, false
+	default:
+	}
+	srv, tool, found := t.mcp.lookup(c.name)
+	if !found {
+		return fakecli.NoSuchTool(c.name), true, true
+	}
+	id, answer := t.mcp.request(srv, true, func(id int) object {
+		return obj("method", "tools/call", "params", obj("name", tool, "arguments", c.input),
+			"jsonrpc", "2.0", "id", id)
+	})
+	var r controlReply
+	select {
+	case r = <-answer:
+	case <-t.abortC:
+		t.mcp.cancel(id)
+		return "", false, false
+	}
+	result, errText := r.rpc()
+	if errText != "" {
+		return errText, true, true
+	}
+	var res struct {
+		Content []struct {
+			Type string `json:"type"`
+			Text string `json:"text"`
+		} `json:"content"`
+		IsError bool `json:"isError"`
+	}
+	if err := json.Unmarshal(result, &res); err != nil {
+		return "Invalid MCP tool result: " + err.Error(), true, true
+	}
+	var texts []string
+	for _, b := range res.Content {
+		if b.Type == "text" {
+			texts = append(texts, b.Text)
+		}
+	}
+	return strings.Join(texts, "\n"), res.IsError, true
 }
