@@ -91,12 +91,15 @@ type Config struct {
 	// a pool serves one such combination.
 	Args []string
 
-	// Dir is the working directory of every process. Default: a private,
-	// empty directory the pool creates and removes on Close. The CLI
-	// lists the files of its working directory on every prompt, so keep
-	// it small. NewPool returns an error if Dir does not exist; a private
-	// directory that disappears while the pool runs (a temp cleaner) is
-	// made again.
+	// Dir holds the processes' working directories: each process works
+	// in a directory of its own inside it ("proc-..."), which every reset
+	// empties and the process's exit removes, so that nothing a chat's
+	// tools write there reaches the next chat. Default: a private, empty
+	// directory the pool creates and removes on Close. NewPool returns an
+	// error if Dir does not exist; a private directory that disappears
+	// while the pool runs (a temp cleaner) is made again. To let the
+	// CLI's tools work on files elsewhere, give it their directory with
+	// --add-dir in Args.
 	Dir string
 
 	// Env holds extra KEY=VALUE entries for the processes, added on top of

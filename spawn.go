@@ -103,16 +103,13 @@ func (s *spawner) spawn() (*Process, error) {
 func (s *spawner) spawnOnce() (*Process, error) {
 	cmd := exec.Command(s.path, s.argv...)
 	cmd.Dir = s.dir
-	var workDir string
-	if s.ownDir {
-		// A directory of its own, inside the pool's, which the reset
-		// empties: nothing a chat writes stays for the next one.
-		dir, err := os.MkdirTemp(s.dir, "proc-")
-		if err != nil {
-			return nil, fmt.Errorf("claudepool: working directory: %w", err)
-		}
-		cmd.Dir, workDir = dir, dir
+	// A directory of its own, inside the pool's, which the reset empties:
+	// nothing a chat writes stays for the next one.
+	workDir, err := os.MkdirTemp(s.dir, "proc-")
+	if err != nil {
+		return nil, s.startError(err)
 	}
+	cmd.Dir = workDir
 	cmd.Env = s.env
 	var token string
 	if s.gw != nil {
