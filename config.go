@@ -513,7 +513,7 @@ func (cfg *Config) argv() []string {
 	if cfg.PartialMessages {
 		argv = append(argv, "--include-partial-messages")
 	}
-	argv = append(argv, toolArgs(cfg.GoTools, cfg.AllowedTools)...)
+	argv = append(argv, cfg.toolArgs()...)
 	if len(cfg.Tools) > 0 {
 		argv = append(argv, "--permission-prompt-tool", "stdio")
 	}
@@ -536,6 +536,23 @@ func (cfg *Config) env(parent []string, configDir string) []string {
 	}
 	extra = append(extra, "CLAUDE_CODE_MAX_RETRIES="+strconv.Itoa(max(cfg.MaxRetries, 0)))
 	return childEnv(parent, append(extra, cfg.Env...))
+}
+
+// toolArgs are the spawn flags that declare the pool's Go tools to the
+// CLI (an in-process MCP server) and the tools it runs without asking.
+func (cfg *Config) toolArgs() []string {
+	allowed := append([]string(nil), cfg.AllowedTools...)
+	for _, t := range cfg.GoTools {
+		allowed = append(allowed, toolPrefix+t.Name)
+	}
+	var args []string
+	if len(cfg.GoTools) > 0 {
+		args = append(args, "--mcp-config", fmt.Sprintf(`{"mcpServers":{%q:{"type":"sdk","name":%q}}}`, toolServer, toolServer))
+	}
+	if len(allowed) > 0 {
+		args = append(args, "--allowedTools", strings.Join(allowed, ","))
+	}
+	return args
 }
 
 // withGateway rewrites a child environment for a gateway at url: the

@@ -59,23 +59,6 @@ func validateTools(tools []Tool) error {
 	return nil
 }
 
-// toolArgs are the spawn flags that declare the pool's tools to the CLI
-// and allow them without a permission prompt.
-func toolArgs(tools []Tool, allowedTools []string) []string {
-	allowed := append([]string(nil), allowedTools...)
-	for _, t := range tools {
-		allowed = append(allowed, toolPrefix+t.Name)
-	}
-	var args []string
-	if len(tools) > 0 {
-		args = append(args, "--mcp-config", fmt.Sprintf(`{"mcpServers":{%q:{"type":"sdk","name":%q}}}`, toolServer, toolServer))
-	}
-	if len(allowed) > 0 {
-		args = append(args, "--allowedTools", strings.Join(allowed, ","))
-	}
-	return args
-}
-
 // tools serves Config.GoTools to the processes.
 type tools struct {
 	byName map[string]*Tool
