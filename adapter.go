@@ -122,6 +122,11 @@ type chatRequest struct {
 	api *apiTurn
 	// canUseTool answers the CLI's permission requests; nil denies them.
 	canUseTool permissionFunc
+	// resumes is set when the last message is the caller's tool results
+	// alone, which resume a turn paused for them; results holds them by
+	// the id of the call they answer.
+	resumes bool
+	results map[string]Block
 }
 
 // encode validates r and encodes it. It runs before any process is taken,
@@ -136,6 +141,7 @@ func (r *Request) encode() (*chatRequest, error) {
 	if c.user, err = encodeUserBlocks(renderBlocks(r.Messages)); err != nil {
 		return nil, err
 	}
+	c.resumes, c.results = toolResults(r.Messages[len(r.Messages)-1])
 	if len(r.Messages) > 1 {
 		if c.last, err = encodeUserBlocks(messageBlocks(r.Messages[len(r.Messages)-1])); err != nil {
 			return nil, err

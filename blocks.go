@@ -3,6 +3,7 @@ package claudepool
 import (
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -15,9 +16,11 @@ type BlockType string
 
 // The kinds of Block.
 const (
-	BlockText     BlockType = "text"     // more text
-	BlockImage    BlockType = "image"    // an image: bytes or a URL
-	BlockDocument BlockType = "document" // a PDF (bytes or a URL) or a plain-text document
+	BlockText       BlockType = "text"        // more text
+	BlockImage      BlockType = "image"       // an image: bytes or a URL
+	BlockDocument   BlockType = "document"    // a PDF (bytes or a URL) or a plain-text document
+	BlockToolUse    BlockType = "tool_use"    // an assistant's call of a tool the caller answers
+	BlockToolResult BlockType = "tool_result" // the caller's result of such a call
 )
 
 // Block is a content block of a Message beside its text: an image, a
@@ -39,6 +42,27 @@ type Block struct {
 	URL string
 	// Title is a document's title, "" for none.
 	Title string
+	// ID, Name and Input are a BlockToolUse's: the call's id, the tool's
+	// name and its input (a JSON object).
+	ID    string
+	Name  string
+	Input json.RawMessage
+	// ToolUseID names the call a BlockToolResult answers; Text holds its
+	// result, and IsError says the call failed.
+	ToolUseID string
+	IsError   bool
+}
+
+// ToolUseBlock is an assistant's call of a tool, as Result.ToolCalls
+// reports it.
+func ToolUseBlock(id, name string, input json.RawMessage) Block {
+	return Block{Type: BlockToolUse, ID: id, Name: name, Input: input}
+}
+
+// ToolResultBlock is the caller's result of the call toolUseID: its text,
+// or the reason it failed when isError is set.
+func ToolResultBlock(toolUseID, result string, isError bool) Block {
+	return Block{Type: BlockToolResult, ToolUseID: toolUseID, Text: result, IsError: isError}
 }
 
 // TextBlock is a block of text.
@@ -84,10 +108,27 @@ var imageTypes = map[string]bool{"image/jpeg": true, "image/png": true, "image/g
 // validate reports what is wrong with b, the i-th block of message m.
 func (b *Block) validate(m, i int, role Role) error {
 	where := fmt.Sprintf("message %d block %d", m, i)
-	if role == RoleAssistant && b.Type != BlockText {
-		return fmt.Errorf("%w: %s: an assistant message carries text blocks only, not %q", ErrInvalidRequest, where, b.Type)
+	if role == RoleAssistant && b.Type != BlockText && b.Type != BlockToolUse {
+		return fmt.Errorf("%w: %s: an assistant message carries text and tool_use blocks only, not %q", ErrInvalidRequest, where, b.Type)
+	}
+	if role == RoleUser && b.Type == BlockToolUse {
+		return fmt.Errorf("%w: %s: a tool_use block belongs to an assistant message", ErrInvalidRequest, where)
 	}
 	switch b.Type {
+	case BlockToolUse:
+		var input map[string]json.RawMessage
+		switch {
+		case b.ID == "" || !toolName.MatchString(b.Name):
+			return fmt.Errorf("%w: %s: a tool_use block needs an ID and a tool's Name", ErrInvalidRequest, where)
+		case json.Unmarshal(b.Input, &input) != nil:
+			return fmt.Errorf("%w: %s: the Input of tool_use %s is not a JSON object", ErrInvalidRequest, where, b.ID)
+		}
+		return nil
+	case BlockToolResult:
+		if b.ToolUseID == "" || !utf8.ValidString(b.Text) {
+			return fmt.Errorf("%w: %s: a tool_result block needs a ToolUseID and valid UTF-8 Text", ErrInvalidRequest, where)
+		}
+		return nil
 	case BlockText:
 		if strings.TrimSpace(b.Text) == "" || !utf8.ValidString(b.Text) {
 			return fmt.Errorf("%w: %s: a text block must hold valid UTF-8 text", ErrInvalidRequest, where)
@@ -177,6 +218,10 @@ func (b *Block) wire() lineBlock {
 	switch {
 	case b.Type == BlockText:
 		return lineBlock{Type: "text", Text: b.Text}
+	case b.Type == BlockToolUse, b.Type == BlockToolResult:
+		// The CLI takes neither in a user line: a transcript marks them
+		// as text (see renderBlocks).
+		return lineBlock{Type: "text", Text: b.marked()}
 	case b.URL != "":
 		return lineBlock{Type: string(b.Type), Source: &lineSource{Type: "url", URL: b.URL}, Title: b.Title}
 	case b.MediaType == "text/plain":
@@ -195,6 +240,28 @@ func (b *Block) digest(w interface{ Write([]byte) (int, error) }) {
 	writeField(w, b.Title)
 	sum := sha256.Sum256(b.Data)
 	writeField(w, string(sum[:]))
+	writeField(w, b.ID)
+	writeField(w, b.Name)
+	writeField(w, string(b.Input))
+	writeField(w, b.ToolUseID)
+	writeField(w, fmt.Sprint(b.IsError))
+}
+
+// marked renders a tool_use or tool_result block as the text a
+// transcript carries, marked so that the model reads it as a call and
+// its result, and escaped as any text of a transcript is.
+func (b *Block) marked() string {
+	var t strings.Builder
+	if b.Type == BlockToolUse {
+		fmt.Fprintf(&t, "<tool_use id=%q name=%q>\n", b.ID, b.Name)
+		transcriptEscaper.WriteString(&t, string(b.Input))
+		t.WriteString("\n</tool_use>")
+		return t.String()
+	}
+	fmt.Fprintf(&t, "<tool_result tool_use_id=%q is_error=\"%t\">\n", b.ToolUseID, b.IsError)
+	transcriptEscaper.WriteString(&t, b.Text)
+	t.WriteString("\n</tool_result>")
+	return t.String()
 }
 
 // messageBlocks is the content of one message as blocks: its text first,
@@ -231,11 +298,15 @@ func renderBlocks(msgs []Message) []lineBlock {
 	turn := func(m Message) {
 		transcriptEscaper.WriteString(&text, m.Content)
 		for _, b := range m.Blocks {
-			if b.Type == BlockText {
+			if b.Type == BlockText || b.Type == BlockToolUse || b.Type == BlockToolResult {
 				if s := text.String(); s != "" && !strings.HasSuffix(s, "\n") {
 					text.WriteString("\n")
 				}
-				transcriptEscaper.WriteString(&text, b.Text)
+				if b.Type == BlockText {
+					transcriptEscaper.WriteString(&text, b.Text)
+				} else {
+					text.WriteString(b.marked())
+				}
 				continue
 			}
 			flush()

@@ -313,6 +313,9 @@ func (p *Process) interrupt() error {
 // returns the new conversation's session id and the model its system/init
 // names.
 func (p *Process) clearConversation(ctx context.Context, session string) (newSession, model string, err error) {
+	if err := p.endPaused(ctx); err != nil {
+		return "", "", fmt.Errorf("%w: %w", errResetUnconfirmed, err)
+	}
 	if err := p.WriteLine(clearLine); err != nil {
 		return "", "", p.exitedBefore("/clear", err)
 	}

@@ -41,6 +41,9 @@ type convKey [sha256.Size]byte
 type held struct {
 	key    convKey // system prompt, model and messages, the reply included
 	msgKey convKey // the messages alone, to tell why a continuation missed
+	// paused is set when the process holds a turn paused for the
+	// caller's tool results: only a request that brings them resumes it.
+	paused bool
 }
 
 // conversationKeys returns the keys of a conversation: with its system
@@ -89,11 +92,11 @@ func continues(prompt SystemPrompt, model string, msgs []Message) *held {
 }
 
 // heldAfter returns what a process holds after a chat on msgs that ended
-// with reply.
-func heldAfter(prompt SystemPrompt, model string, msgs []Message, reply string) *held {
-	all := append(append(make([]Message, 0, len(msgs)+1), msgs...), Message{Role: RoleAssistant, Content: reply})
+// with r: the conversation up to r's AssistantMessage.
+func heldAfter(prompt SystemPrompt, model string, msgs []Message, r *Result) *held {
+	all := append(append(make([]Message, 0, len(msgs)+1), msgs...), r.AssistantMessage())
 	key, msgKey := conversationKeys(prompt, model, all)
-	return &held{key: key, msgKey: msgKey}
+	return &held{key: key, msgKey: msgKey, paused: len(r.ToolCalls) > 0}
 }
 
 // conversationCounters count what became of held conversations (see
@@ -137,7 +140,9 @@ func (p *Pool) continueHeld(c *chatRequest) *pooled {
 	defer p.mu.Unlock()
 	var proc *pooled
 	for _, q := range p.idle.procs {
-		if q.life.held != nil && q.life.held.key == c.continues.key {
+		// A paused turn resumes only with the caller's tool results, and
+		// only a paused turn takes them.
+		if q.life.held != nil && q.life.held.key == c.continues.key && q.life.held.paused == c.resumes {
 			proc = q
 			break
 		}

@@ -222,3 +222,35 @@ func TestE2EInterruptThenReuse(t *testing.T) {
 	require.Equal(t, claudepooltest.EchoPrefix+"next", s2.Result().Text)
 	require.Zero(t, retiredTotal(p.Stats()))
 }
+
+// On the real CLI: a tool the caller answers ends the first chat with the
+// call; the second chat brings the result and resumes the same API turn
+// on the same process: the API's second request carries the result, and
+// the reply quotes it.
+func TestE2ECallerAnsweredTool(t *testing.T) {
+	ctx := e2eCtx(t, 2*time.Minute)
+	e := newE2E(t, claudepooltest.Config{Reply: claudepooltest.CallTool(toolPrefix+"lookup", map[string]string{"q": "weather"})})
+	p, _ := e.pool(t, Config{Size: 1, MaxProcs: 2, GoTools: []Tool{{Name: "lookup", Description: "Looks things up; the caller answers."}}})
+	a := NewAdapter(p)
+	require.NoError(t, p.WaitReady(ctx))
+
+	first := userMsg("what is the weather?")
+	s1, _ := chatOK(t, ctx, a, first)
+	r1 := s1.Result()
+	require.Equal(t, "tool_use", r1.StopReason)
+	require.Len(t, r1.ToolCalls, 1)
+	require.Equal(t, "lookup", r1.ToolCalls[0].Name)
+	require.JSONEq(t, `{"q":"weather"}`, string(r1.ToolCalls[0].Input))
+	require.Len(t, e.mock.ChatRequests(), 1)
+
+	next := first
+	next.Messages = append(append([]Message(nil), first.Messages...), r1.AssistantMessage(),
+		Message{Role: RoleUser, Blocks: []Block{ToolResultBlock(r1.ToolCalls[0].ID, "sunny, 21C", false)}})
+	s2, _ := chatOK(t, ctx, a, next)
+	require.True(t, s2.Acquire().Continued)
+	require.Equal(t, s1.Acquire().PID, s2.Acquire().PID)
+	require.Equal(t, claudepooltest.ToolSaidPrefix+"sunny, 21C", s2.Result().Text)
+	reqs := e.mock.ChatRequests()
+	require.Len(t, reqs, 2, "one API turn, two calls")
+	require.Equal(t, []claudepooltest.ToolResult{{ToolUseID: r1.ToolCalls[0].ID, Content: "sunny, 21C"}}, reqs[1].LastToolResults())
+}

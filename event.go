@@ -166,9 +166,37 @@ type Result struct {
 	// JSON is the reply as JSON, for a chat with Request.OutputSchema
 	// whose Text is valid JSON; nil otherwise.
 	JSON json.RawMessage
+	// ToolCalls are the calls of the caller's tools (Tools without a
+	// Handler) that the turn waits for: StopReason is then "tool_use" and
+	// Subtype SubtypeToolUse. The process holds the turn, paused; a
+	// request whose messages are this chat's, then AssistantMessage, then
+	// a user message of ToolResultBlocks for these calls resumes it.
+	ToolCalls []ToolCall
 	// APIError is the error the Messages API answered, verbatim, when the
 	// pool's gateway saw the turn fail on one; nil otherwise.
 	APIError *APIError
+}
+
+// ToolCall is a call of a tool that the caller answers.
+type ToolCall struct {
+	ID    string          // the call's id; its ToolResultBlock names it
+	Name  string          // the tool's name (Tool.Name)
+	Input json.RawMessage // the model's input, a JSON object
+}
+
+// SubtypeToolUse is the Result.Subtype of a turn paused for the caller's
+// tools (Result.ToolCalls).
+const SubtypeToolUse = "tool_use"
+
+// AssistantMessage is the message that continues a conversation after
+// this result: the reply's text and, when the turn paused for the
+// caller's tools, a ToolUseBlock for each of its calls.
+func (r *Result) AssistantMessage() Message {
+	m := Message{Role: RoleAssistant, Content: r.Text}
+	for _, c := range r.ToolCalls {
+		m.Blocks = append(m.Blocks, ToolUseBlock(c.ID, c.Name, c.Input))
+	}
+	return m
 }
 
 // Text returns the text a caller would print for the event: for

@@ -66,6 +66,9 @@ type Process struct {
 	// workDir is the process's own working directory, which its resets
 	// empty and its exit removes; "" when it works in Config.Dir.
 	workDir string
+	// paused is the turn that waits for the caller's tool results; nil
+	// when none does. Only the reader of the process's output uses it.
+	paused *pausedTurn
 	// mcpReady is set once the CLI has listed the pool's tools. Only the
 	// reader of the process's output uses it.
 	mcpReady bool

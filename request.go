@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -234,6 +235,9 @@ func (r *Request) validate() error {
 		}
 		size += len(m.Content)
 	}
+	if err := validateToolResults(r.Messages); err != nil {
+		return err
+	}
 	if images > MaxImages {
 		return fmt.Errorf("%w: %d images; the API takes at most %d in a request", ErrInvalidRequest, images, MaxImages)
 	}
@@ -302,3 +306,21 @@ func RenderTranscript(msgs []Message) string {
 
 // transcriptEscaper escapes message text in a rendered transcript.
 var transcriptEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
+
+// validateToolResults checks that every tool_result answers a tool_use of
+// the assistant message just before it.
+func validateToolResults(msgs []Message) error {
+	for i, m := range msgs {
+		for j, b := range m.Blocks {
+			if b.Type != BlockToolResult {
+				continue
+			}
+			if i == 0 || msgs[i-1].Role != RoleAssistant || !slices.ContainsFunc(msgs[i-1].Blocks, func(u Block) bool {
+				return u.Type == BlockToolUse && u.ID == b.ToolUseID
+			}) {
+				return fmt.Errorf("%w: message %d block %d: tool_result %q answers no tool_use of the message before it", ErrInvalidRequest, i, j, b.ToolUseID)
+			}
+		}
+	}
+	return nil
+}

@@ -38,6 +38,13 @@ type Stream struct {
 	// reply and thinking are the text and the thinking of the turn's
 	// assistant messages. Only the reader uses them.
 	reply, thinking strings.Builder
+	// callerUses are the turn's calls of the caller's tools that the CLI
+	// has not asked for yet, pending those it asked for and the pool
+	// could not answer; pauseNow is set by the first such call. Only the
+	// reader uses them.
+	callerUses []ToolCall
+	pending    []pendingCall
+	pauseNow   bool
 
 	leaseMu sync.Mutex // guards proc, acquire, leased and interrupted
 	proc    *pooled
@@ -446,6 +453,11 @@ func (s *Stream) read(p *pooled) (turnEnd, error) {
 			return end, fmt.Errorf("claudepool: read output of process %d: %w", p.pid, err)
 		}
 		ev, ok := s.decode(p, line)
+		if s.pauseNow {
+			// The turn waits for the caller's tool results: the chat
+			// ends here, and its process holds the turn.
+			ev, ok = s.pauseTurn(p), true
+		}
 		if !ok {
 			continue
 		}
@@ -478,6 +490,10 @@ func (s *Stream) decode(p *pooled, line []byte) (Event, bool) {
 		return ev, false
 	}
 	if r, ok := cliRequestOf(ev); ok {
+		if name, rpcID, input, caller := p.set.tools.callerTool(r); caller {
+			s.callerCall(p, r.RequestID, rpcID, name, input)
+			return ev, false
+		}
 		// The CLI asks the pool (a tool call): the turn waits for the
 		// answer, which the caller does not see.
 		if _, err := p.answerCLI(s.toolCtx, r, s.req.canUseTool); err != nil {
@@ -520,6 +536,7 @@ func (s *Stream) act(p *pooled, ev Event, end *turnEnd) {
 		}
 	case ev.Type == EventAssistant:
 		s.reply.WriteString(ev.Text())
+		s.noteCallerUses(p, ev)
 		if ev.Message != nil {
 			for _, b := range ev.Message.Content {
 				if b.Type == "thinking" {
@@ -551,7 +568,7 @@ func (s *Stream) settleLease(end *turnEnd) {
 	}
 	var h *held
 	if r := end.result; r != nil && !r.IsError && !s.unseenTurns() {
-		h = heldAfter(s.req.prompt, s.req.model, s.req.msgs, r.Text)
+		h = heldAfter(s.req.prompt, s.req.model, s.req.msgs, r)
 	}
 	s.endLeaseHolding(true, h)
 }
@@ -694,6 +711,9 @@ func (s *Stream) send(p *pooled) (sent bool, err error) {
 	}
 	if t := s.req.api; t != nil {
 		s.pool.gw.bind(p.token, t)
+	}
+	if s.Acquire().Continued && p.paused != nil {
+		return true, s.resume(p)
 	}
 	if err := p.WriteLine(line); err != nil {
 		return false, p.exitedBefore("the user message", err)

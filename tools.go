@@ -25,6 +25,14 @@ type Tool struct {
 	// Handler runs a call with the model's input, and returns the text
 	// the model receives. An error is returned to the model as a failed
 	// call with the error's text. ctx ends when the chat does.
+	//
+	// A tool without a Handler is the caller's to answer, as with the
+	// Messages API: a chat whose model calls it ends with a Result whose
+	// ToolCalls list the calls (StopReason "tool_use"), while its process
+	// holds the turn, paused; the request that continues the chat with
+	// the results (ToolResultBlocks) resumes that same turn on that
+	// process. When that process is gone, the conversation goes to another
+	// with the calls and results rendered into its transcript.
 	Handler func(ctx context.Context, input json.RawMessage) (string, error)
 }
 
@@ -45,8 +53,6 @@ func validateTools(tools []Tool) error {
 			return fmt.Errorf("claudepool: GoTools[%d]: name %q is not 1 to 64 letters, digits, _ or -", i, t.Name)
 		case seen[t.Name]:
 			return fmt.Errorf("claudepool: GoTools[%d]: two tools are named %q", i, t.Name)
-		case t.Handler == nil:
-			return fmt.Errorf("claudepool: GoTools[%d] (%s): no Handler", i, t.Name)
 		}
 		if t.InputSchema != nil {
 			var m map[string]json.RawMessage
@@ -192,6 +198,10 @@ func (ts *tools) serve(ctx context.Context, m *jsonRPC) (any, error) {
 		if t == nil {
 			return toolResult("claudepool: no tool named "+params.Name, true), nil
 		}
+		if t.Handler == nil {
+			// Only a chat's stream passes the caller's calls on.
+			return toolResult("claudepool: the caller answers "+params.Name+", and no chat is running", true), nil
+		}
 		input := params.Arguments
 		if input == nil {
 			input = json.RawMessage(`{}`)
@@ -300,4 +310,191 @@ func callPermission(ctx context.Context, ask permissionFunc, pr PermissionReques
 		}
 	}()
 	return ask(ctx, pr)
+}
+
+// callerTool reports whether r is a call of one of the caller's tools (a
+// Tool without a Handler), and returns its name and input.
+func (ts *tools) callerTool(r *cliRequest) (name string, rpcID, input json.RawMessage, ok bool) {
+	if ts == nil || r.Request.Subtype != "mcp_message" || r.Request.ServerName != toolServer {
+		return "", nil, nil, false
+	}
+	var m jsonRPC
+	if json.Unmarshal(r.Request.Message, &m) != nil || m.Method != "tools/call" {
+		return "", nil, nil, false
+	}
+	var params struct {
+		Name      string          `json:"name"`
+		Arguments json.RawMessage `json:"arguments"`
+	}
+	if json.Unmarshal(m.Params, &params) != nil {
+		return "", nil, nil, false
+	}
+	t := ts.byName[params.Name]
+	if t == nil || t.Handler != nil {
+		return "", nil, nil, false
+	}
+	if params.Arguments == nil {
+		params.Arguments = json.RawMessage(`{}`)
+	}
+	return params.Name, m.ID, params.Arguments, true
+}
+
+// pausedTurn is a turn that waits for the caller's results of its tool
+// calls: the process's output is left unread until a chat resumes it, or
+// its reset ends it.
+type pausedTurn struct {
+	// pending are the calls the CLI asked for and the pool has not
+	// answered, in order.
+	pending []pendingCall
+	// uses are the turn's calls of the caller's tools, from its last
+	// assistant message, that no pending call has taken yet: calls the
+	// CLI will ask for once the ones before are answered.
+	uses []ToolCall
+}
+
+// pendingCall is a tools/call of the caller's tool the CLI waits for.
+type pendingCall struct {
+	requestID string
+	rpcID     json.RawMessage
+	call      ToolCall
+}
+
+// answerCall answers a pending call with the caller's result.
+func (p *Process) answerCall(c pendingCall, text string, isError bool) error {
+	reply := map[string]any{"jsonrpc": "2.0", "result": toolResult(text, isError)}
+	if c.rpcID != nil {
+		reply["id"] = c.rpcID
+	}
+	return p.WriteLine(mustMarshal(map[string]any{"type": "control_response",
+		"response": map[string]any{"subtype": "success", "request_id": c.requestID, "response": map[string]any{"mcp_response": reply}}}))
+}
+
+// endPaused ends a turn paused for the caller's tools, for a reset: the
+// CLI is asked to stop the turn, each call it waits for fails, and the
+// turn's output is read up to its result.
+func (p *Process) endPaused(ctx context.Context) error {
+	pt := p.paused
+	if pt == nil {
+		return nil
+	}
+	p.paused = nil
+	if err := p.interrupt(); err != nil {
+		return p.exitedBefore("the end of a paused turn", err)
+	}
+	for _, c := range pt.pending {
+		if err := p.answerCall(c, "claudepool: the chat ended before its caller answered "+c.call.Name, true); err != nil {
+			return p.exitedBefore("the end of a paused turn", err)
+		}
+	}
+	defer p.exchange(ctx)()
+	for {
+		line, err := p.ReadLine()
+		if err != nil {
+			return p.readErr(ctx, "the end of a paused turn", err)
+		}
+		ev, _, perr := parseLine(line)
+		if perr != nil {
+			p.set.malformed.Add(1)
+			continue
+		}
+		if err := p.answerIfAsked(ctx, ev); err != nil {
+			return p.exitedBefore("the end of a paused turn", err)
+		}
+		if ev.Type == EventResult || (ev.Type == EventUnknown && ev.Subtype == "result") {
+			return nil
+		}
+	}
+}
+
+// toolResults returns the tool results a message carries, by call id, and
+// whether they are all it carries.
+func toolResults(m Message) (only bool, results map[string]Block) {
+	only = strings.TrimSpace(m.Content) == "" && len(m.Blocks) > 0
+	for _, b := range m.Blocks {
+		if b.Type != BlockToolResult {
+			only = false
+			continue
+		}
+		if results == nil {
+			results = make(map[string]Block)
+		}
+		results[b.ToolUseID] = b
+	}
+	return only && results != nil, results
+}
+
+// noteCallerUses records the calls of the caller's tools in an assistant
+// message: the CLI asks for them one by one.
+func (s *Stream) noteCallerUses(p *pooled, ev Event) {
+	if p.set.tools == nil || ev.Message == nil {
+		return
+	}
+	for _, b := range ev.Message.Content {
+		if b.Type != "tool_use" {
+			continue
+		}
+		if t := p.set.tools.byName[b.Name]; t != nil && t.Handler == nil {
+			s.callerUses = append(s.callerUses, ToolCall{ID: b.ID, Name: b.Name, Input: b.Input})
+		}
+	}
+}
+
+// callerCall takes the CLI's request for a call of the caller's tool: it
+// answers at once with the result the chat's request brought, or keeps it
+// pending and pauses the turn.
+func (s *Stream) callerCall(p *pooled, requestID string, rpcID json.RawMessage, name string, input json.RawMessage) {
+	call := ToolCall{Name: name, Input: input}
+	for i, u := range s.callerUses {
+		if u.Name == name {
+			call = u
+			s.callerUses = append(s.callerUses[:i:i], s.callerUses[i+1:]...)
+			break
+		}
+	}
+	c := pendingCall{requestID: requestID, rpcID: rpcID, call: call}
+	if res, ok := s.req.results[call.ID]; ok && call.ID != "" {
+		if err := p.answerCall(c, res.Text, res.IsError); err != nil {
+			s.pool.log.Debug("claudepool: answer a tool call", "pid", p.pid, "err", err)
+		}
+		return
+	}
+	s.pending = append(s.pending, c)
+	s.pauseNow = true
+}
+
+// pauseTurn ends the chat at a turn that waits for the caller's tool
+// results: the process keeps the turn (pausedTurn), and the chat's result
+// lists the calls to answer. The CLI reports the turn's usage with the
+// result of the chat that finishes it.
+func (s *Stream) pauseTurn(p *pooled) Event {
+	p.paused = &pausedTurn{pending: s.pending, uses: s.callerUses}
+	var calls []ToolCall
+	for _, c := range s.pending {
+		calls = append(calls, c.call)
+	}
+	calls = append(calls, s.callerUses...)
+	r := &Result{Subtype: SubtypeToolUse, StopReason: "tool_use", Text: s.reply.String(),
+		Thinking: s.thinking.String(), SessionID: p.life.session, ToolCalls: calls}
+	return Event{Type: EventResult, SessionID: r.SessionID, Result: r}
+}
+
+// resume answers the calls a paused turn waits for with the results the
+// chat's request brought; the turn then goes on, and the chat reads it.
+func (s *Stream) resume(p *pooled) error {
+	pt := p.paused
+	p.paused = nil
+	s.callerUses = pt.uses
+	s.mu.Lock()
+	s.sawInit = true // a resumed turn prints no init line
+	s.mu.Unlock()
+	for _, c := range pt.pending {
+		text, isError := "claudepool: the request carries no result for this call", true
+		if res, ok := s.req.results[c.call.ID]; ok {
+			text, isError = res.Text, res.IsError
+		}
+		if err := p.answerCall(c, text, isError); err != nil {
+			return p.exitedBefore("the tool results", err)
+		}
+	}
+	return nil
 }
