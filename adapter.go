@@ -61,6 +61,9 @@ func (a *Adapter) StreamChat(ctx context.Context, req Request) (*Stream, error) 
 	if err != nil {
 		return nil, err
 	}
+	if err := a.pool.knowsTools(&req); err != nil {
+		return nil, err
+	}
 	c.canUseTool = req.CanUseTool
 	if c.canUseTool == nil {
 		c.canUseTool = a.pool.cfg.CanUseTool

@@ -118,3 +118,24 @@ func TestToolResultNeedsItsCall(t *testing.T) {
 	req.Messages[2].Blocks[0].ToolUseID = "toolu_1"
 	require.NoError(t, req.validate())
 }
+
+// The gateway offers a chat only the pool's tools it names, and sets its
+// tool_choice under the CLI's name of the tool; other tools stay.
+func TestApplyTools(t *testing.T) {
+	body := `{"model":"m","tools":[{"name":"Bash","input_schema":{}},{"name":"mcp__claudepool__a","input_schema":{}},{"name":"mcp__claudepool__b","input_schema":{}}],"stream":true}`
+	for _, tc := range []struct {
+		req  Request
+		want string
+	}{
+		{Request{}, body},
+		{Request{Tools: []string{"b"}}, `{"model":"m","tools":[{"name":"Bash","input_schema":{}},{"name":"mcp__claudepool__b","input_schema":{}}],"stream":true}`},
+		{Request{Tools: []string{}}, `{"model":"m","tools":[{"name":"Bash","input_schema":{}}],"stream":true}`},
+		{Request{ToolChoice: "any"}, strings.TrimSuffix(body, "}") + `,"tool_choice":{"type":"any"}}`},
+		{Request{ToolChoice: "a"}, strings.TrimSuffix(body, "}") + `,"tool_choice":{"name":"mcp__claudepool__a","type":"tool"}}`},
+	} {
+		obj, err := parseObject([]byte(body))
+		require.NoError(t, err)
+		applyTools(&obj, &tc.req)
+		require.Equal(t, tc.want, string(obj.bytes()))
+	}
+}

@@ -60,19 +60,17 @@ func TestE2EGoTool(t *testing.T) {
 	s, evs := chatOK(t, ctx, a, userMsg("what is 2 + 3?"))
 	require.Equal(t, []string{`add{"a":2,"b":3}`}, add.called())
 	require.Equal(t, claudepooltest.ToolSaidPrefix+"5", s.Result().Text)
-	var uses []ContentBlock
+	var uses []ToolCall
+	var results []ToolResult
 	for _, ev := range evs {
 		require.NotEqual(t, EventUnknown, ev.Type, "no control request reaches the caller: %s", ev.Raw)
-		if ev.Type == EventAssistant {
-			for _, b := range ev.Message.Content {
-				if b.Type == "tool_use" {
-					uses = append(uses, b)
-				}
-			}
-		}
+		uses = append(uses, ev.ToolCalls()...)
+		results = append(results, ev.ToolResults()...)
 	}
 	require.Len(t, uses, 1)
 	require.Equal(t, "add", uses[0].Name, "the caller's name, not the CLI's")
+	require.JSONEq(t, `{"a":2,"b":3}`, string(uses[0].Input))
+	require.Equal(t, []ToolResult{{ToolUseID: uses[0].ID, Content: "5"}}, results)
 
 	reqs := e.mock.ChatRequests()
 	require.Len(t, reqs, 2)

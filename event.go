@@ -245,3 +245,59 @@ func blocksText(blocks []ContentBlock) string {
 	}
 	return sb.String()
 }
+
+// ToolCalls returns the tool calls of an EventAssistant, in order: every
+// tool_use block, the pool's GoTools under their own names. nil for other
+// events.
+func (e Event) ToolCalls() []ToolCall {
+	if e.Type != EventAssistant || e.Message == nil {
+		return nil
+	}
+	var out []ToolCall
+	for _, b := range e.Message.Content {
+		if b.Type == "tool_use" {
+			out = append(out, ToolCall{ID: b.ID, Name: b.Name, Input: b.Input})
+		}
+	}
+	return out
+}
+
+// ToolResult is the result of a tool call as the CLI gave it to the model.
+type ToolResult struct {
+	ToolUseID string // the call it answers
+	Content   string // its text (the text blocks of a list, joined by "\n")
+	IsError   bool   // the call failed, or was not allowed to run
+}
+
+// ToolResults returns the tool results of an EventUser, in order. nil for
+// other events.
+func (e Event) ToolResults() []ToolResult {
+	if e.Type != EventUser || e.Message == nil {
+		return nil
+	}
+	var out []ToolResult
+	for _, b := range e.Message.Content {
+		if b.Type == "tool_result" {
+			out = append(out, ToolResult{ToolUseID: b.ToolUseID, Content: resultText(b.Content), IsError: b.IsError})
+		}
+	}
+	return out
+}
+
+// resultText is the text of a tool_result's content: a string, or a list
+// of blocks whose text blocks are joined by "\n".
+func resultText(raw json.RawMessage) string {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	var blocks []struct{ Type, Text string }
+	_ = json.Unmarshal(raw, &blocks)
+	var texts []string
+	for _, b := range blocks {
+		if b.Type == "text" {
+			texts = append(texts, b.Text)
+		}
+	}
+	return strings.Join(texts, "\n")
+}

@@ -598,7 +598,8 @@ type apiTurn struct {
 func newAPITurn(r *Request) *apiTurn {
 	c := &Request{MaxTokens: r.MaxTokens, Temperature: clonePtr(r.Temperature), TopP: clonePtr(r.TopP),
 		TopK: clonePtr(r.TopK), StopSequences: slices.Clone(r.StopSequences), UserID: r.UserID,
-		APIFields: maps.Clone(r.APIFields), Thinking: clonePtr(r.Thinking), OutputSchema: slices.Clone(r.OutputSchema)}
+		APIFields: maps.Clone(r.APIFields), Thinking: clonePtr(r.Thinking), OutputSchema: slices.Clone(r.OutputSchema),
+		Tools: slices.Clone(r.Tools), ToolChoice: r.ToolChoice}
 	return &apiTurn{key: r.APIKey, req: c}
 }
 
@@ -629,6 +630,7 @@ func (t *apiTurn) apply(obj *jsonObject) {
 	if r.Temperature != nil || r.TopP != nil || r.TopK != nil {
 		dropThinking(obj)
 	}
+	applyTools(obj, r)
 	if th := r.Thinking; th != nil {
 		setThinking(obj, th)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -497,4 +498,50 @@ func (s *Stream) resume(p *pooled) error {
 		}
 	}
 	return nil
+}
+
+// knowsTools reports a request that names a tool the pool does not offer.
+func (p *Pool) knowsTools(r *Request) error {
+	names := slices.Clone(r.Tools)
+	switch r.ToolChoice {
+	case "", "auto", "any", "none":
+	default:
+		names = append(names, r.ToolChoice)
+	}
+	for _, n := range names {
+		if p.set.tools == nil || p.set.tools.byName[n] == nil {
+			return fmt.Errorf("%w: %q is not one of the pool's GoTools", ErrInvalidRequest, n)
+		}
+	}
+	return nil
+}
+
+// applyTools keeps, of the pool's tools in a call, those the chat offers,
+// and sets its tool_choice, both under the CLI's names of the tools.
+func applyTools(obj *jsonObject, r *Request) {
+	if r.Tools != nil {
+		var tools []json.RawMessage
+		if json.Unmarshal(obj.get("tools"), &tools) == nil {
+			kept := tools[:0]
+			for _, t := range tools {
+				var d struct {
+					Name string `json:"name"`
+				}
+				_ = json.Unmarshal(t, &d)
+				name, ours := strings.CutPrefix(d.Name, toolPrefix)
+				if ours && !slices.Contains(r.Tools, name) {
+					continue
+				}
+				kept = append(kept, t)
+			}
+			obj.set("tools", joinRaw(kept))
+		}
+	}
+	switch r.ToolChoice {
+	case "":
+	case "auto", "any", "none":
+		obj.set("tool_choice", mustMarshal(map[string]string{"type": r.ToolChoice}))
+	default:
+		obj.set("tool_choice", mustMarshal(map[string]string{"type": "tool", "name": toolPrefix + r.ToolChoice}))
+	}
 }
