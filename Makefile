@@ -103,3 +103,17 @@ clean:
 ## Not part of `make test`: it installs packages and runs for minutes.
 cluster-demo: cli
 	bash examples/cluster/run.sh
+
+.PHONY: bench-tools
+AGENT_SDK_DIR := testdata/agentsdk
+## bench-tools: a chat that calls a Go tool twice on the real CLI, warm and cold through the pool and
+## through the official TypeScript Agent SDK driving the same CLI (pinned in testdata/agentsdk, installed
+## there with npm ci when missing; without npm or the registry that way is skipped and the rest runs)
+bench-tools: cli
+	@want=$$(sed -n 's/.*"@anthropic-ai\/claude-agent-sdk": "\([^"]*\)".*/\1/p' $(AGENT_SDK_DIR)/package.json); \
+	got=$$(sed -n 's/^  "version": "\([^"]*\)".*/\1/p' $(AGENT_SDK_DIR)/node_modules/@anthropic-ai/claude-agent-sdk/package.json 2>/dev/null); \
+	if [ "$$got" != "$$want" ]; then \
+		npm ci --prefix $(AGENT_SDK_DIR) --omit=optional --no-audit --no-fund >&2 || \
+			echo "bench-tools: npm could not install @anthropic-ai/claude-agent-sdk $$want; the benchmark skips its way" >&2; \
+	fi
+	$(GO) test -run '^$$' -bench '^BenchmarkE2ETool$$' -benchtime 10x -count 1 -timeout 30m .
