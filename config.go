@@ -1,10 +1,13 @@
 package claudepool
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
 	"os"
 	"os/exec"
@@ -291,12 +294,32 @@ type Config struct {
 	// requests itself.
 	GoTools []Tool
 
+	// MCPServers are MCP servers of the caller's that the processes offer
+	// in every chat, by name. Each value is the server's configuration
+	// object as the CLI's --mcp-config takes it, e.g.
+	// {"type":"stdio","command":"/usr/local/bin/tickets","args":["--ro"]}
+	// or {"type":"http","url":"https://mcp.example.com/mcp"}. The pool
+	// passes them to the CLI in one --mcp-config with its own server
+	// ("claudepool", which serves GoTools). A name is letters, digits,
+	// '_' and '-', and not "claudepool" (in any case). The CLI names their
+	// tools mcp__NAME__TOOL, and, unlike GoTools, they need permission:
+	// allow them with AllowedTools ("mcp__NAME" for every tool of a
+	// server, "mcp__NAME__TOOL" for one) or decide them with CanUseTool.
+	//
+	// The CLI starts a stdio server with each process. What the servers
+	// run when a warm process is ready stays for the process's life;
+	// anything they, or the CLI, start after that is a chat's, and the
+	// reset after the chat kills it (a cold process keeps what runs at
+	// its first reset).
+	MCPServers map[string]json.RawMessage
+
 	// CanUseTool decides the tool calls the CLI asks permission for: the
-	// calls of Config.Tools that PermissionMode and AllowedTools do not
-	// allow already (the pool's GoTools are always allowed). It runs on
-	// the chat's reader while the turn waits; Request.CanUseTool replaces
-	// it for one chat. Nil denies every such call. With any Tools, the
-	// CLI is started with --permission-prompt-tool stdio so that it asks.
+	// calls of Config.Tools and of the MCPServers' tools that
+	// PermissionMode and AllowedTools do not allow already (the pool's
+	// GoTools are always allowed). It runs on the chat's reader while the
+	// turn waits; Request.CanUseTool replaces it for one chat. Nil denies
+	// every such call. With any Tools or MCPServers, the CLI is started
+	// with --permission-prompt-tool stdio so that it asks.
 	CanUseTool func(context.Context, PermissionRequest) Permission
 	// PermissionMode is the CLI's --permission-mode ("default",
 	// "acceptEdits", "bypassPermissions", "plan"); "" leaves the CLI's.
@@ -436,6 +459,11 @@ func (cfg Config) normalize() (Config, string, error) {
 	if err := validateTools(cfg.GoTools); err != nil {
 		return cfg, "", err
 	}
+	servers, err := normalizeServers(cfg.MCPServers)
+	if err != nil {
+		return cfg, "", err
+	}
+	cfg.MCPServers = servers
 	for _, m := range append([]string{cfg.Model}, cfg.Models...) {
 		if !utf8.ValidString(m) || strings.ContainsAny(m, " \t\r\n\x00") {
 			return cfg, "", fmt.Errorf("claudepool: model %q is not a model name", m)
@@ -514,7 +542,7 @@ func (cfg *Config) argv() []string {
 		argv = append(argv, "--include-partial-messages")
 	}
 	argv = append(argv, cfg.toolArgs()...)
-	if len(cfg.Tools) > 0 {
+	if len(cfg.Tools) > 0 || len(cfg.MCPServers) > 0 {
 		argv = append(argv, "--permission-prompt-tool", "stdio")
 	}
 	if cfg.PermissionMode != "" {
@@ -538,21 +566,77 @@ func (cfg *Config) env(parent []string, configDir string) []string {
 	return childEnv(parent, append(extra, cfg.Env...))
 }
 
-// toolArgs are the spawn flags that declare the pool's Go tools to the
-// CLI (an in-process MCP server) and the tools it runs without asking.
+// toolArgs are the spawn flags that declare the MCP servers to the CLI
+// (the pool's in-process one for its Go tools, and the caller's
+// Config.MCPServers, in one --mcp-config) and the tools it runs without
+// asking.
 func (cfg *Config) toolArgs() []string {
 	allowed := append([]string(nil), cfg.AllowedTools...)
 	for _, t := range cfg.GoTools {
 		allowed = append(allowed, toolPrefix+t.Name)
 	}
 	var args []string
-	if len(cfg.GoTools) > 0 {
-		args = append(args, "--mcp-config", fmt.Sprintf(`{"mcpServers":{%q:{"type":"sdk","name":%q}}}`, toolServer, toolServer))
+	if len(cfg.GoTools) > 0 || len(cfg.MCPServers) > 0 {
+		args = append(args, "--mcp-config", cfg.mcpConfig())
 	}
 	if len(allowed) > 0 {
 		args = append(args, "--allowedTools", strings.Join(allowed, ","))
 	}
 	return args
+}
+
+// mcpConfig is the --mcp-config JSON: the pool's server when it has Go
+// tools, then the caller's servers by name.
+func (cfg *Config) mcpConfig() string {
+	var servers []string
+	if len(cfg.GoTools) > 0 {
+		servers = append(servers, fmt.Sprintf(`%q:{"type":"sdk","name":%q}`, toolServer, toolServer))
+	}
+	for _, name := range slices.Sorted(maps.Keys(cfg.MCPServers)) {
+		// A valid name needs no escaping (normalizeServers).
+		servers = append(servers, fmt.Sprintf(`%q:%s`, name, cfg.MCPServers[name]))
+	}
+	return `{"mcpServers":{` + strings.Join(servers, ",") + `}}`
+}
+
+// normalizeServers validates Config.MCPServers and returns a copy of it
+// with each configuration compacted onto one line.
+func normalizeServers(servers map[string]json.RawMessage) (map[string]json.RawMessage, error) {
+	if len(servers) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]json.RawMessage, len(servers))
+	for name, conf := range servers {
+		if !validServerName(name) {
+			return nil, fmt.Errorf("claudepool: MCP server name %q: use letters, digits, '_' and '-'", name)
+		}
+		if strings.EqualFold(name, toolServer) {
+			return nil, fmt.Errorf("claudepool: MCP server name %q is the pool's own", name)
+		}
+		var b bytes.Buffer
+		if err := json.Compact(&b, conf); err != nil {
+			return nil, fmt.Errorf("claudepool: MCP server %q: its configuration is not JSON: %w", name, err)
+		}
+		if !bytes.HasPrefix(b.Bytes(), []byte("{")) {
+			return nil, fmt.Errorf("claudepool: MCP server %q: its configuration is not a JSON object", name)
+		}
+		out[name] = b.Bytes()
+	}
+	return out, nil
+}
+
+// validServerName reports whether name is a usable MCP server name:
+// letters, digits, '_' and '-', as in the tool names mcp__NAME__TOOL.
+func validServerName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // withGateway rewrites a child environment for a gateway at url: the
