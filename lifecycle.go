@@ -2,6 +2,7 @@ package claudepool
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -17,10 +18,12 @@ import (
 //	                                         retired
 //
 // A warm process is spawned and probed (an mcp_status answer proves it
-// ready), given Config.Prompt when the pool has one, and put in the idle
-// set. A chat leases it; when the chat ends cleanly the pool clears its
-// conversation in the background (the CLI's /clear), puts its model back,
-// and returns it to the idle set for the next chat with the same prompt.
+// ready), given Config.Prompt when the pool has one, its baseline of
+// processes recorded (procgroup.go), and put in the idle set. A chat
+// leases it; when the chat ends cleanly the pool kills what the chat
+// started and clears its conversation in the background (the CLI's
+// /clear), puts its model back, and returns it to the idle set for the
+// next chat with the same prompt.
 // Anything else retires it: a chat that did not end cleanly, a reset that
 // was not confirmed, Config.MaxUses, Config.MaxRSS, Config.MaxIdle, an
 // eviction for a slot, Close. A cold process starts leased.
@@ -70,6 +73,10 @@ type life struct {
 	idleGen   int         // counts its idle periods, so that a late timer of an earlier one does nothing
 	holdTimer *time.Timer // ends the hold after Config.HoldConversations
 	acquire   AcquireInfo // how its current leaseholder got it
+	// baseline is its process group and descendants when it became
+	// ready, which its resets keep (procgroup.go); nil until taken, and
+	// without /proc.
+	baseline procSet
 	// retired is set when the pool retires it; a process can also end
 	// on its own.
 	retired bool
@@ -144,6 +151,9 @@ func (p *Pool) spawnWarm() {
 		p.track(proc, stateStarting)
 		p.log.Debug("claudepool: process started", "pid", proc.pid, "warm", true)
 		err = proc.probe(p.ctx)
+		if err == nil && len(p.cfg.MCPServers) > 0 {
+			err = p.awaitServers(proc)
+		}
 		if err == nil && len(p.cfg.Models) > 0 {
 			err = p.confirmModels(proc)
 		}
@@ -155,6 +165,11 @@ func (p *Pool) spawnWarm() {
 		}
 		if err == nil && p.gw != nil && !p.cfg.NoPriming {
 			err = p.prime(proc)
+		}
+		if err == nil {
+			// Ready: what runs with it now (its MCP servers) is its own
+			// for life; anything started later is a chat's.
+			proc.life.baseline = takeBaseline(proc.pid)
 		}
 	}
 
@@ -273,6 +288,56 @@ func (p *Pool) confirmModels(proc *pooled) error {
 	base, err := proc.setModel(p.ctx, p.cfg.poolModel())
 	proc.life.baseModel = base
 	return err
+}
+
+// awaitServers waits until the CLI is done connecting the caller's MCP
+// servers (Config.MCPServers), so that the processes they run are in the
+// process's baseline and survive its resets. The CLI reports a server
+// "pending" while it connects; one still pending after ReadyTimeout is
+// left to finish on its own, and whatever it starts afterwards goes at the
+// process's first reset.
+func (p *Pool) awaitServers(proc *pooled) error {
+	deadline := time.Now().Add(p.cfg.ReadyTimeout)
+	for poll := time.Millisecond; ; poll = min(2*poll, 50*time.Millisecond) {
+		resp, err := proc.control(p.ctx, map[string]any{"subtype": "mcp_status"})
+		if err != nil {
+			return err
+		}
+		pending := pendingServers(resp, p.cfg.MCPServers)
+		if len(pending) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			p.log.Warn("claudepool: MCP servers still connecting when the process became ready", "pid", proc.pid, "servers", pending)
+			return nil
+		}
+		t := time.NewTimer(poll)
+		select {
+		case <-p.ctx.Done():
+			t.Stop()
+			return p.ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// pendingServers returns the servers of an mcp_status answer that are in
+// servers and still connecting.
+func pendingServers(resp json.RawMessage, servers map[string]json.RawMessage) []string {
+	var st struct {
+		MCPServers []struct {
+			Name   string `json:"name"`
+			Status string `json:"status"`
+		} `json:"mcpServers"`
+	}
+	_ = json.Unmarshal(resp, &st)
+	var pending []string
+	for _, s := range st.MCPServers {
+		if _, ok := servers[s.Name]; ok && s.Status == "pending" {
+			pending = append(pending, s.Name)
+		}
+	}
+	return pending
 }
 
 // spawnFailedLocked records a failed spawn and schedules the next attempt.
@@ -503,12 +568,17 @@ func (p *Pool) outgrown(proc *pooled) bool {
 	return p.cfg.MaxRSS > 0 && processRSS(proc.pid) > p.cfg.MaxRSS
 }
 
-// resetConversation clears a process's conversation and proves that it runs the
-// pool's model again: the new conversation's system/init must name the
-// process's base model. When a chat switched the model, or the init
-// names another one, set_model puts the pool's model back and its answer
-// must name the base model. A process that cannot prove it is not reused.
+// resetConversation ends what the chat started (the processes outside
+// the process's baseline, procgroup.go), empties its working directory,
+// clears its conversation and proves that it runs the pool's model again:
+// the new conversation's system/init must name the process's base model.
+// When a chat switched the model, or the init names another one,
+// set_model puts the pool's model back and its answer must name the base
+// model. A process that cannot prove it is not reused.
 func (p *Pool) resetConversation(ctx context.Context, proc *pooled) error {
+	if err := p.endLeftovers(ctx, proc); err != nil {
+		return err
+	}
 	if err := emptyDir(proc.workDir); err != nil {
 		return fmt.Errorf("%w: process %d: %w", errResetUnconfirmed, proc.pid, err)
 	}
@@ -540,6 +610,25 @@ func (p *Pool) resetConversation(ctx context.Context, proc *pooled) error {
 		return fmt.Errorf("%w: process %d runs %q after its reset, not %q", errResetUnconfirmed, proc.pid, got, l.baseModel)
 	}
 	l.model = ""
+	return nil
+}
+
+// endLeftovers kills the processes of proc's group and its descendants
+// that are not in its baseline, and proves they are gone. A process
+// without a baseline (a cold one at its first reset, or a warm one at
+// the reset of its priming chat) takes it now and kills nothing.
+func (p *Pool) endLeftovers(ctx context.Context, proc *pooled) error {
+	if proc.life.baseline == nil {
+		proc.life.baseline = takeBaseline(proc.pid)
+		return nil
+	}
+	n, err := killLeftovers(ctx, proc.pid, proc.life.baseline, p.cfg.StopGrace)
+	if n > 0 {
+		p.log.Debug("claudepool: killed processes a chat left", "pid", proc.pid, "killed", n)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: process %d: %w", errResetUnconfirmed, proc.pid, err)
+	}
 	return nil
 }
 
