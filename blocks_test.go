@@ -129,7 +129,7 @@ func TestBlockValidation(t *testing.T) {
 		{"text document empty", Message{Role: RoleUser, Blocks: []Block{TextDocument("t", "")}}, "plain-text document", false},
 		{"empty text block", Message{Role: RoleUser, Blocks: []Block{TextBlock(" ")}}, "a text block must hold", false},
 		{"unknown block", Message{Role: RoleUser, Blocks: []Block{{Type: "audio"}}}, `unknown block type "audio"`, false},
-		{"assistant image", Message{Role: RoleAssistant, Blocks: []Block{ImageBlock("image/png", img)}}, "an assistant message carries text blocks only", false},
+		{"assistant image", Message{Role: RoleAssistant, Blocks: []Block{ImageBlock("image/png", img)}}, "an assistant message carries text and tool_use blocks only", false},
 		{"too many images", Message{Role: RoleUser, Blocks: many}, "at most 100 in a request", false},
 	}
 	ctx := testCtx(t)

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -252,3 +253,54 @@ func TestE2ECallerAnsweredTool(t *testing.T) {
 	require.Len(t, reqs, 2, "one API turn, two calls")
 	require.Equal(t, []claudepooltest.ToolResult{{ToolUseID: r1.ToolCalls[0].ID, Content: "sunny, 21C"}}, reqs[1].LastToolResults())
 }
+
+// processesWith lists the processes whose command line holds marker.
+func processesWith(t *testing.T, marker string) []string {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	require.NoError(t, err)
+	var out []string
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if cmd := strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " ")); err == nil && strings.Contains(cmd, marker) {
+			out = append(out, e.Name()+": "+cmd)
+		}
+	}
+	return out
+}
+
+// On the real CLI: background shells a chat's Bash tool starts, even
+// detached from the CLI's process group, do not outlive the chat: none is
+// left once the process is reset, and the process serves the next chat.
+func TestE2EBackgroundShellEnded(t *testing.T) {
+	const marker = "31337.5"
+	ctx := e2eCtx(t, 2*time.Minute)
+	e := newE2E(t, claudepooltest.Config{Reply: func(r claudepooltest.Request) claudepooltest.Reply {
+		if res := r.LastToolResults(); len(res) > 0 {
+			return claudepooltest.Reply{Text: "done: " + res[0].Content}
+		}
+		if strings.Contains(r.LastUserText(), "background") {
+			return claudepooltest.Reply{ToolCalls: []claudepooltest.ToolCall{{Name: "Bash", Input: json.RawMessage(
+				`{"command":"(sleep ` + marker + ` &) ; nohup sleep ` + marker + ` >/dev/null 2>&1 </dev/null & setsid sleep ` + marker + ` >/dev/null 2>&1 </dev/null & echo started","description":"start background shells"}`)}}}
+		}
+		return claudepooltest.Echo(r)
+	}})
+	p, _ := e.pool(t, Config{Size: 1, MaxProcs: 1, Tools: []string{"Bash"}, AllowedTools: []string{"Bash"}, HoldConversations: -1})
+	a := NewAdapter(p)
+	require.NoError(t, p.WaitReady(ctx))
+	t.Cleanup(func() {
+		for _, line := range processesWith(t, marker) {
+			pid, _ := strconv.Atoi(strings.SplitN(line, ":", 2)[0])
+			_ = syscallKill(pid)
+		}
+	})
+
+	s, _ := chatOK(t, ctx, a, userMsg("start something in the background"))
+	require.Equal(t, "done: started", s.Result().Text)
+	waitQuiet(t, ctx, p)
+	require.Empty(t, processesWith(t, "sleep "+marker), "a background shell outlived the chat's reset")
+	s2, _ := chatOK(t, ctx, a, userMsg("hello"))
+	require.Equal(t, s.Acquire().PID, s2.Acquire().PID)
+}
+
+func syscallKill(pid int) error { return syscall.Kill(pid, syscall.SIGKILL) }

@@ -35,7 +35,16 @@ type procEntry struct {
 	pid, ppid, pgrp int
 	state           byte   // R, S, D, Z (zombie), ...
 	start           uint64 // start time after boot, in clock ticks
+	// mark is the value of processMark in its environment: the pool
+	// gives each CLI process one of its own, which whatever it starts
+	// inherits, also what left its group and its tree (setsid, a double
+	// fork). "" when unreadable or absent.
+	mark string
 }
+
+// processMark names the environment variable that marks every process a
+// CLI process starts as its own.
+const processMark = "CLAUDEPOOL_PROCESS"
 
 // procID names one process: a PID with its start time, so that a PID
 // reused by a later process names another one.
@@ -78,10 +87,26 @@ func readProcs() (procs []procEntry, ok bool) {
 			continue
 		}
 		if e, ok := readStat(pid); ok {
+			e.mark = readMark(pid)
 			procs = append(procs, e)
 		}
 	}
 	return procs, true
+}
+
+// readMark reads processMark from /proc/PID/environ, "" when the process
+// has none or is not the pool's to read.
+func readMark(pid int) string {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	if err != nil {
+		return ""
+	}
+	for _, kv := range bytes.Split(data, []byte{0}) {
+		if v, ok := bytes.CutPrefix(kv, []byte(processMark+"=")); ok {
+			return string(v)
+		}
+	}
+	return ""
 }
 
 // readStat reads /proc/PID/stat.
@@ -115,17 +140,24 @@ func parseStat(pid int, data []byte) (procEntry, bool) {
 	return procEntry{pid: pid, ppid: ppid, pgrp: pgrp, state: f[0][0], start: start}, true
 }
 
-// family returns the members of root's process group and root's
-// descendants (found through their parents), root excluded.
+// family returns the members of root's process group, the processes
+// that carry root's mark, and their descendants and root's (found through
+// their parents), root excluded.
 func family(procs []procEntry, root int) []procEntry {
 	children := make(map[int][]int)
 	byPID := make(map[int]procEntry, len(procs))
 	in := make(map[int]bool)
 	queue := []int{root}
+	rootMark := ""
+	for _, e := range procs {
+		if e.pid == root {
+			rootMark = e.mark
+		}
+	}
 	for _, e := range procs {
 		byPID[e.pid] = e
 		children[e.ppid] = append(children[e.ppid], e.pid)
-		if e.pgrp == root && e.pid != root {
+		if e.pid != root && (e.pgrp == root || (rootMark != "" && e.mark == rootMark)) {
 			// A member's descendants may have left the group.
 			in[e.pid] = true
 			queue = append(queue, e.pid)

@@ -71,6 +71,22 @@ func TestFamily(t *testing.T) {
 	later = append(later, procEntry{pid: 101, ppid: 100, pgrp: 100, start: 9})
 	require.Equal(t, []int{101, 110, 111}, pidsOf(leftovers(later, 100, base)))
 
+	// What escaped both the group and the tree (setsid after a double
+	// fork) still carries the CLI's mark, and so do its children; another
+	// CLI's mark, or none, is not this family.
+	marked := slices.Clone(procs)
+	for i := range marked {
+		if marked[i].pid == 100 {
+			marked[i].mark = "m100"
+		}
+	}
+	marked = append(marked,
+		procEntry{pid: 120, ppid: 1, pgrp: 120, mark: "m100"},
+		procEntry{pid: 121, ppid: 120, pgrp: 121},
+		procEntry{pid: 122, ppid: 1, pgrp: 122, mark: "m200"},
+		procEntry{pid: 123, ppid: 1, pgrp: 123})
+	require.Equal(t, []int{101, 102, 103, 104, 105, 106, 109, 120, 121}, pidsOf(family(marked, 100)))
+
 	// Once the CLI is gone, its PID names no family of its.
 	reused := slices.DeleteFunc(slices.Clone(later), func(e procEntry) bool { return e.pid == 100 })
 	require.Empty(t, leftovers(reused, 100, base))

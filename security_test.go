@@ -120,8 +120,9 @@ func TestSecretsStayOutOfChildren(t *testing.T) {
 		require.Equal(t, "sk-config", env["ANTHROPIC_API_KEY"], "Config.Env wins, process %d", pid)
 		for k := range env {
 			switch {
-			case k == "EXTRA_FROM_CONFIG", strings.HasPrefix(k, "FAKE_"):
-				// From Config.Env, and the fake's own.
+			case k == "EXTRA_FROM_CONFIG", strings.HasPrefix(k, "FAKE_"), k == processMark:
+				// From Config.Env, the fake's own, and the pool's mark of
+				// the process.
 			default:
 				require.True(t, allowedEnv(k), "process %d has %s, which is not allowlisted", pid, k)
 			}

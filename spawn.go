@@ -2,6 +2,8 @@ package claudepool
 
 import (
 	"bufio"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -111,10 +113,15 @@ func (s *spawner) spawnOnce() (*Process, error) {
 	}
 	cmd.Dir = workDir
 	cmd.Env = s.env
+	// A mark of its own, which whatever it starts inherits: a reset finds
+	// by it what escaped the process's group and tree (procgroup.go).
+	var mark [12]byte
+	_, _ = rand.Read(mark[:])
+	cmd.Env = append(slices.Clip(s.env), processMark+"="+hex.EncodeToString(mark[:]))
 	var token string
 	if s.gw != nil {
 		token = s.gw.register()
-		cmd.Env = append(slices.Clip(s.env), "ANTHROPIC_API_KEY="+token)
+		cmd.Env = append(cmd.Env, "ANTHROPIC_API_KEY="+token)
 	}
 	cmd.SysProcAttr = sysProcAttr()
 
