@@ -13,6 +13,7 @@ import (
 var (
 	errNoStopSequences = errors.New("stop_sequences: not supported by this server, whose pool calls the API without its gateway")
 	errNoOutputFormat  = errors.New("output_config.format: not supported by this server, whose pool calls the API without its gateway")
+	errNoTools         = errors.New("tools: not supported by this server, whose pool calls the API without its gateway, which offers each chat its tools")
 	errNoKeyForwarding = errors.New("the server forwards API keys (-forward-key) but its pool runs no gateway, which applies them; the server's log has the details")
 )
 
@@ -23,8 +24,9 @@ var (
 // only tune the reply (max_tokens, temperature, top_p, top_k,
 // metadata.user_id, thinking and effort), with the CLI's settings, as the
 // API would run it without them; a chat whose stop sequences, output
-// format or forwarded key would change what the reply is or who pays for
-// it fails instead.
+// format, tools (a server with -tools, which run checks, offers each chat
+// its own) or forwarded key would change what the reply is or who pays
+// for it fails instead.
 func (s *server) startChat(ctx context.Context, req claudepool.Request) (*claudepool.Stream, error) {
 	stream, err := s.adapter.StreamChat(ctx, req)
 	if !errors.Is(err, claudepool.ErrNoGateway) {
@@ -39,6 +41,8 @@ func (s *server) startChat(ctx context.Context, req claudepool.Request) (*claude
 		return nil, errNoStopSequences
 	case req.OutputSchema != nil:
 		return nil, errNoOutputFormat
+	case req.Tools != nil || req.ToolChoice != "":
+		return nil, errNoTools
 	}
 	req.MaxTokens, req.Temperature, req.TopP, req.TopK, req.UserID, req.APIFields = 0, nil, nil, nil, "", nil
 	req.Thinking = nil

@@ -12,6 +12,7 @@ import (
 // options is the server's configuration, from flags and the environment.
 type options struct {
 	addr, admin, cli, system, model string
+	tools                           string // a file of tool definitions
 	size, maxProcs, maxOutputTokens int
 	maxBody                         int64
 	maxWaiting                      int
@@ -46,6 +47,7 @@ var envNames = map[string]string{
 	"forward-key":         "CLAUDEPOOL_FORWARD_KEY",
 	"spare-decay":         "CLAUDEPOOL_SPARE_DECAY",
 	"system":              "CLAUDEPOOL_SYSTEM",
+	"tools":               "CLAUDEPOOL_TOOLS",
 	"startup":             "CLAUDEPOOL_STARTUP",
 	"timeout":             "CLAUDEPOOL_TIMEOUT",
 	"heartbeat":           "CLAUDEPOOL_HEARTBEAT",
@@ -82,6 +84,7 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (o
 	fs.IntVar(&o.maxOutputTokens, "max-output-tokens", 0, "the max_tokens of API calls whose request sets none: POST /chat's, and every call when the pool runs no gateway (the CLI's CLAUDE_CODE_MAX_OUTPUT_TOKENS); 0: the CLI's default. A Messages request's own max_tokens wins")
 	fs.BoolVar(&o.forwardKey, "forward-key", false, "send each chat's API calls with the client's own API key (x-api-key, or Authorization: Bearer), so that each tenant pays for its chats; a request without one gets a 401. Off: the client's key is ignored and the server's pays")
 	fs.StringVar(&o.system, "system", "", "the pool's system prompt, given to warm processes ahead of requests (a request's own system prompt is then served cold)")
+	fs.StringVar(&o.tools, "tools", "", "a JSON file of Messages API tool definitions, [{\"name\", \"description\", \"input_schema\"}, ...]: the tools a request may offer the model, which its client answers (needs the pool's gateway)")
 	fs.DurationVar(&o.startup, "startup", time.Minute, "how long the pool may take to get its warm processes ready")
 	fs.DurationVar(&o.timeout, "timeout", defaultChatTimeout, "longest a single chat may take")
 	fs.DurationVar(&o.heartbeat, "heartbeat", defaultHeartbeat, "interval of SSE heartbeats while a streamed reply is quiet")

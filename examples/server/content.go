@@ -29,11 +29,15 @@ type textBlock struct {
 // the request ("messages.0").
 //
 // A list of text blocks alone is one text, the blocks joined by a blank
-// line. A list with image or document blocks (user turns only) keeps
-// every block in its place, as Message.Blocks. The thinking blocks of an
+// line. A list with image, document or tool_result blocks (user turns
+// only) keeps every block in its place, as Message.Blocks. An assistant
+// turn with tool_use blocks is the message that continues a chat after a
+// reply that called the server's tools (Result.AssistantMessage): its
+// text, the text blocks joined as the reply split them (without a
+// separator), then its calls (Message.Blocks). The thinking blocks of an
 // assistant turn, which a client sends back with the turn, are dropped,
-// as the API drops those of earlier turns. Any other block (tool_use,
-// tool_result, search_result, ...) is an error.
+// as the API drops those of earlier turns. Any other block
+// (search_result, ...) is an error.
 func messageContent(where string, role claudepool.Role, v json.RawMessage) (claudepool.Message, error) {
 	msg := claudepool.Message{Role: role}
 	where += ".content"
@@ -47,7 +51,8 @@ func messageContent(where string, role claudepool.Role, v json.RawMessage) (clau
 		return msg, fmt.Errorf("%s: must be a string or a list of content blocks", where)
 	}
 	var texts []string
-	media := false
+	var calls []claudepool.Block
+	inPlace := false
 	for i, raw := range raws {
 		at := fmt.Sprintf("%s.%d", where, i)
 		var head struct {
@@ -69,16 +74,38 @@ func messageContent(where string, role claudepool.Role, v json.RawMessage) (clau
 			if err != nil {
 				return msg, err
 			}
-			media = true
+			inPlace = true
 			msg.Blocks = append(msg.Blocks, b)
 		case head.Type == "image" || head.Type == "document":
 			return msg, fmt.Errorf("%s.type: %q blocks belong in user turns, not in the assistant's", at, head.Type)
+		case head.Type == "tool_use" && role == claudepool.RoleAssistant:
+			b, err := toolUseBlock(at, raw)
+			if err != nil {
+				return msg, err
+			}
+			calls = append(calls, b)
+		case head.Type == "tool_result" && role == claudepool.RoleUser:
+			b, err := toolResultBlock(at, raw)
+			if err != nil {
+				return msg, err
+			}
+			inPlace = true
+			msg.Blocks = append(msg.Blocks, b)
+		case head.Type == "tool_use" || head.Type == "tool_result":
+			want := "assistant"
+			if head.Type == "tool_result" {
+				want = "user"
+			}
+			return msg, fmt.Errorf("%s.type: %q blocks belong in %s turns", at, head.Type, want)
 		case (head.Type == "thinking" || head.Type == "redacted_thinking") && role == claudepool.RoleAssistant:
 		default:
-			return msg, fmt.Errorf("%s.type: %q blocks are not supported by this server, which takes text, image and document blocks", at, head.Type)
+			return msg, fmt.Errorf("%s.type: %q blocks are not supported by this server, which takes text, image, document, tool_use and tool_result blocks", at, head.Type)
 		}
 	}
-	if !media {
+	switch {
+	case calls != nil:
+		msg.Content, msg.Blocks = strings.Join(texts, ""), calls
+	case !inPlace:
 		msg.Content, msg.Blocks = strings.Join(texts, "\n\n"), nil
 	}
 	return msg, nil

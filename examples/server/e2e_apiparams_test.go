@@ -17,15 +17,26 @@ import (
 // claudepooltest's mock, through the pool's gateway.
 func newE2EPool(t *testing.T, api *claudepooltest.Server) *claudepool.Pool {
 	t.Helper()
+	return newE2EPoolConfig(t, api, nil)
+}
+
+// newE2EPoolConfig is newE2EPool with the pool's Config changed by
+// configure.
+func newE2EPoolConfig(t *testing.T, api *claudepooltest.Server, configure func(*claudepool.Config)) *claudepool.Pool {
+	t.Helper()
 	cli := realCLI(t)
-	pool, err := claudepool.NewPool(claudepool.Config{
+	cfg := claudepool.Config{
 		Command:         cli,
 		Dir:             t.TempDir(),
 		Size:            1,
 		MaxProcs:        2,
 		PartialMessages: true,
 		Env:             append(api.Env(), "HOME="+t.TempDir()),
-	})
+	}
+	if configure != nil {
+		configure(&cfg)
+	}
+	pool, err := claudepool.NewPool(cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), testWait)

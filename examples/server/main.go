@@ -10,9 +10,11 @@
 // and the reply carries the API's stop_reason and stop_sequence, the
 // model's thinking when the request asked for it, and, when the API
 // refuses a call, its error as it sent it. Requests may carry images and
-// documents (PDFs, plain text) in their user turns. The client's
-// API key is ignored, and the server's pays, unless -forward-key sends
-// each chat with its client's own key (x-api-key or Authorization:
+// documents (PDFs, plain text) in their user turns, and, with -tools,
+// offer the model tools that the client answers: tool_use blocks out,
+// tool_result blocks in, on the process that holds the paused turn. The
+// client's API key is ignored, and the server's pays, unless -forward-key
+// sends each chat with its client's own key (x-api-key or Authorization:
 // Bearer), for a backend that bills each tenant's key.
 //
 //	go run ./examples/server -mock -cli "$CLAUDEPOOL_CLI"
@@ -80,6 +82,16 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	if o.system != "" {
 		cfg.Prompt = &claudepool.SystemPrompt{System: o.system}
 	}
+	var tools *toolSet
+	if o.tools != "" {
+		var err error
+		if tools, err = loadTools(o.tools); err != nil {
+			return fmt.Errorf("-tools: %w", err)
+		}
+		// The CLI lists the pool's tools once, at spawn: they are the
+		// server's for its life. The clients answer them.
+		cfg.GoTools = tools.goTools()
+	}
 	configureShedding(&cfg, o)
 	if o.mock {
 		env, stopMock, err := claudepooltest.Sandbox(claudepooltest.Config{Chunks: 8, ChunkDelay: 60 * time.Millisecond})
@@ -122,6 +134,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 
 	api := newServer(pool)
 	api.forwardKey = o.forwardKey
+	api.tools = tools
 	api.chatTimeout = o.timeout
 	api.maxBody = o.maxBody
 	api.heartbeat = o.heartbeat
@@ -131,6 +144,10 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	if o.forwardKey && !api.hasGateway() {
 		// Every chat would fail: the pool cannot apply the clients' keys.
 		return errors.New("-forward-key needs the pool's gateway, which is off: it runs with an API key of the server's own (ANTHROPIC_API_KEY or ANTHROPIC_AUTH_TOKEN) for the Anthropic API, not Bedrock or Vertex")
+	}
+	if tools != nil && !api.hasGateway() {
+		// Without it every chat would offer the model every tool.
+		return errors.New("-tools needs the pool's gateway, which is off: it offers each chat the tools its request lists, and runs with an API key of the server's own (ANTHROPIC_API_KEY or ANTHROPIC_AUTH_TOKEN) for the Anthropic API, not Bedrock or Vertex")
 	}
 
 	ln, err := net.Listen("tcp", o.addr)

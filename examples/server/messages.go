@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -18,24 +19,23 @@ import (
 // messagesFormat is the Messages API's format (POST /v1/messages), so that
 // the official SDKs and tools written for the API can use the pool by
 // changing their base URL. It takes text, images and documents, extended
-// thinking and structured output; a request with tools or fields that
-// would change what the model does and that the pool cannot honour gets
-// a 400.
-type messagesFormat struct{}
+// thinking, structured output and the server's tools, which the client
+// answers; a request with fields that would change what the model does
+// and that the pool cannot honour gets a 400.
+type messagesFormat struct {
+	tools *toolSet // the server's tools (-tools); nil for none
+}
 
-// messagesFields lists the request fields the server knows: true for those
-// it uses or safely ignores, false for those it checks before it accepts
-// them (see checkField).
+// messagesFields lists the request fields the server knows.
 var messagesFields = map[string]bool{
 	"model": true, "messages": true, "system": true, "stream": true,
 	// Set on the chat's API calls by the pool's gateway (apiParams,
-	// thinkingParams).
+	// thinkingParams, toolParams).
 	"max_tokens": true, "temperature": true, "top_p": true, "top_k": true,
 	"stop_sequences": true, "metadata": true, "thinking": true, "output_config": true,
+	"tools": true, "tool_choice": true,
 	// Ignored: bookkeeping, not what a reply means.
 	"service_tier": true,
-	// Accepted only when they ask for nothing.
-	"tools": false, "tool_choice": false,
 }
 
 // messagesRequest is the part of a Messages API request the server reads
@@ -50,20 +50,14 @@ type messagesRequest struct {
 	} `json:"messages"`
 }
 
-func (messagesFormat) parse(body []byte) (call, error) {
+func (f messagesFormat) parse(body []byte) (call, error) {
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(body, &fields); err != nil {
 		return call{}, fmt.Errorf("malformed request: %w", err)
 	}
 	for _, name := range sortedKeys(fields) {
-		known, ok := messagesFields[name]
-		if !ok {
-			return call{}, fmt.Errorf("%s: unsupported field: this server takes model, messages, system, max_tokens, stream, metadata, stop_sequences, sampling parameters, thinking and output_config", name)
-		}
-		if !known {
-			if err := checkField(name, fields[name]); err != nil {
-				return call{}, err
-			}
+		if !messagesFields[name] {
+			return call{}, fmt.Errorf("%s: unsupported field: this server takes model, messages, system, max_tokens, stream, metadata, stop_sequences, sampling parameters, thinking, output_config, tools and tool_choice", name)
 		}
 	}
 	var b messagesRequest
@@ -79,6 +73,9 @@ func (messagesFormat) parse(body []byte) (call, error) {
 	}
 	view, err := thinkingParams(fields, &req)
 	if err != nil {
+		return call{}, err
+	}
+	if err := toolParams(fields, &req, f.tools); err != nil {
 		return call{}, err
 	}
 	if len(b.Messages) == 0 {
@@ -104,6 +101,9 @@ func (messagesFormat) parse(body []byte) (call, error) {
 	}
 	if last := req.Messages[len(req.Messages)-1]; last.Role != claudepool.RoleUser {
 		return call{}, errors.New("messages: the last message must be the user's: this server cannot continue a prefilled assistant turn")
+	}
+	if err := answeredCalls(req.Messages); err != nil {
+		return call{}, err
 	}
 	return call{req: req, stream: b.Stream, announce: true, thinking: view}, nil
 }
@@ -223,32 +223,6 @@ func integerField(fields map[string]json.RawMessage, name string) (n int, ok boo
 	return int(f), true, nil
 }
 
-// checkField accepts a field the pool cannot honour only when it asks for
-// nothing: no tools, a tool choice of auto or none.
-func checkField(name string, v json.RawMessage) error {
-	if bytes.Equal(v, []byte("null")) {
-		return nil
-	}
-	switch name {
-	case "tools":
-		var list []json.RawMessage
-		if err := json.Unmarshal(v, &list); err != nil {
-			return errors.New("tools: must be a list")
-		}
-		if len(list) == 0 {
-			return nil
-		}
-		return errors.New("tools: tool use is not supported by this server")
-	case "tool_choice":
-		var c struct{ Type string }
-		if err := json.Unmarshal(v, &c); err == nil && (c.Type == "auto" || c.Type == "none") {
-			return nil
-		}
-		return errors.New("tool_choice: tool use is not supported by this server")
-	}
-	return fmt.Errorf("%s: unsupported field", name)
-}
-
 // messagesError is the body of an error answer, and the data of an "error"
 // event.
 type messagesError struct {
@@ -275,7 +249,8 @@ func (messagesFormat) writeError(w http.ResponseWriter, r *http.Request, e apiEr
 func (messagesFormat) respond(w http.ResponseWriter, r *http.Request, c call) reply {
 	rid := requestID(r.Context())
 	w.Header().Set("Request-Id", rid)
-	return &messagesReply{w: w, sse: newSSE(w), stream: c.stream, lazy: c.thinking.show, id: newMessageID(), rid: rid}
+	lazy := c.thinking.show || len(c.req.Tools) > 0
+	return &messagesReply{w: w, sse: newSSE(w), stream: c.stream, lazy: lazy, id: newMessageID(), rid: rid}
 }
 
 // message is a Messages API message, the body of a reply that is not
@@ -291,41 +266,70 @@ type message struct {
 	Usage        usage          `json:"usage"`
 }
 
-// contentBlock is a content block of a reply: text, or thinking with its
-// signature.
+// contentBlock is a content block of a reply: text, thinking with its
+// signature, or a call of one of the server's tools.
 type contentBlock struct {
-	Type      string `json:"type"` // "text" or "thinking"
-	Text      string `json:"text,omitempty"`
-	Thinking  string `json:"thinking,omitempty"`
-	Signature string `json:"signature,omitempty"`
+	Type      string          `json:"type"` // "text", "thinking" or "tool_use"
+	Text      string          `json:"text,omitempty"`
+	Thinking  string          `json:"thinking,omitempty"`
+	Signature string          `json:"signature,omitempty"`
+	ID        string          `json:"id,omitempty"`    // tool_use
+	Name      string          `json:"name,omitempty"`  // tool_use
+	Input     json.RawMessage `json:"input,omitempty"` // tool_use
 }
 
 // MarshalJSON writes the fields of the block's type, each also when
-// empty, as the API does: {"type":"text","text":""} and
-// {"type":"thinking","thinking":"","signature":""}.
+// empty, as the API does: {"type":"text","text":""},
+// {"type":"thinking","thinking":"","signature":""} and
+// {"type":"tool_use","id":...,"name":...,"input":{}}.
 func (b contentBlock) MarshalJSON() ([]byte, error) {
-	if b.Type == "thinking" {
+	switch b.Type {
+	case "thinking":
 		return marshal(struct {
 			Type      string `json:"type"`
 			Thinking  string `json:"thinking"`
 			Signature string `json:"signature"`
 		}{b.Type, b.Thinking, b.Signature})
+	case "tool_use":
+		input := b.Input
+		if len(input) == 0 {
+			input = json.RawMessage("{}")
+		}
+		return marshal(struct {
+			Type  string          `json:"type"`
+			ID    string          `json:"id"`
+			Name  string          `json:"name"`
+			Input json.RawMessage `json:"input"`
+		}{b.Type, b.ID, b.Name, input})
 	}
 	return marshal(textBlock{b.Type, b.Text})
 }
 
 // replyContent gathers the pieces of a reply into its content blocks, in
 // order: a piece of another kind than the last block's starts a block,
-// and so does thinking after a signature, which ends a thinking block.
+// and so does thinking after a signature, which ends a thinking block,
+// and each call of a tool.
 type replyContent struct{ blocks []contentBlock }
 
-// add adds p to the content and reports whether it started a block.
+// add adds p to the content and reports whether it started a block. A
+// tool's input (pieceToolInput) goes to the tool_use block before it,
+// and is dropped without one.
 func (c *replyContent) add(p piece) bool {
+	n := len(c.blocks)
+	if p.kind == pieceToolInput {
+		if n > 0 && c.blocks[n-1].Type == "tool_use" {
+			c.blocks[n-1].Input = append(c.blocks[n-1].Input, p.text...)
+		}
+		return false
+	}
+	if p.kind == pieceToolUse {
+		c.blocks = append(c.blocks, contentBlock{Type: "tool_use", ID: p.id, Name: p.name})
+		return true
+	}
 	kind := "text"
 	if p.kind != pieceText {
 		kind = "thinking"
 	}
-	n := len(c.blocks)
 	started := n == 0 || c.blocks[n-1].Type != kind || (p.kind == pieceThinking && c.blocks[n-1].Signature != "")
 	if started {
 		c.blocks = append(c.blocks, contentBlock{Type: kind})
@@ -340,6 +344,11 @@ func (c *replyContent) add(p piece) bool {
 		b.Signature += p.text
 	}
 	return started
+}
+
+// called reports whether the content has a tool_use block with id.
+func (c *replyContent) called(id string) bool {
+	return slices.ContainsFunc(c.blocks, func(b contentBlock) bool { return b.Type == "tool_use" && b.ID == id })
 }
 
 // text is the text of the reply's text blocks.
@@ -379,7 +388,7 @@ type (
 	blockDelta struct {
 		Type  string `json:"type"`
 		Index int    `json:"index"`
-		Delta any    `json:"delta"` // textDelta, thinkingDelta or signatureDelta
+		Delta any    `json:"delta"` // textDelta, thinkingDelta, signatureDelta or inputJSONDelta
 	}
 	textDelta struct {
 		Type string `json:"type"` // "text_delta"
@@ -392,6 +401,10 @@ type (
 	signatureDelta struct {
 		Type      string `json:"type"` // "signature_delta"
 		Signature string `json:"signature"`
+	}
+	inputJSONDelta struct {
+		Type        string `json:"type"` // "input_json_delta"
+		PartialJSON string `json:"partial_json"`
 	}
 	blockStop struct {
 		Type  string `json:"type"`
@@ -429,8 +442,12 @@ func (m *messagesReply) begin(model string, u *claudepool.Usage) {
 
 // add takes a piece of the reply. A streamed reply sends it as a delta of
 // its content block, after the block's start (and the end of the block
-// before) when it starts one; a reply that is not streamed gathers it.
+// before) when it starts one; a reply that is not streamed gathers it,
+// but for the calls of tools, which it takes from the result (end).
 func (m *messagesReply) add(p piece) {
+	if !m.stream && (p.kind == pieceToolUse || p.kind == pieceToolInput) {
+		return
+	}
 	started := m.content.add(p)
 	if !m.stream {
 		return
@@ -440,9 +457,13 @@ func (m *messagesReply) add(p piece) {
 		if i > 0 {
 			m.sse.event("content_block_stop", blockStop{"content_block_stop", i - 1})
 		}
-		m.sse.event("content_block_start", blockStart{"content_block_start", i, contentBlock{Type: m.content.blocks[i].Type}})
+		start := contentBlock{Type: m.content.blocks[i].Type}
+		if start.Type == "tool_use" {
+			start.ID, start.Name, start.Input = p.id, p.name, json.RawMessage("{}")
+		}
+		m.sse.event("content_block_start", blockStart{"content_block_start", i, start})
 	}
-	if p.text == "" {
+	if p.text == "" || (p.kind == pieceToolInput && m.content.blocks[i].Type != "tool_use") {
 		return
 	}
 	var d any
@@ -453,6 +474,10 @@ func (m *messagesReply) add(p piece) {
 		d = thinkingDelta{"thinking_delta", p.text}
 	case pieceSignature:
 		d = signatureDelta{"signature_delta", p.text}
+	case pieceToolInput:
+		d = inputJSONDelta{"input_json_delta", p.text}
+	default:
+		return
 	}
 	m.sse.event("content_block_delta", blockDelta{"content_block_delta", i, d})
 }
@@ -466,7 +491,11 @@ func (m *messagesReply) err() error { return m.sse.err }
 // end sends the end of the reply: the API's stop_reason (the CLI's
 // without the gateway) and stop_sequence, and the turn's usage. A reply
 // has at least one content block; one that is not streamed has a text
-// block, the result's text when no text came as pieces.
+// block, the result's text when no text came as pieces, unless it ends
+// with calls of tools alone. A reply that ends with calls of the
+// server's tools (Result.ToolCalls, stop_reason "tool_use") has a
+// tool_use block for each, after the text: in a streamed reply, those
+// that did not stream come whole, their input in one delta.
 func (m *messagesReply) end(res *claudepool.Result, model string, _ claudepool.AcquireInfo, _ claudepool.StreamLatency) {
 	stop := orDefault(res.StopReason, "end_turn")
 	var seq *string
@@ -474,12 +503,21 @@ func (m *messagesReply) end(res *claudepool.Result, model string, _ claudepool.A
 		seq = &res.StopSequence
 	}
 	if !m.stream {
-		if m.content.text() == "" {
+		if m.content.text() == "" && (res.Text != "" || len(res.ToolCalls) == 0) {
 			m.content.add(piece{kind: pieceText, text: res.Text})
+		}
+		for _, c := range res.ToolCalls {
+			m.content.blocks = append(m.content.blocks, contentBlock{Type: "tool_use", ID: c.ID, Name: c.Name, Input: c.Input})
 		}
 		writeJSON(m.w, http.StatusOK, message{ID: m.id, Type: "message", Role: "assistant", Model: model,
 			Content: m.content.blocks, StopReason: &stop, StopSequence: seq, Usage: usageOf(res.Usage)})
 		return
+	}
+	for _, c := range res.ToolCalls {
+		if !m.content.called(c.ID) {
+			m.add(piece{kind: pieceToolUse, id: c.ID, name: c.Name})
+			m.add(piece{kind: pieceToolInput, text: string(c.Input)})
+		}
 	}
 	if len(m.content.blocks) == 0 {
 		m.add(piece{kind: pieceText})

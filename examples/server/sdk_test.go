@@ -56,11 +56,16 @@ func TestE2ESDK(t *testing.T) {
 	require.NoError(t, err, "installing the SDK: %s", out)
 
 	// The mock answers with a thinking block first when the user text
-	// begins "Think first", and with a fixed JSON for structured output.
+	// begins "Think first", with a fixed JSON for structured output, and
+	// as toolsReply does to a request that offers the lookup tool and
+	// asks to "Look up" something, or brings tool results.
 	api := claudepooltest.NewServer(claudepooltest.Config{Chunks: 4, Reply: func(r claudepooltest.Request) claudepooltest.Reply {
 		reply := claudepooltest.Echo(r)
 		if r.Kind != claudepooltest.KindChat {
 			return reply
+		}
+		if strings.HasPrefix(r.LastUserText(), "Look up") {
+			return toolsReply(r)
 		}
 		if strings.HasPrefix(r.LastUserText(), "Think first") {
 			reply.Thinking = "The SDK asks; think first."
@@ -72,12 +77,14 @@ func TestE2ESDK(t *testing.T) {
 	}})
 	t.Cleanup(api.Close) // after the pool's Close, registered later
 	home, dir := t.TempDir(), t.TempDir()
+	tools := testTools(t)
 	pool, err := claudepool.NewPool(claudepool.Config{
 		Command:         cli,
 		Dir:             dir,
 		Size:            1,
 		MaxProcs:        2,
 		PartialMessages: true,
+		GoTools:         tools.goTools(), // what -tools sets
 		// What -max-output-tokens sets: the max_tokens of API calls whose
 		// request names none; the SDK's requests name theirs.
 		Env: append(api.Env(), "HOME="+home, "CLAUDE_CODE_MAX_OUTPUT_TOKENS=1234"),
@@ -90,6 +97,7 @@ func TestE2ESDK(t *testing.T) {
 	})
 	require.NoError(t, pool.WaitReady(ctx))
 	srv := newServer(pool)
+	srv.tools = tools
 	logs := &syncBuffer{}
 	srv.log = newTextLogger(logs)
 	ts := httptest.NewServer(srv)
@@ -98,16 +106,18 @@ func TestE2ESDK(t *testing.T) {
 	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec", "sdk.test.mjs")
 	cmd.Dir = "sdktest"
 	cmd.Env = append(os.Environ(), "ANTHROPIC_BASE_URL="+ts.URL, "ANTHROPIC_API_KEY=sk-unused", "HOME="+t.TempDir(),
-		"NODE_NO_WARNINGS=1")
+		"NODE_NO_WARNINGS=1", "SDK_TEST_TOOLS="+testToolsJSON)
 	out, err = cmd.CombinedOutput()
 	t.Logf("node --test sdk.test.mjs:\n%s", out)
 	require.NoError(t, err, "the SDK test failed; the server's log:\n%s", logs.String())
 
 	// What the SDK sent reached the API through the CLI: the model, the
 	// max_tokens, the system prompt of its one request that had one, the
-	// image and documents, the thinking settings and the output format.
+	// image and documents, the thinking settings, the output format, and
+	// the server's tools to the requests that offered them alone.
 	reqs := api.ChatRequests()
-	require.Len(t, reqs, 10, "ten chats; the malformed image never took a process")
+	require.Len(t, reqs, 14, "ten chats and two tool-use loops of two API calls each; the malformed image never took a process")
+	require.EqualValues(t, 2, pool.Stats().Conversations.Continued, "each loop's second request resumed its paused turn")
 	var systems []string
 	seen := map[string]bool{}
 	for _, r := range reqs {
@@ -154,9 +164,25 @@ func TestE2ESDK(t *testing.T) {
 			require.Equal(t, "json_schema", oc.Format.Type)
 			require.Equal(t, []any{"name", "year"}, oc.Format.Schema["required"])
 		}
+		var offered []string
+		for _, name := range r.Tools {
+			if strings.HasPrefix(name, cliToolPrefix) {
+				offered = append(offered, name)
+			}
+		}
+		if strings.HasPrefix(text, "Look up") {
+			require.Equal(t, []string{cliToolPrefix + "lookup"}, offered, "the request's tool alone")
+			if res := r.LastToolResults(); len(res) > 0 {
+				require.Equal(t, "sunny, 21C", res[0].Content)
+				text += " (results)"
+			}
+		} else {
+			require.Empty(t, offered, "a request without tools offers none: %q", text)
+		}
 		seen[text] = true
 	}
-	for _, text := range []string{"What is in these attachments?", "Think first, then answer", "Think first, streamed", "Who wrote the first program?"} {
+	for _, text := range []string{"What is in these attachments?", "Think first, then answer", "Think first, streamed", "Who wrote the first program?",
+		"Look up the weather, not streamed", "Look up the weather, not streamed (results)", "Look up the weather, streamed", "Look up the weather, streamed (results)"} {
 		require.True(t, seen[text], "no chat request for %q", text)
 	}
 	require.True(t, slices.ContainsFunc(systems, func(s string) bool {

@@ -44,6 +44,10 @@ type server struct {
 	// forwardKey sends each chat's API calls with the client's own key
 	// (x-api-key or Authorization: Bearer) instead of the server's.
 	forwardKey bool
+	// tools are the pool's GoTools, answered by the clients (-tools);
+	// nil for none. A chat offers those its request lists, none by
+	// default.
+	tools *toolSet
 	// writeGrace is how long after a chat's timeout its reply may still
 	// be written: enough for the final error event, and a client that
 	// stopped reading is cut then.
@@ -77,7 +81,9 @@ func newServer(pool *claudepool.Pool) *server {
 	}
 	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
 	s.mux.HandleFunc("POST /chat", func(w http.ResponseWriter, r *http.Request) { s.serveChat(w, r, chatFormat{}) })
-	s.mux.HandleFunc("POST /v1/messages", func(w http.ResponseWriter, r *http.Request) { s.serveChat(w, r, messagesFormat{}) })
+	s.mux.HandleFunc("POST /v1/messages", func(w http.ResponseWriter, r *http.Request) {
+		s.serveChat(w, r, messagesFormat{tools: s.tools})
+	})
 	s.mux.HandleFunc("GET /metrics", s.metrics)
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.HandleFunc("GET /readyz", s.readyz)
@@ -140,13 +146,16 @@ const (
 	pieceText      pieceKind = iota // text of the answer
 	pieceThinking                   // thinking, shown when the request asked for it
 	pieceSignature                  // the signature that ends a thinking block
+	pieceToolUse                    // a call of one of the server's tools begins: id and name
+	pieceToolInput                  // a piece of the call's input, JSON text
 )
 
-// piece is a piece of a reply as it arrives: text, thinking or a
-// thinking block's signature.
+// piece is a piece of a reply as it arrives: text, thinking, a thinking
+// block's signature, or the start of a tool call or a piece of its input.
 type piece struct {
-	kind pieceKind
-	text string
+	kind     pieceKind
+	text     string
+	id, name string // pieceToolUse
 }
 
 // apiError is an error as a client sees it: a status, an error type of the
@@ -190,7 +199,7 @@ func (s *server) classify(ctx context.Context, err error) apiError {
 	case errors.Is(err, claudepool.ErrInvalidRequest):
 		// Validation messages quote the request, never the CLI.
 		return badRequest(err.Error())
-	case errors.Is(err, errNoStopSequences), errors.Is(err, errNoOutputFormat):
+	case errors.Is(err, errNoStopSequences), errors.Is(err, errNoOutputFormat), errors.Is(err, errNoTools):
 		return badRequest(err.Error())
 	case errors.Is(err, errNoKeyForwarding):
 		return apiError{http.StatusInternalServerError, errAPI, err.Error()}
@@ -283,6 +292,11 @@ func (s *server) serveChat(w http.ResponseWriter, r *http.Request, f format) {
 		return
 	}
 	c.req.APIKey = key
+	if s.tools != nil && c.req.Tools == nil {
+		// The pool offers its tools to every chat that names none:
+		// a request offers those it lists, as with the API.
+		c.req.Tools = []string{}
+	}
 
 	// The request's context ends when the client goes away: the stream then
 	// interrupts the CLI, and Close below reaps it.
@@ -316,7 +330,7 @@ func (s *server) serveChat(w http.ResponseWriter, r *http.Request, f format) {
 	var model string // written by the reader, read after arrivals is closed
 	go func() {
 		defer close(arrivals)
-		rr := replyReader{view: c.thinking}
+		rr := replyReader{view: c.thinking, tools: s.tools}
 		send := func(a arrival) {
 			select {
 			case arrivals <- a:

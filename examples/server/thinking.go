@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/claudepool/claudepool"
 )
@@ -154,11 +155,69 @@ func thinkingParam(th map[string]json.RawMessage, maxTokens int) (*claudepool.Th
 // current message came as deltas, so that their whole copies are skipped.
 // A message the CLI made up to describe a failed API call is not a reply:
 // the result's error reports it.
+//
+// The calls of the server's tools are pieces too: a tool_use block's
+// start (content_block_start) and its input as it streams
+// (input_json_delta), or, without partial messages, the block whole from
+// the assistant message, its input in one piece.
 type replyReader struct {
-	view thinkingView
+	view  thinkingView
+	tools *toolSet // the server's tools: the calls the reply shows
 	// textDeltas and thinkingDeltas: the current message's text, or its
 	// thinking, came as deltas; signed: its thinking's signature did.
 	textDeltas, thinkingDeltas, signed bool
+	// toolAt is the index, in the API's current message, of the tool_use
+	// block whose input streams, -1 (or toolOn false) for none; streamed
+	// holds the ids of the tool_use blocks that came as stream events.
+	toolAt   int
+	toolOn   bool
+	streamed map[string]bool
+}
+
+// cliToolPrefix is how the CLI names the pool's tools (mcp__claudepool__
+// and the tool's name) in the stream events, which the pool passes on as
+// the CLI sent them; its assistant messages carry the tools' own names.
+const cliToolPrefix = "mcp__claudepool__"
+
+// toolPieces returns the pieces of a partial event of a tool_use block:
+// its start, or a piece of its input.
+func (r *replyReader) toolPieces(p *claudepool.Partial) []piece {
+	switch {
+	case p.Type == "content_block_start":
+		r.toolOn = false
+		var e struct {
+			ContentBlock struct {
+				Type string `json:"type"`
+				ID   string `json:"id"`
+				Name string `json:"name"`
+			} `json:"content_block"`
+		}
+		if json.Unmarshal(p.Event, &e) != nil || e.ContentBlock.Type != "tool_use" {
+			return nil
+		}
+		name, ours := strings.CutPrefix(e.ContentBlock.Name, cliToolPrefix)
+		if !ours || !r.tools.has(name) || e.ContentBlock.ID == "" {
+			return nil
+		}
+		if r.streamed == nil {
+			r.streamed = map[string]bool{}
+		}
+		r.streamed[e.ContentBlock.ID] = true
+		r.toolOn, r.toolAt = true, p.Index
+		return []piece{{kind: pieceToolUse, id: e.ContentBlock.ID, name: name}}
+	case p.DeltaType == "input_json_delta" && r.toolOn && p.Index == r.toolAt:
+		var e struct {
+			Delta struct {
+				PartialJSON string `json:"partial_json"`
+			} `json:"delta"`
+		}
+		if json.Unmarshal(p.Event, &e) == nil && e.Delta.PartialJSON != "" {
+			return []piece{{kind: pieceToolInput, text: e.Delta.PartialJSON}}
+		}
+	case p.Type == "message_start" || (p.Type == "content_block_stop" && p.Index == r.toolAt):
+		r.toolOn = false
+	}
+	return nil
 }
 
 // pieces returns the pieces of ev to show.
@@ -168,6 +227,9 @@ func (r *replyReader) pieces(ev claudepool.Event) []piece {
 		p := ev.Partial
 		if p == nil {
 			return nil
+		}
+		if out := r.toolPieces(p); out != nil {
+			return out
 		}
 		switch p.DeltaType {
 		case "text_delta":
@@ -214,6 +276,11 @@ func (r *replyReader) pieces(ev claudepool.Event) []piece {
 				}
 				if !r.signed && b.Signature != "" {
 					out = append(out, piece{kind: pieceSignature, text: b.Signature})
+				}
+			case "tool_use":
+				if r.tools.has(b.Name) && !r.streamed[b.ID] {
+					out = append(out, piece{kind: pieceToolUse, id: b.ID, name: b.Name},
+						piece{kind: pieceToolInput, text: string(b.Input)})
 				}
 			}
 		}

@@ -175,10 +175,16 @@ func cliEvents(t *testing.T, partials bool, thinking []string, signature string,
 // render renders events as serveChat does, into a recorded response.
 func render(t *testing.T, evs []claudepool.Event, c call, res *claudepool.Result) *httptest.ResponseRecorder {
 	t.Helper()
+	return renderTools(t, evs, c, res, nil)
+}
+
+// renderTools is render on a server with tools.
+func renderTools(t *testing.T, evs []claudepool.Event, c call, res *claudepool.Result, tools *toolSet) *httptest.ResponseRecorder {
+	t.Helper()
 	w := httptest.NewRecorder()
 	r := httptest.NewRequest(http.MethodPost, "/v1/messages", nil)
-	out := messagesFormat{}.respond(w, r, c)
-	rr := replyReader{view: c.thinking}
+	out := messagesFormat{tools: tools}.respond(w, r, c)
+	rr := replyReader{view: c.thinking, tools: tools}
 	begun := false
 	for _, ev := range evs {
 		for _, p := range rr.pieces(ev) {

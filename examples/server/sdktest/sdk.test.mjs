@@ -2,9 +2,11 @@
 // SDK, unchanged but for its base URL. sdk_test.go starts the server over a
 // pool of real CLI processes whose API is claudepooltest's mock (it answers
 // "mock reply to: " and the last user text, after a thinking block when
-// that text begins "Think first", and a fixed JSON for structured output),
-// installs the pinned SDK and runs this file with `node --test`, with
-// ANTHROPIC_BASE_URL set.
+// that text begins "Think first", a fixed JSON for structured output, and
+// a call of the lookup tool when the text begins "Look up" and the request
+// offers it), installs the pinned SDK and runs this file with `node
+// --test`, with ANTHROPIC_BASE_URL set, and SDK_TEST_TOOLS the server's
+// -tools definitions.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import Anthropic from '@anthropic-ai/sdk';
@@ -229,4 +231,66 @@ test('structured output: messages.parse with a JSON schema', async () => {
   });
   assert.deepEqual(msg.parsed_output, { name: 'Ada Lovelace', year: 1843 });
   assert.deepEqual(JSON.parse(msg.content[0].text), { name: 'Ada Lovelace', year: 1843 });
+});
+
+// The server's tools (its -tools file): a request offers some of them, as
+// the server defines them, and answers their calls.
+const serverTools = JSON.parse(process.env.SDK_TEST_TOOLS);
+const lookup = serverTools.find((t) => t.name === 'lookup');
+
+for (const streamed of [false, true]) {
+  const how = streamed ? 'streamed' : 'not streamed';
+  test(`a tool-use loop, ${how}: tool_use out, tool_result in, the final answer`, async () => {
+    const messages = [{ role: 'user', content: `Look up the weather, ${how}` }];
+    const ask = async () => {
+      const params = { model, max_tokens: 256, tools: [lookup], tool_choice: { type: 'auto' }, messages: [...messages] };
+      if (!streamed) return { msg: await client.messages.create(params) };
+      const starts = [];
+      const inputJSON = [];
+      const stream = client.messages.stream(params);
+      stream.on('streamEvent', (ev) => {
+        if (ev.type === 'content_block_start') starts.push([ev.index, ev.content_block.type]);
+      });
+      stream.on('inputJson', (delta) => inputJSON.push(delta));
+      return { msg: await stream.finalMessage(), starts, inputJSON };
+    };
+
+    const first = await ask();
+    assert.equal(first.msg.stop_reason, 'tool_use');
+    assert.deepEqual(first.msg.content.map((b) => b.type), ['text', 'tool_use']);
+    assert.equal(first.msg.content[0].text, 'Let me look that up.');
+    const call = first.msg.content[1];
+    assert.equal(call.name, 'lookup', "the tool's own name");
+    assert.match(call.id, /^toolu_/);
+    assert.deepEqual(call.input, { q: 'weather in Zürich <today>' });
+    if (streamed) {
+      assert.deepEqual(first.starts, [[0, 'text'], [1, 'tool_use']]);
+      assert.ok(first.inputJSON.length > 1, `the input came in ${first.inputJSON.length} pieces`);
+      assert.deepEqual(JSON.parse(first.inputJSON.join('')), call.input);
+    }
+
+    // The client runs the tool and sends back what it received, then the
+    // result: the server resumes the paused turn on its process.
+    messages.push({ role: 'assistant', content: first.msg.content });
+    messages.push({ role: 'user', content: [{ type: 'tool_result', tool_use_id: call.id, content: 'sunny, 21C' }] });
+    const final = await ask();
+    assert.equal(final.msg.stop_reason, 'end_turn');
+    assert.deepEqual(final.msg.content, [{ type: 'text', text: 'The tool said: sunny, 21C' }]);
+  });
+}
+
+test('a tool other than the server\'s is a 400 raised as BadRequestError', async () => {
+  await assert.rejects(
+    client.messages.create({
+      model,
+      max_tokens: 256,
+      tools: [{ name: 'get_time', description: 'Tells the time.', input_schema: { type: 'object' } }],
+      messages: [{ role: 'user', content: 'What time is it?' }],
+    }),
+    (err) => {
+      assert.ok(err instanceof Anthropic.BadRequestError, `got ${err?.constructor?.name}: ${err}`);
+      assert.match(err.error?.error?.message, /offers only the tools it was started with \(lookup, add\)/);
+      return true;
+    },
+  );
 });
