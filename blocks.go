@@ -1,6 +1,7 @@
 package claudepool
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -242,7 +243,7 @@ func (b *Block) digest(w interface{ Write([]byte) (int, error) }) {
 	writeField(w, string(sum[:]))
 	writeField(w, b.ID)
 	writeField(w, b.Name)
-	writeField(w, string(b.Input))
+	writeField(w, canonicalJSON(b.Input))
 	writeField(w, b.ToolUseID)
 	writeField(w, fmt.Sprint(b.IsError))
 }
@@ -324,4 +325,22 @@ func renderBlocks(msgs []Message) []lineBlock {
 	text.WriteString("\n</current_message>")
 	flush()
 	return out
+}
+
+// canonicalJSON is raw re-encoded with its object keys sorted and no
+// white space, so that two encodings of one value (a client that decodes
+// and re-encodes a tool call's input) digest alike. raw itself when it
+// is not JSON.
+func canonicalJSON(raw json.RawMessage) string {
+	var v any
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if raw == nil || dec.Decode(&v) != nil {
+		return string(raw)
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return string(raw)
+	}
+	return string(b)
 }

@@ -139,3 +139,39 @@ func TestApplyTools(t *testing.T) {
 		require.Equal(t, tc.want, string(obj.bytes()))
 	}
 }
+
+// A client that decodes and re-encodes a call's input (other spacing, key
+// order, escapes) still resumes the paused turn: the conversation's key
+// reads the input as JSON.
+func TestCallerToolResumesWithReencodedInput(t *testing.T) {
+	ctx := testCtx(t)
+	fp := newFakePool(t, Config{Size: 1, MaxProcs: 2, HoldConversations: time.Minute, GoTools: []Tool{callerTool("lookup")}})
+	a := NewAdapter(fp.Pool)
+	first := userMsg("find " + toolMarker("lookup", `{"q":"é","n":1}`))
+	s1, _ := chatOK(t, ctx, a, first)
+	call := s1.Result().ToolCalls[0]
+	back := s1.Result().AssistantMessage()
+	back.Blocks[0].Input = json.RawMessage(`{ "n": 1, "q": "\u00e9" }`)
+	next := first
+	next.Messages = append(append([]Message(nil), first.Messages...), back,
+		Message{Role: RoleUser, Blocks: []Block{ToolResultBlock(call.ID, "ok", false)}})
+	s2, _ := chatOK(t, ctx, a, next)
+	require.True(t, s2.Acquire().Continued)
+	require.Equal(t, "tool lookup said: ok", s2.Result().Text)
+}
+
+// With partial messages, the start of a tool_use block names the pool's
+// tool by its own name too.
+func TestCallerToolPartialNames(t *testing.T) {
+	ctx := testCtx(t)
+	fp := newFakePool(t, Config{Size: 1, MaxProcs: 2, PartialMessages: true, GoTools: []Tool{callerTool("lookup")}})
+	_, evs := chatOK(t, ctx, NewAdapter(fp.Pool), userMsg("find "+toolMarker("lookup", `{"q":"x"}`)))
+	var starts int
+	for _, ev := range evs {
+		if ev.Type == EventPartial && ev.Partial.Type == "content_block_start" && strings.Contains(string(ev.Partial.Event), "tool_use") {
+			starts++
+			require.Contains(t, string(ev.Partial.Event), `"name":"lookup"`)
+		}
+	}
+	require.Equal(t, 1, starts)
+}

@@ -106,7 +106,9 @@ type Request struct {
 	Tools []string
 	// ToolChoice is the Messages API's tool_choice for this chat: "auto",
 	// "any", "none", or a tool's Name (of the pool's GoTools) that the
-	// model must call. "" keeps the API's default (auto).
+	// model must call. "" keeps the API's default (auto). The API takes no
+	// extended thinking with "any" or a tool's name: the chat then runs
+	// without the CLI's.
 	ToolChoice string
 	// CanUseTool decides this chat's tool calls that need a permission,
 	// in place of Config.CanUseTool.
@@ -193,10 +195,13 @@ func (r *Request) validateAPI() error {
 		}
 	}
 	switch r.ToolChoice {
-	case "", "auto", "any", "none":
+	case "", "auto", "none":
 	default:
-		if !toolName.MatchString(r.ToolChoice) {
+		if r.ToolChoice != "any" && !toolName.MatchString(r.ToolChoice) {
 			return fmt.Errorf("%w: ToolChoice %q is neither auto, any, none nor a tool's name", ErrInvalidRequest, r.ToolChoice)
+		}
+		if r.Thinking != nil && r.Thinking.Type != ThinkingDisabled {
+			return fmt.Errorf("%w: the API takes no thinking with a forced tool choice (%q)", ErrInvalidRequest, r.ToolChoice)
 		}
 	}
 	if r.OutputSchema != nil {

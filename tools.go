@@ -1,6 +1,7 @@
 package claudepool
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -238,6 +239,11 @@ func toolResult(text string, isError bool) map[string]any {
 // callerNames renames the pool's tools in an assistant event's tool_use
 // blocks from the CLI's names (mcp__claudepool__X) to the caller's (X).
 func callerNames(ev *Event) {
+	if ev.Type == EventPartial && ev.Partial != nil && ev.Partial.Type == "content_block_start" {
+		// A tool_use block begins: {"type":"tool_use","id":...,"name":...}.
+		ev.Partial.Event = bytes.Replace(ev.Partial.Event, []byte(`"name":"`+toolPrefix), []byte(`"name":"`), 1)
+		return
+	}
 	if ev.Type != EventAssistant || ev.Message == nil {
 		return
 	}
@@ -536,6 +542,10 @@ func applyTools(obj *jsonObject, r *Request) {
 			}
 			obj.set("tools", joinRaw(kept))
 		}
+	}
+	if r.ToolChoice != "" && r.ToolChoice != "auto" && r.ToolChoice != "none" && r.Thinking == nil {
+		// The API refuses extended thinking with a forced tool choice.
+		dropThinking(obj)
 	}
 	switch r.ToolChoice {
 	case "":
