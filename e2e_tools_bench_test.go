@@ -118,7 +118,9 @@ type toolWay struct {
 //     pinned) driving the same CLI against the same mock, with the tool
 //     defined in-process (createSdkMcpServer and tool()), each chat on a
 //     process pre-warmed with the SDK's startup(), in one long-lived node
-//     process whose own start-up is not counted.
+//     process whose own start-up is not counted. As a chat takes the
+//     pre-warmed process, startup() begins the next chat's, as the warm
+//     pool's refill replaces the process a chat takes.
 //
 // Metrics, medians in ms: WAY-final-text-ms, from the chat's start to its
 // final text, and WAY-overhead-ms, that minus the API's own time to first
@@ -227,7 +229,7 @@ func BenchmarkE2ETool(b *testing.B) {
 		for _, name := range []string{"warm", "cold"} {
 			b.ReportMetric(float64(overheads[name])/float64(overheads["agent-sdk"]), name+"/agent-sdk")
 		}
-		fmt.Fprintf(os.Stderr, "E2ETool, agent-sdk %s: startup() %v at node's start, then p50 %v to pre-warm each next chat's process (off the clock)\n",
+		fmt.Fprintf(os.Stderr, "E2ETool, agent-sdk %s: startup() %v at node's start, then p50 %v for each next chat's, begun with the chat\n",
 			sdk.version, rnd(sdk.startup), rnd(quantile(sdk.rewarm, 0.5)))
 	}
 }

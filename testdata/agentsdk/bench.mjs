@@ -12,7 +12,8 @@
 // Protocol, one JSON object a line. At start-up the script pre-warms a CLI
 // process with startup() and prints {"ready":true,"startupMs":...}. Then,
 // for each line {"text":"..."} on stdin, it runs one chat with that user
-// text on the pre-warmed process, pre-warms the next one, and prints
+// text on the pre-warmed process while it pre-warms the next one, and
+// once both are done prints
 //
 //	{"startEpochMs":..,"finalTextMs":..,"resultMs":..,"text":"..","toolUses":2,"toolCalls":2,"rewarmMs":..}
 //
@@ -114,15 +115,19 @@ const rl = createInterface({ input: process.stdin, crlfDelay: Infinity });
 for await (const line of rl) {
   if (!line.trim()) continue;
   let out;
+  const running = chat(warm, JSON.parse(line).text);
+  // The next chat's process starts as this chat takes the pre-warmed one,
+  // as a pool's refill replaces the spare a chat takes, and is ready
+  // before the answer: the next chat finds it so.
+  const next = warmUp();
+  next.catch(() => {}); // awaited below, after the chat
   try {
-    out = await chat(warm, JSON.parse(line).text);
+    out = await running;
   } catch (e) {
     out = { error: String(e?.stack ?? e) };
   }
-  // The next chat's process, before the answer: the next chat finds it
-  // ready, as a pool's next chat finds its spare.
   try {
-    const { w, ms } = await warmUp();
+    const { w, ms } = await next;
     warm = w;
     out.rewarmMs = ms;
   } catch (e) {
