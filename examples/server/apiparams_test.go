@@ -262,6 +262,7 @@ func (ts *testServer) postToWith(t *testing.T, path, body, name, value string) *
 	req, err := http.NewRequest(http.MethodPost, ts.URL+path, strings.NewReader(body))
 	require.NoError(t, err)
 	req.Header.Set("Content-Type", "application/json")
+	setAPIVersion(req)
 	if name != "" {
 		req.Header.Set(name, value)
 	}

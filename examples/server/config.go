@@ -1,9 +1,11 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/claudepool/claudepool"
@@ -13,6 +15,10 @@ import (
 type options struct {
 	addr, admin, cli, system, model string
 	tools                           string // a file of tool definitions
+	clientKeys                      string // a file of the keys clients must send
+	corsOrigins                     string
+	cors                            *corsPolicy // from corsOrigins
+	models                          []string    // Config.Models
 	size, maxProcs, maxOutputTokens int
 	maxBody                         int64
 	maxWaiting                      int
@@ -48,6 +54,9 @@ var envNames = map[string]string{
 	"spare-decay":         "CLAUDEPOOL_SPARE_DECAY",
 	"system":              "CLAUDEPOOL_SYSTEM",
 	"tools":               "CLAUDEPOOL_TOOLS",
+	"client-keys":         "CLAUDEPOOL_CLIENT_KEYS",
+	"cors-origins":        "CLAUDEPOOL_CORS_ORIGINS",
+	"models":              "CLAUDEPOOL_MODELS",
 	"startup":             "CLAUDEPOOL_STARTUP",
 	"timeout":             "CLAUDEPOOL_TIMEOUT",
 	"heartbeat":           "CLAUDEPOOL_HEARTBEAT",
@@ -77,12 +86,16 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (o
 	fs.IntVar(&o.size, "size", 2, "warm processes to keep ready")
 	fs.IntVar(&o.maxProcs, "max-procs", 0, "cap on live processes, warm and busy; a chat beyond it waits for a slot (0: 4 × size, at least 8)")
 	fs.StringVar(&o.model, "model", "", "the pool's model, given to each process at spawn (a request naming another is switched per chat)")
+	var models string
+	fs.StringVar(&models, "models", "", "further models requests may name, separated by commas: each warm process confirms each once before it is ready (Config.Models); GET /v1/models lists them after -model")
 	fs.IntVar(&o.maxWaiting, "max-waiting", 0, "chats that may wait for a slot at -max-procs at once; more get a 529 (0: as many as -max-procs)")
 	fs.DurationVar(&o.maxWait, "max-wait", 10*time.Second, "longest a chat waits for a slot at -max-procs before it gets a 529")
 	fs.DurationVar(&o.spareDecay, "spare-decay", 0, "let warm spares grow with demand up to -max-procs and shrink after this long without it, e.g. 1m; 0: always -size spares")
 	fs.BoolVar(&o.checkAPI, "check-api", false, "at start-up, send one minimal chat and fail the start when the API refuses it (costs one API call)")
 	fs.IntVar(&o.maxOutputTokens, "max-output-tokens", 0, "the max_tokens of API calls whose request sets none: POST /chat's, and every call when the pool runs no gateway (the CLI's CLAUDE_CODE_MAX_OUTPUT_TOKENS); 0: the CLI's default. A Messages request's own max_tokens wins")
-	fs.BoolVar(&o.forwardKey, "forward-key", false, "send each chat's API calls with the client's own API key (x-api-key, or Authorization: Bearer), so that each tenant pays for its chats; a request without one gets a 401. Off: the client's key is ignored and the server's pays")
+	fs.BoolVar(&o.forwardKey, "forward-key", false, "send each chat's API calls with the client's own API key (x-api-key, or Authorization: Bearer), so that each tenant pays for its chats; a request without one gets a 401. Off: the client's key is ignored and the server's pays. Not with -client-keys")
+	fs.StringVar(&o.clientKeys, "client-keys", "", "a file of the keys clients must send, one a line (# comments): every path but /healthz, /readyz and /metrics then needs one in x-api-key or Authorization: Bearer, else a 401. Empty: no key is checked. Not with -forward-key")
+	fs.StringVar(&o.corsOrigins, "cors-origins", "", "origins whose pages may call the server from a browser, separated by commas (https://app.example.com), or *; empty: none")
 	fs.StringVar(&o.system, "system", "", "the pool's system prompt, given to warm processes ahead of requests (a request's own system prompt is then served cold)")
 	fs.StringVar(&o.tools, "tools", "", "a JSON file of Messages API tool definitions, [{\"name\", \"description\", \"input_schema\"}, ...]: the tools a request may offer the model, which its client answers (needs the pool's gateway)")
 	fs.DurationVar(&o.startup, "startup", time.Minute, "how long the pool may take to get its warm processes ready")
@@ -122,6 +135,20 @@ func parseOptions(args []string, getenv func(string) string, usage io.Writer) (o
 	}
 	if o.size < 1 {
 		return o, fmt.Errorf("-size %d: want at least 1", o.size)
+	}
+	if o.clientKeys != "" && o.forwardKey {
+		// Forwarded keys are the API's to check; keys of the server's own
+		// would be refused upstream.
+		return o, errors.New("-client-keys and -forward-key: set one or the other: with -forward-key the API checks each client's key, with -client-keys the server does and pays with its own")
+	}
+	var err error
+	if o.cors, err = parseCORSOrigins(o.corsOrigins); err != nil {
+		return o, fmt.Errorf("-cors-origins: %w", err)
+	}
+	for m := range strings.SplitSeq(models, ",") {
+		if m = strings.TrimSpace(m); m != "" {
+			o.models = append(o.models, m)
+		}
 	}
 	if o.maxProcs == 0 {
 		o.maxProcs = max(4*o.size, 8)

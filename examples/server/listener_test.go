@@ -134,7 +134,7 @@ func TestSlowBodyCut(t *testing.T) {
 	addr := servePublic(t, o, ts.api, nil, done)
 
 	c := dial(t, addr)
-	_, err := io.WriteString(c, "POST /v1/messages HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+	_, err := io.WriteString(c, "POST /v1/messages HTTP/1.1\r\nHost: test\r\nAnthropic-Version: 2023-06-01\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
 	require.NoError(t, err)
 	stop := make(chan struct{})
 	sent := trickle(c, strings.Repeat(" ", 999), 50*time.Millisecond, stop)
@@ -285,6 +285,7 @@ func TestStreamOutlivesReadTimeout(t *testing.T) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/v1/messages",
 		strings.NewReader(messagesBody(t, true, nil, "x "+fakecli.Marker(fakecli.ModeHang))))
 	require.NoError(t, err)
+	setAPIVersion(req)
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
 	resp, err := tr.RoundTrip(req)
@@ -367,7 +368,7 @@ func TestKeepAliveAfterChatDeadline(t *testing.T) {
 	br := bufio.NewReader(c)
 	body := messagesBody(t, false, nil, "hello")
 	start := time.Now()
-	_, err := io.WriteString(c, "POST /v1/messages HTTP/1.1\r\nHost: test\r\nContent-Length: "+itoa(len(body))+"\r\n\r\n"+body)
+	_, err := io.WriteString(c, "POST /v1/messages HTTP/1.1\r\nHost: test\r\nAnthropic-Version: 2023-06-01\r\nContent-Length: "+itoa(len(body))+"\r\n\r\n"+body)
 	require.NoError(t, err)
 	require.NoError(t, c.SetReadDeadline(time.Now().Add(testWait)))
 	resp, err := http.ReadResponse(br, nil)

@@ -12,10 +12,13 @@
 // refuses a call, its error as it sent it. Requests may carry images and
 // documents (PDFs, plain text) in their user turns, and, with -tools,
 // offer the model tools that the client answers: tool_use blocks out,
-// tool_result blocks in, on the process that holds the paused turn. The
-// client's API key is ignored, and the server's pays, unless -forward-key
-// sends each chat with its client's own key (x-api-key or Authorization:
-// Bearer), for a backend that bills each tenant's key.
+// tool_result blocks in, on the process that holds the paused turn.
+// POST /v1/messages/count_tokens is counted by the upstream API, and GET
+// /v1/models lists the pool's models. The server's key pays for every
+// chat; -client-keys makes clients send a key of the server's list,
+// unless -forward-key sends each chat with its client's own API key
+// (x-api-key or Authorization: Bearer), for a backend that bills each
+// tenant's key. -cors-origins lets browsers on those origins call it.
 //
 //	go run ./examples/server -mock -cli "$CLAUDEPOOL_CLI"
 //	curl -N localhost:8080/chat -d '{"messages":[{"role":"user","content":"Hello"}]}'
@@ -76,6 +79,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		Size:            o.size,
 		MaxProcs:        o.maxProcs,
 		Model:           o.model,
+		Models:          o.models,
 		PartialMessages: true, // text and thinking deltas, streamed as they arrive
 		Logger:          log,
 	}
@@ -91,6 +95,13 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		// The CLI lists the pool's tools once, at spawn: they are the
 		// server's for its life. The clients answer them.
 		cfg.GoTools = tools.goTools()
+	}
+	var keys *keySet
+	if o.clientKeys != "" {
+		var err error
+		if keys, err = loadClientKeys(o.clientKeys); err != nil {
+			return fmt.Errorf("-client-keys: %w", err)
+		}
 	}
 	configureShedding(&cfg, o)
 	if o.mock {
@@ -134,6 +145,9 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 
 	api := newServer(pool)
 	api.forwardKey = o.forwardKey
+	api.clientKeys = keys
+	api.cors = o.cors
+	api.models = newModelCatalog(o.model, o.models)
 	api.tools = tools
 	api.chatTimeout = o.timeout
 	api.maxBody = o.maxBody
@@ -148,6 +162,10 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	if tools != nil && !api.hasGateway() {
 		// Without it every chat would offer the model every tool.
 		return errors.New("-tools needs the pool's gateway, which is off: it offers each chat the tools its request lists, and runs with an API key of the server's own (ANTHROPIC_API_KEY or ANTHROPIC_AUTH_TOKEN) for the Anthropic API, not Bedrock or Vertex")
+	}
+	if api.hasGateway() {
+		// count_tokens goes where the gateway forwards, with its key.
+		api.upstream = resolveUpstream(cfg, os.Environ())
 	}
 
 	ln, err := net.Listen("tcp", o.addr)

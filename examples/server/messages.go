@@ -23,7 +23,8 @@ import (
 // answers; a request with fields that would change what the model does
 // and that the pool cannot honour gets a 400.
 type messagesFormat struct {
-	tools *toolSet // the server's tools (-tools); nil for none
+	tools   *toolSet // the server's tools (-tools); nil for none
+	version string   // the request's anthropic-version (routes.go)
 }
 
 // messagesFields lists the request fields the server knows.
@@ -50,13 +51,40 @@ type messagesRequest struct {
 	} `json:"messages"`
 }
 
-func (f messagesFormat) parse(body []byte) (call, error) {
+// countFields lists the fields of a count_tokens request the server
+// knows: those of a Messages request that the API counts with.
+var countFields = map[string]bool{
+	"model": true, "messages": true, "system": true, "tools": true, "tool_choice": true,
+	"thinking": true, "output_config": true,
+}
+
+// samplingFields are the sampling parameters, which API version
+// 2026-10-21 removed.
+var samplingFields = []string{"temperature", "top_p", "top_k"}
+
+func (f messagesFormat) parse(body []byte) (call, error) { return f.parseRequest(body, false) }
+
+// parseRequest parses a Messages request, or with counting a count_tokens
+// request, which has no max_tokens, no stream and no sampling parameters
+// and is otherwise validated the same way: a request this server would
+// refuse to answer is refused to count.
+func (f messagesFormat) parseRequest(body []byte, counting bool) (call, error) {
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(body, &fields); err != nil {
 		return call{}, fmt.Errorf("malformed request: %w", err)
 	}
+	if f.version == version20261021 {
+		for _, name := range samplingFields {
+			if _, ok := fields[name]; ok {
+				return call{}, fmt.Errorf("%s: Extra inputs are not permitted (anthropic-version %s has no sampling parameters)", name, f.version)
+			}
+		}
+	}
 	for _, name := range sortedKeys(fields) {
-		if !messagesFields[name] {
+		switch {
+		case counting && !countFields[name]:
+			return call{}, fmt.Errorf("%s: unsupported field: count_tokens takes model, messages, system, thinking, output_config, tools and tool_choice", name)
+		case !messagesFields[name]:
 			return call{}, fmt.Errorf("%s: unsupported field: this server takes model, messages, system, max_tokens, stream, metadata, stop_sequences, sampling parameters, thinking, output_config, tools and tool_choice", name)
 		}
 	}
@@ -68,7 +96,10 @@ func (f messagesFormat) parse(body []byte) (call, error) {
 		return call{}, errors.New("model: field required")
 	}
 	req := claudepool.Request{Model: b.Model}
-	if err := apiParams(fields, &req); err != nil {
+	if counting {
+		// No max_tokens bounds a thinking budget.
+		req.MaxTokens = math.MaxInt32
+	} else if err := apiParams(fields, &req); err != nil {
 		return call{}, err
 	}
 	view, err := thinkingParams(fields, &req)
@@ -93,6 +124,11 @@ func (f messagesFormat) parse(body []byte) (call, error) {
 		if m.Role != "user" && m.Role != "assistant" {
 			return call{}, fmt.Errorf("%s.role: must be \"user\" or \"assistant\", got %q", where, m.Role)
 		}
+		if f.version == version20261021 && m.Role == "user" {
+			if err := userCitations(where, m.Content); err != nil {
+				return call{}, err
+			}
+		}
 		msg, err := messageContent(where, claudepool.Role(m.Role), m.Content)
 		if err != nil {
 			return call{}, err
@@ -105,7 +141,29 @@ func (f messagesFormat) parse(body []byte) (call, error) {
 	if err := answeredCalls(req.Messages); err != nil {
 		return call{}, err
 	}
+	if counting {
+		req.MaxTokens = 0
+	}
 	return call{req: req, stream: b.Stream, announce: true, thinking: view}, nil
+}
+
+// userCitations refuses, with API version 2026-10-21, a user turn's text
+// block with citations, as the API does. (Earlier versions take them;
+// the server drops them, as it drops the citations of every text block.)
+func userCitations(where string, content json.RawMessage) error {
+	var blocks []struct {
+		Type      string            `json:"type"`
+		Citations []json.RawMessage `json:"citations"`
+	}
+	if json.Unmarshal(content, &blocks) != nil {
+		return nil // a string, or malformed: messageContent says so
+	}
+	for i, b := range blocks {
+		if b.Type == "text" && len(b.Citations) > 0 {
+			return fmt.Errorf("%s.content.%d.citations: not permitted on the text blocks of user turns with anthropic-version %s", where, i, version20261021)
+		}
+	}
+	return nil
 }
 
 // maxUserIDChars is the longest metadata.user_id the API takes.

@@ -84,4 +84,7 @@ func (s *server) recheckAPI() {
 func (s *server) stop() {
 	s.bgCancel()
 	s.bg.Wait()
+	if s.upstreamHTTP != nil {
+		s.upstreamHTTP.CloseIdleConnections()
+	}
 }

@@ -48,6 +48,19 @@ type server struct {
 	// nil for none. A chat offers those its request lists, none by
 	// default.
 	tools *toolSet
+	// clientKeys are the keys clients must send (-client-keys); nil
+	// takes every request.
+	clientKeys *keySet
+	// cors lets browsers on some origins call the server
+	// (-cors-origins); nil for none.
+	cors *corsPolicy
+	// models is what GET /v1/models lists: the pool's model and
+	// Config.Models.
+	models *modelCatalog
+	// upstream is the API the pool's gateway forwards to, with the
+	// server's key, where count_tokens goes; nil without a gateway.
+	upstream     *upstreamAPI
+	upstreamHTTP *http.Client
 	// writeGrace is how long after a chat's timeout its reply may still
 	// be written: enough for the final error event, and a client that
 	// stopped reading is cut then.
@@ -80,13 +93,20 @@ func newServer(pool *claudepool.Pool) *server {
 		writeGrace:  defaultWriteGrace,
 	}
 	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	s.upstreamHTTP = &http.Client{Transport: transport}
 	s.mux.HandleFunc("POST /chat", func(w http.ResponseWriter, r *http.Request) { s.serveChat(w, r, chatFormat{}) })
-	s.mux.HandleFunc("POST /v1/messages", func(w http.ResponseWriter, r *http.Request) {
-		s.serveChat(w, r, messagesFormat{tools: s.tools})
-	})
+	s.mux.HandleFunc("POST /v1/messages", anthropic(func(w http.ResponseWriter, r *http.Request) {
+		version, _ := apiVersion(r)
+		s.serveChat(w, r, messagesFormat{tools: s.tools, version: version})
+	}))
+	s.mux.HandleFunc("POST /v1/messages/count_tokens", anthropic(s.countTokens))
+	s.mux.HandleFunc("GET /v1/models", anthropic(s.listModels))
+	s.mux.HandleFunc("GET /v1/models/{id}", anthropic(s.getModel))
 	s.mux.HandleFunc("GET /metrics", s.metrics)
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.HandleFunc("GET /readyz", s.readyz)
+	s.mux.HandleFunc("/", s.unrouted) // every other path and method: 404 or 405
 	return s
 }
 
@@ -96,7 +116,7 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// next request on a keep-alive connection starts without it. Recent
 	// net/http clears it after each handler too; go.mod allows older.
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
-	withAccessLog(s.log, s.mux).ServeHTTP(w, r)
+	withAccessLog(s.log, http.HandlerFunc(s.route)).ServeHTTP(w, r)
 }
 
 // format is the wire format of a chat endpoint: POST /chat's own, or the
@@ -261,19 +281,9 @@ func kindOfStatus(status int) string {
 // instead of a 200 and an error event.
 func (s *server) serveChat(w http.ResponseWriter, r *http.Request, f format) {
 	ctx := r.Context()
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
-	if err != nil {
-		e := badRequest("malformed request: " + err.Error())
-		if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
-			e = apiError{http.StatusRequestEntityTooLarge, errTooLarge,
-				fmt.Sprintf("malformed request: body larger than %d bytes", mbe.Limit)}
-		} else if errors.Is(err, os.ErrDeadlineExceeded) {
-			// The server's read timeout (-read-timeout) passed: the
-			// connection is closed after this answer, which the client
-			// likely never reads.
-			e = apiError{http.StatusRequestTimeout, errInvalidRequest, "the request was not received within the server's read timeout"}
-		}
-		f.writeError(w, r, e)
+	body, bad := s.readBody(w, r)
+	if bad != nil {
+		f.writeError(w, r, *bad)
 		return
 	}
 	// With -forward-key the client's key pays for its chat: a request
@@ -416,6 +426,27 @@ func (s *server) serveChat(w http.ResponseWriter, r *http.Request, f format) {
 	} else {
 		f.writeError(w, r, e)
 	}
+}
+
+// readBody reads a request's body, at most s.maxBody bytes, or returns
+// the error to answer: 413 for a larger body, 408 when the server's read
+// timeout passed, else 400.
+func (s *server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+	if err == nil {
+		return body, nil
+	}
+	e := badRequest("malformed request: " + err.Error())
+	if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+		e = apiError{http.StatusRequestEntityTooLarge, errTooLarge,
+			fmt.Sprintf("malformed request: body larger than %d bytes", mbe.Limit)}
+	} else if errors.Is(err, os.ErrDeadlineExceeded) {
+		// The server's read timeout (-read-timeout) passed: the
+		// connection is closed after this answer, which the client
+		// likely never reads.
+		e = apiError{http.StatusRequestTimeout, errInvalidRequest, "the request was not received within the server's read timeout"}
+	}
+	return nil, &e
 }
 
 // logErr logs one line about a chat, with the whole error (stderr included)

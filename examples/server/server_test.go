@@ -120,10 +120,22 @@ func (ts *testServer) postTo(t *testing.T, ctx context.Context, path, body strin
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ts.URL+path, strings.NewReader(body))
 	require.NoError(t, err)
 	req.Header.Set("Content-Type", "application/json")
+	setAPIVersion(req)
 	resp, err := ts.Client().Do(req)
 	require.NoError(t, err)
 	t.Cleanup(func() { resp.Body.Close() })
 	return resp
+}
+
+// testAPIVersion is the anthropic-version of the tests' requests.
+const testAPIVersion = version20230601
+
+// setAPIVersion gives a request to a Messages API path the
+// anthropic-version header the API requires.
+func setAPIVersion(req *http.Request) {
+	if strings.HasPrefix(req.URL.Path, "/v1/messages") || strings.HasPrefix(req.URL.Path, "/v1/models") {
+		req.Header.Set("Anthropic-Version", testAPIVersion)
+	}
 }
 
 // get returns the status and body of GET path.
