@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/claudepool/claudepool"
 )
@@ -175,8 +174,8 @@ type replyReader struct {
 }
 
 // cliToolPrefix is how the CLI names the pool's tools (mcp__claudepool__
-// and the tool's name) in the stream events, which the pool passes on as
-// the CLI sent them; its assistant messages carry the tools' own names.
+// and the tool's name) in its API requests; the pool's events carry the
+// tools' own names.
 const cliToolPrefix = "mcp__claudepool__"
 
 // toolPieces returns the pieces of a partial event of a tool_use block:
@@ -195,8 +194,10 @@ func (r *replyReader) toolPieces(p *claudepool.Partial) []piece {
 		if json.Unmarshal(p.Event, &e) != nil || e.ContentBlock.Type != "tool_use" {
 			return nil
 		}
-		name, ours := strings.CutPrefix(e.ContentBlock.Name, cliToolPrefix)
-		if !ours || !r.tools.has(name) || e.ContentBlock.ID == "" {
+		// The pool names its tools by their own names in stream events
+		// too.
+		name := e.ContentBlock.Name
+		if !r.tools.has(name) || e.ContentBlock.ID == "" {
 			return nil
 		}
 		if r.streamed == nil {
