@@ -40,9 +40,10 @@ func realCLI(t *testing.T) string {
 
 // TestE2ESDK drives POST /v1/messages with the official TypeScript SDK
 // (sdktest/sdk.test.mjs, run by node's test runner) over a pool of real
-// CLI processes whose API is claudepooltest's mock. It installs the pinned
-// SDK into sdktest/node_modules first (sdktest/install.sh), and fails when
-// node or npm is missing.
+// CLI processes whose API is claudepooltest's mock, and count_tokens,
+// the Models API, an unknown path and the client keys (-client-keys)
+// with it too. It installs the pinned SDK into sdktest/node_modules first
+// (sdktest/install.sh), and fails when node or npm is missing.
 func TestE2ESDK(t *testing.T) {
 	cli := realCLI(t)
 	node, err := exec.LookPath("node")
@@ -78,17 +79,21 @@ func TestE2ESDK(t *testing.T) {
 	t.Cleanup(api.Close) // after the pool's Close, registered later
 	home, dir := t.TempDir(), t.TempDir()
 	tools := testTools(t)
-	pool, err := claudepool.NewPool(claudepool.Config{
+	cfg := claudepool.Config{
 		Command:         cli,
 		Dir:             dir,
 		Size:            1,
 		MaxProcs:        2,
 		PartialMessages: true,
 		GoTools:         tools.goTools(), // what -tools sets
+		// What -models sets: GET /v1/models lists them, and each warm
+		// process confirms each once, through the gateway.
+		Models: []string{"claude-sonnet-4-5", "claude-haiku-4-5"},
 		// What -max-output-tokens sets: the max_tokens of API calls whose
 		// request names none; the SDK's requests name theirs.
 		Env: append(api.Env(), "HOME="+home, "CLAUDE_CODE_MAX_OUTPUT_TOKENS=1234"),
-	})
+	}
+	pool, err := claudepool.NewPool(cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), testWait)
@@ -98,14 +103,24 @@ func TestE2ESDK(t *testing.T) {
 	require.NoError(t, pool.WaitReady(ctx))
 	srv := newServer(pool)
 	srv.tools = tools
+	// What main sets: the models, where count_tokens goes, and the keys
+	// of -client-keys.
+	srv.models = newModelCatalog(cfg.Model, cfg.Models)
+	srv.upstream = resolveUpstream(cfg, os.Environ())
+	require.NotNil(t, srv.upstream)
+	keyFile := filepath.Join(t.TempDir(), "client-keys")
+	require.NoError(t, os.WriteFile(keyFile, []byte("# the SDK test's client\nsk-sdk-client\n"), 0o600))
+	srv.clientKeys, err = loadClientKeys(keyFile)
+	require.NoError(t, err)
 	logs := &syncBuffer{}
 	srv.log = newTextLogger(logs)
 	ts := httptest.NewServer(srv)
+	t.Cleanup(srv.stop) // after the listener's Close, before the pool's
 	t.Cleanup(ts.Close)
 
 	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec", "sdk.test.mjs")
 	cmd.Dir = "sdktest"
-	cmd.Env = append(os.Environ(), "ANTHROPIC_BASE_URL="+ts.URL, "ANTHROPIC_API_KEY=sk-unused", "HOME="+t.TempDir(),
+	cmd.Env = append(os.Environ(), "ANTHROPIC_BASE_URL="+ts.URL, "ANTHROPIC_API_KEY=sk-sdk-client", "HOME="+t.TempDir(),
 		"NODE_NO_WARNINGS=1", "SDK_TEST_TOOLS="+testToolsJSON)
 	out, err = cmd.CombinedOutput()
 	t.Logf("node --test sdk.test.mjs:\n%s", out)
@@ -188,4 +203,25 @@ func TestE2ESDK(t *testing.T) {
 	require.True(t, slices.ContainsFunc(systems, func(s string) bool {
 		return strings.Contains(s, "You are the SDK test pirate.")
 	}), "system prompts sent: %q", systems)
+
+	// countTokens reached the API as the SDK sent it, with the server's
+	// key, the SDK's version and its beta header; the invalid one did
+	// not.
+	var counts []claudepooltest.Request
+	for _, r := range api.Requests() {
+		if r.Kind == claudepooltest.KindCountTokens {
+			counts = append(counts, r)
+		}
+	}
+	require.Len(t, counts, 1)
+	c := counts[0]
+	require.Equal(t, "claude-sonnet-4-5", c.Model)
+	require.Equal(t, []string{"Count this too."}, c.System)
+	require.Equal(t, "How many tokens is this?", c.LastUserText())
+	require.Equal(t, srv.upstream.key, c.Header.Get("X-Api-Key"), "the server's key, not the client's")
+	require.Empty(t, c.Header.Get("Authorization"))
+	require.Equal(t, version20261021, c.Header.Get("Anthropic-Version"))
+	require.Equal(t, "sdk-test-beta", c.Header.Get("Anthropic-Beta"))
+	require.NotContains(t, logs.String(), "sk-sdk-client")
+	require.NotContains(t, logs.String(), "sk-sdk-wrong")
 }

@@ -5,8 +5,10 @@
 // that text begins "Think first", a fixed JSON for structured output, and
 // a call of the lookup tool when the text begins "Look up" and the request
 // offers it), installs the pinned SDK and runs this file with `node
-// --test`, with ANTHROPIC_BASE_URL set, and SDK_TEST_TOOLS the server's
-// -tools definitions.
+// --test`, with ANTHROPIC_BASE_URL set, ANTHROPIC_API_KEY one of the
+// server's -client-keys, and SDK_TEST_TOOLS the server's -tools
+// definitions. The server lists the models claude-sonnet-4-5 and
+// claude-haiku-4-5 (-models), and counts tokens with the mock.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import Anthropic from '@anthropic-ai/sdk';
@@ -15,8 +17,10 @@ import { jsonSchemaOutputFormat } from '@anthropic-ai/sdk/helpers/json-schema';
 const baseURL = process.env.ANTHROPIC_BASE_URL;
 assert.ok(baseURL, 'ANTHROPIC_BASE_URL must point at the server');
 
-// The one change a client makes: the base URL. The server ignores the key.
-const client = new Anthropic({ baseURL, apiKey: 'sk-unused', maxRetries: 0, timeout: 60_000 });
+// The one change a client makes: the base URL; and the key is one of the
+// server's (-client-keys), which the SDK sends as Authorization: Bearer.
+const apiKey = process.env.ANTHROPIC_API_KEY;
+const client = new Anthropic({ baseURL, apiKey, maxRetries: 0, timeout: 60_000 });
 const model = 'claude-sonnet-4-5';
 
 test('messages.create without streaming', async () => {
@@ -293,4 +297,90 @@ test('a tool other than the server\'s is a 400 raised as BadRequestError', async
       return true;
     },
   );
+});
+
+test('messages.countTokens: counted by the API, the beta header passed on', async () => {
+  const count = await client.messages.countTokens(
+    {
+      model,
+      system: 'Count this too.',
+      messages: [{ role: 'user', content: 'How many tokens is this?' }],
+    },
+    { headers: { 'anthropic-beta': 'sdk-test-beta' } },
+  );
+  // sdk_test.go checks what reached the mock.
+  assert.ok(Number.isInteger(count.input_tokens) && count.input_tokens > 0, `input_tokens ${count.input_tokens}`);
+});
+
+test('messages.countTokens of a request the server would refuse is a 400', async () => {
+  await assert.rejects(
+    client.messages.countTokens({
+      model,
+      tools: [{ name: 'get_time', description: 'Tells the time.', input_schema: { type: 'object' } }],
+      messages: [{ role: 'user', content: 'What time is it?' }],
+    }),
+    (err) => {
+      assert.ok(err instanceof Anthropic.BadRequestError, `got ${err?.constructor?.name}: ${err}`);
+      assert.match(err.error?.error?.message, /not one of this server's tools/);
+      return true;
+    },
+  );
+});
+
+test('models.list pages through the server\'s models; models.retrieve', async () => {
+  const models = [];
+  for await (const m of client.models.list({ limit: 1 })) models.push(m);
+  assert.deepEqual(models.map((m) => m.id), ['claude-sonnet-4-5', 'claude-haiku-4-5']);
+  const page = await client.models.list();
+  assert.equal(page.has_more, false);
+  assert.equal(page.first_id, 'claude-sonnet-4-5');
+  assert.equal(page.last_id, 'claude-haiku-4-5');
+
+  const m = await client.models.retrieve('claude-haiku-4-5');
+  assert.equal(m.type, 'model');
+  assert.equal(m.id, 'claude-haiku-4-5');
+  assert.equal(m.display_name, 'Claude Haiku 4.5');
+  assert.ok(!Number.isNaN(Date.parse(m.created_at)), `created_at ${m.created_at}`);
+  await assert.rejects(client.models.retrieve('claude-unknown-9'), (err) => {
+    assert.ok(err instanceof Anthropic.NotFoundError, `got ${err?.constructor?.name}: ${err}`);
+    assert.equal(err.error?.error?.type, 'not_found_error');
+    return true;
+  });
+});
+
+test('an unknown path is a NotFoundError with the request id', async () => {
+  await assert.rejects(client.get('/v1/no-such-endpoint'), (err) => {
+    assert.ok(err instanceof Anthropic.NotFoundError, `got ${err?.constructor?.name}: ${err}`);
+    assert.equal(err.status, 404);
+    assert.equal(err.error?.type, 'error');
+    assert.equal(err.error?.error?.type, 'not_found_error');
+    assert.ok(err.requestID, 'the request-id header reaches the SDK');
+    assert.equal(err.error?.request_id, err.requestID);
+    return true;
+  });
+});
+
+const hello = { model, max_tokens: 256, messages: [{ role: 'user', content: 'Hello without a key' }] };
+
+test('a request without a key is an AuthenticationError', async () => {
+  await assert.rejects(client.messages.create(hello, { headers: { Authorization: null } }), (err) => {
+    assert.ok(err instanceof Anthropic.AuthenticationError, `got ${err?.constructor?.name}: ${err}`);
+    assert.equal(err.status, 401);
+    assert.equal(err.error?.error?.type, 'authentication_error');
+    assert.equal(err.error?.error?.message, 'x-api-key header is required');
+    assert.ok(err.requestID);
+    return true;
+  });
+});
+
+test('a wrong key is an AuthenticationError, on every endpoint', async () => {
+  const wrong = new Anthropic({ baseURL, apiKey: 'sk-sdk-wrong', maxRetries: 0, timeout: 60_000 });
+  for (const call of [() => wrong.messages.create(hello), () => wrong.models.list(), () => wrong.messages.countTokens({ model, messages: hello.messages })]) {
+    await assert.rejects(call(), (err) => {
+      assert.ok(err instanceof Anthropic.AuthenticationError, `got ${err?.constructor?.name}: ${err}`);
+      assert.equal(err.error?.error?.message, 'invalid x-api-key');
+      assert.ok(err.requestID);
+      return true;
+    });
+  }
 });
