@@ -511,13 +511,10 @@ func toolEvents(t *testing.T, partials bool, index int, id, name string, input .
 			Type: event["type"].(string), Index: index, DeltaType: deltaType, Event: raw}}
 	}
 	var evs []claudepool.Event
-	cliName := name
-	if name != "Bash" {
-		cliName = cliToolPrefix + name
-	}
 	if partials {
+		// The pool's partial events name its tools by their own names.
 		evs = append(evs, partial("", map[string]any{"type": "content_block_start", "index": index,
-			"content_block": map[string]any{"type": "tool_use", "id": id, "name": cliName, "input": map[string]any{}}}))
+			"content_block": map[string]any{"type": "tool_use", "id": id, "name": name, "input": map[string]any{}}}))
 		for _, s := range input {
 			evs = append(evs, partial("input_json_delta", map[string]any{"type": "content_block_delta", "index": index,
 				"delta": map[string]any{"type": "input_json_delta", "partial_json": s}}))
