@@ -44,8 +44,13 @@ func (s *server) route(w http.ResponseWriter, r *http.Request) {
 }
 
 // writeAPIError answers with e in the API's error shape, the request id in
-// its body and in the Request-Id header.
+// its body and in the Request-Id header; on the OpenAI paths (/v1/chat/...)
+// in OpenAI's shape.
 func writeAPIError(w http.ResponseWriter, r *http.Request, e apiError) {
+	if strings.HasPrefix(r.URL.Path, "/v1/chat/") {
+		writeOpenAIError(w, r, e)
+		return
+	}
 	messagesFormat{}.writeError(w, r, e)
 }
 

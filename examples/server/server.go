@@ -101,6 +101,8 @@ func newServer(pool *claudepool.Pool) *server {
 		s.serveChat(w, r, messagesFormat{tools: s.tools, version: version})
 	}))
 	s.mux.HandleFunc("POST /v1/messages/count_tokens", anthropic(s.countTokens))
+	// OpenAI clients send no anthropic-version.
+	s.mux.HandleFunc("POST /v1/chat/completions", s.chatCompletions)
 	s.mux.HandleFunc("GET /v1/models", anthropic(s.listModels))
 	s.mux.HandleFunc("GET /v1/models/{id}", anthropic(s.getModel))
 	s.mux.HandleFunc("GET /metrics", s.metrics)
