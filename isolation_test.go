@@ -83,3 +83,21 @@ func TestWorkDirEmptiedAtReset(t *testing.T) {
 	_, err = os.Stat(cwd)
 	require.ErrorIs(t, err, os.ErrNotExist)
 }
+
+// After a reset the pool reads what an idle process costs: its private
+// memory and its proportional share, beside its resident memory, which
+// also counts the pages every process of the executable shares.
+func TestIdleMemoryMeasures(t *testing.T) {
+	if _, err := os.Stat("/proc/self/smaps_rollup"); err != nil {
+		t.Skip("no /proc/PID/smaps_rollup here")
+	}
+	ctx := testCtx(t)
+	fp := newFakePool(t, Config{Size: 1, MaxProcs: 1})
+	chatOK(t, ctx, NewAdapter(fp.Pool), userMsg("hello"))
+	waitQuiet(t, ctx, fp.Pool)
+	st := fp.Stats()
+	require.Positive(t, st.IdlePrivate)
+	require.Positive(t, st.IdlePss)
+	require.LessOrEqual(t, st.IdlePrivate, st.IdlePss)
+	require.LessOrEqual(t, st.IdlePss, st.IdleRSS)
+}

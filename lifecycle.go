@@ -66,7 +66,7 @@ type life struct {
 	session   string      // session id of its current conversation
 	uses      int         // chats served
 	maxUses   int         // its share of Config.MaxUses, with jitter
-	rss       int64       // resident bytes after its last reset; 0 unknown
+	mem       memUsage    // its memory after its last reset; zeros unknown
 	readyAt   time.Time   // when it last became idle
 	idleTimer *time.Timer // MaxIdle expiry of the current idle period
 	held      *held       // the conversation it holds while idle; nil when reset
@@ -83,6 +83,13 @@ type life struct {
 	// evictedForSpare is set when the refill retired it to free a slot
 	// for a spare.
 	evictedForSpare bool
+}
+
+// memUsage is what a process costs in memory, in bytes (processMemory).
+type memUsage struct {
+	rss     int64 // resident, shared pages included
+	pss     int64 // proportional: private plus a share of the shared pages
+	private int64 // its own pages alone
 }
 
 // RetireReason says why the pool stopped a process.
@@ -170,6 +177,7 @@ func (p *Pool) spawnWarm() {
 			// Ready: what runs with it now (its MCP servers) is its own
 			// for life; anything started later is a chat's.
 			proc.life.baseline = takeBaseline(proc.pid)
+			proc.life.mem = processMemory(proc.pid)
 		}
 	}
 
@@ -534,10 +542,11 @@ func (p *Pool) reset(proc *pooled) {
 	defer p.wakeFill()
 	start := time.Now()
 	err := p.resetConversation(p.ctx, proc)
-	var rss int64
+	var mem memUsage
 	if err == nil {
-		rss = processRSS(proc.pid)
+		mem = processMemory(proc.pid)
 	}
+	rss := mem.rss
 	// A reset that Close cut short says nothing about the process.
 	closing := err != nil && p.isClosed()
 	if err != nil && !closing {
@@ -556,7 +565,7 @@ func (p *Pool) reset(proc *pooled) {
 	default:
 		took := time.Since(start)
 		p.lat.reset.record(took)
-		proc.life.rss = rss
+		proc.life.mem = mem
 		p.toIdleLocked(proc)
 		p.log.Debug("claudepool: process reset", "pid", proc.pid, "uses", proc.life.uses, "took", took, "rss", rss)
 	}

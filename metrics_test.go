@@ -103,7 +103,7 @@ func TestStatsJSONKeys(t *testing.T) {
 	var top map[string]json.RawMessage
 	require.NoError(t, json.Unmarshal(data, &top))
 	require.ElementsMatch(t, []string{"idle", "busy", "starting", "resetting", "held", "live",
-		"idle_rss_bytes", "spare_target", "waiting", "warm_acquires", "cold_acquires", "prompt_cold",
+		"idle_rss_bytes", "idle_private_bytes", "idle_pss_bytes", "spare_target", "waiting", "warm_acquires", "cold_acquires", "prompt_cold",
 		"slot_timeouts", "overloaded", "dead_at_claim", "spawn_failures", "dead_idle", "reuses",
 		"retired", "uses_per_process", "malformed_lines", "conversations", "outcomes", "tokens",
 		"cost_usd", "spawn_to_ready", "resets", "warm", "cold", "health"}, keys(data))

@@ -26,3 +26,38 @@ func processRSS(pid int) int64 {
 	}
 	return 0
 }
+
+// processMemory reads what process pid costs from /proc/PID/smaps_rollup:
+// its resident memory (Rss), its proportional share (Pss) and its private
+// memory (Private_Clean + Private_Dirty). Zero fields when it cannot be
+// read.
+func processMemory(pid int) memUsage {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
+	if err != nil {
+		return memUsage{rss: processRSS(pid)}
+	}
+	var m memUsage
+	for line := range bytes.Lines(data) {
+		name, rest, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			continue
+		}
+		f := bytes.Fields(rest) // "123456 kB"
+		if len(f) < 1 {
+			continue
+		}
+		kb, err := strconv.ParseInt(string(f[0]), 10, 64)
+		if err != nil {
+			continue
+		}
+		switch string(name) {
+		case "Rss":
+			m.rss = kb << 10
+		case "Pss":
+			m.pss = kb << 10
+		case "Private_Clean", "Private_Dirty":
+			m.private += kb << 10
+		}
+	}
+	return m
+}

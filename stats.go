@@ -104,9 +104,20 @@ type Stats struct {
 	// starting, resetting and retiring.
 	Live int `json:"live"`
 	// IdleRSS is the resident memory of the idle processes in bytes, as
-	// read after their last reset; processes not read yet (fresh ones, or
-	// on systems without /proc) count 0.
+	// read when they became ready and after each reset; processes not read
+	// (cold ones before their first reset, or on systems without /proc)
+	// count 0.
 	IdleRSS int64 `json:"idle_rss_bytes"`
+	// IdlePrivate is the private memory of the idle processes in bytes
+	// (Private_Clean + Private_Dirty of /proc/PID/smaps_rollup), read when
+	// IdleRSS is: what they cost the machine. RSS also counts the CLI
+	// executable's pages, which every process shares (about 74 MiB of the
+	// real CLI's 160 or more).
+	IdlePrivate int64 `json:"idle_private_bytes"`
+	// IdlePss is their proportional set size: private memory plus each
+	// one's share of the shared pages. The sum over every process of the
+	// machine is its memory in use.
+	IdlePss int64 `json:"idle_pss_bytes"`
 	// SpareTarget is the number of idle spares the refill aims for: Size,
 	// or with Config.SpareDecay the recent peak of busy processes when it
 	// is higher, within MaxProcs.
@@ -278,7 +289,9 @@ func (p *Pool) Stats() Stats {
 		SpareTarget: p.spareTargetLocked(),
 	}
 	for _, proc := range p.idle.procs {
-		st.IdleRSS += proc.life.rss
+		st.IdleRSS += proc.life.mem.rss
+		st.IdlePrivate += proc.life.mem.private
+		st.IdlePss += proc.life.mem.pss
 		if proc.life.held != nil {
 			st.Held++
 		}

@@ -48,6 +48,8 @@ var statsMetrics = map[string]string{
 	"Held":        "claudepool_held_conversations",
 	"Live":        "claudepool_live_processes",
 	"IdleRSS":     "claudepool_idle_rss_bytes",
+	"IdlePrivate": "claudepool_idle_private_bytes",
+	"IdlePss":     "claudepool_idle_pss_bytes",
 	"SpareTarget": "claudepool_spare_target",
 	"Waiting":     "claudepool_waiting_callers",
 
@@ -111,6 +113,7 @@ type Collector struct {
 	deadAtClaim, promptCold, malformed                   *prometheus.Desc
 	conversations, holdsEnded, usesPerProcess            *prometheus.Desc
 	waiting, processes, live, spareTarget, held, idleRSS *prometheus.Desc
+	idlePrivate, idlePss                                 *prometheus.Desc
 	spawnFailing, spawnStreak, authStreak                *prometheus.Desc
 	acquireHist, spawnHist, firstEvent, firstText        *prometheus.Desc
 	resultHist, resetHist, apiFirstByte, overhead        *prometheus.Desc
@@ -152,6 +155,8 @@ func newCollector(stats func() claudepool.Stats, constLabels prometheus.Labels) 
 		spareTarget:    d("spare_target", "Idle spares the refill aims for (Size, or the recent demand with SpareDecay)."),
 		held:           d("held_conversations", "Idle processes holding the conversation of their last chat."),
 		idleRSS:        d("idle_rss_bytes", "Resident memory of the idle processes, as read after their last reset."),
+		idlePrivate:    d("idle_private_bytes", "Private memory (Private_Clean + Private_Dirty) of the idle processes, as read after their last reset: what they cost the machine."),
+		idlePss:        d("idle_pss_bytes", "Proportional set size of the idle processes, as read after their last reset."),
 		spawnFailing:   d("spawn_failing", "1 when the last spawn failed (its error is in the Stats JSON), 0 when it succeeded."),
 		spawnStreak:    d("consecutive_spawn_failures", "Spawns that failed since the last successful one."),
 		authStreak:     d("consecutive_auth_failures", "Results in a row refused for authentication (API status 401 or 403)."),
@@ -170,7 +175,7 @@ func (c *Collector) descs() []*prometheus.Desc {
 	return []*prometheus.Desc{c.acquires, c.outcomes, c.spawnFailures, c.reuses, c.retired,
 		c.tokens, c.cost, c.overloaded, c.slotTimeouts, c.deadIdle, c.deadAtClaim, c.promptCold,
 		c.malformed, c.conversations, c.holdsEnded, c.usesPerProcess,
-		c.waiting, c.processes, c.live, c.spareTarget, c.held, c.idleRSS,
+		c.waiting, c.processes, c.live, c.spareTarget, c.held, c.idleRSS, c.idlePrivate, c.idlePss,
 		c.spawnFailing, c.spawnStreak, c.authStreak, c.acquireHist, c.spawnHist, c.firstEvent, c.firstText,
 		c.resultHist, c.resetHist, c.apiFirstByte, c.overhead}
 }
@@ -207,6 +212,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.held, float64(st.Held))
 	gauge(c.live, float64(st.Live))
 	gauge(c.idleRSS, float64(st.IdleRSS))
+	gauge(c.idlePrivate, float64(st.IdlePrivate))
+	gauge(c.idlePss, float64(st.IdlePss))
 	gauge(c.spareTarget, float64(st.SpareTarget))
 	gauge(c.waiting, float64(st.Waiting))
 
