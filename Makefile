@@ -47,6 +47,13 @@ bench-e2e: cli
 bench-load: cli
 	$(GO) test -run '^$$' -bench 'E2ELoad' -benchtime 1x -count 1 -timeout 30m .
 
+.PHONY: bench-stream-load
+## bench-stream-load: C callers (CLAUDEPOOL_STREAM_LOAD_CALLERS, default 8,32,64) run conversations of 1-4 turns
+## with 1-5 s think times for CLAUDEPOOL_STREAM_LOAD_SECONDS (default 60) each through a warm pool of the real CLI,
+## replies of 300-800 tokens streamed at 60-100 tokens/s after a 500 ms first byte
+bench-stream-load: cli
+	$(GO) test -run '^$$' -bench '^BenchmarkE2EStreamLoad$$' -benchtime 1x -count 1 -timeout 60m .
+
 ## demo: stream a reply from the real CLI against an in-process mock API, with a latency table
 demo: cli
 	$(GO) run ./examples/demo -cli "$(CLAUDEPOOL_CLI)"
