@@ -141,8 +141,10 @@ func TestKillLeftovers(t *testing.T) {
 	killed, err := killLeftovers(ctx, root, base, testWait)
 	require.NoError(t, err)
 	require.Equal(t, 1, killed)
-	// The test is the stray's parent and has not waited for it.
-	require.True(t, waitExited(stray.Process.Pid, 0))
+	// The test is the stray's parent and has not waited for it. /proc may
+	// show it a zombie a moment before its last thread is gone, which the
+	// pidfd waits for.
+	require.True(t, waitExited(stray.Process.Pid, testWait))
 	err = stray.Wait()
 	var ee *exec.ExitError
 	require.ErrorAs(t, err, &ee)
