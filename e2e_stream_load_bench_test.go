@@ -199,24 +199,30 @@ type streamLoadResult struct {
 	errs  []error
 
 	// Per successful turn: its first text minus the API's first byte,
-	// and the API's first byte.
-	overhead, apiFirstByte []time.Duration
-	elapsed, warmup        time.Duration
-	childCPU, selfCPU      time.Duration
-	heapInuse              uint64
-	pss, private           []int64 // bytes, one a live CLI process a sample
+	// that overhead's two parts (to the request, and from the first
+	// byte to the first text), and the API's first byte.
+	overhead, toRequest, afterFirstByte, apiFirstByte []time.Duration
+	elapsed, warmup                                   time.Duration
+	childCPU, selfCPU                                 time.Duration
+	heapInuse                                         uint64
+	pss, private                                      []int64 // bytes, one a live CLI process a sample
 	// From the pool's Stats, over the run: processes started (warm and
 	// cold), cold acquires, held conversations continued, continuations
 	// that found none, and held conversations reset for other chats.
 	started, cold, continued, missNotHeld, gaveWay int64
 	// Processes live after the warm-up, and at the end.
 	warmProcs, live int
+	// The machine's load averages over 1 minute when the clock started
+	// and at the end, from /proc/loadavg: anything else that ran shows.
+	loadStart, loadEnd []string
 }
 
 func (r *streamLoadResult) add(o *streamLoadResult) {
 	r.chats = append(r.chats, o.chats...)
 	r.errs = append(r.errs, o.errs...)
 	r.overhead = append(r.overhead, o.overhead...)
+	r.toRequest = append(r.toRequest, o.toRequest...)
+	r.afterFirstByte = append(r.afterFirstByte, o.afterFirstByte...)
 	r.apiFirstByte = append(r.apiFirstByte, o.apiFirstByte...)
 	r.elapsed += o.elapsed
 	r.warmup += o.warmup
@@ -232,6 +238,8 @@ func (r *streamLoadResult) add(o *streamLoadResult) {
 	r.gaveWay += o.gaveWay
 	r.warmProcs = max(r.warmProcs, o.warmProcs)
 	r.live = max(r.live, o.live)
+	r.loadStart = append(r.loadStart, o.loadStart...)
+	r.loadEnd = append(r.loadEnd, o.loadEnd...)
 }
 
 // record adds a turn a caller finished. Callers run concurrently.
@@ -276,6 +284,7 @@ func runStreamLoad(b *testing.B, callers int, d time.Duration, cfg Config) *stre
 	before := p.Stats()
 	childBefore := childCPU(b) + poolProcsCPU(p)
 	selfBefore := selfCPU(b)
+	res.loadStart = append(res.loadStart, loadAverage())
 	start := time.Now()
 	deadline := start.Add(d)
 	mid := make(chan []streamMem, 1)
@@ -302,6 +311,7 @@ func runStreamLoad(b *testing.B, callers int, d time.Duration, cfg Config) *stre
 	res.elapsed = time.Since(start)
 	b.StopTimer()
 	res.selfCPU = selfCPU(b) - selfBefore
+	res.loadEnd = append(res.loadEnd, loadAverage())
 
 	var mem runtime.MemStats
 	runtime.ReadMemStats(&mem)
@@ -331,6 +341,8 @@ func runStreamLoad(b *testing.B, callers int, d time.Duration, cfg Config) *stre
 	}
 	for _, c := range api {
 		res.overhead = append(res.overhead, c.overhead)
+		res.toRequest = append(res.toRequest, c.toRequest)
+		res.afterFirstByte = append(res.afterFirstByte, c.afterFirstByte)
 		res.apiFirstByte = append(res.apiFirstByte, c.apiFirstByte)
 	}
 	return res
@@ -640,6 +652,16 @@ func poolPIDs(p *Pool) []int {
 	return pids
 }
 
+// loadAverage returns the machine's load average over the last minute,
+// "?" when /proc/loadavg cannot be read.
+func loadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(data)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "?"
+}
+
 // selfCPU returns the user and system CPU time of the test process.
 func selfCPU(b *testing.B) time.Duration {
 	var ru syscall.Rusage
@@ -707,19 +729,21 @@ func (r *streamLoadResult) report(b *testing.B, callers int, d time.Duration, cf
 	// The benchmark's own summary, on stderr so that it shows without -v.
 	fmt.Fprintf(os.Stderr, "E2EStreamLoad C=%d, %v a run, pool {Size %d, MaxProcs %d, Prompt %q, Model %q, PartialMessages}, "+
 		"mock API first byte %v, replies of %d-%d tokens at %d-%d tokens/s, think %v-%v, 0-%d continued turns:\n"+
-		"  warm-up to %d processes took %v\n"+
+		"  warm-up to %d processes took %v; machine load average %s at the start, %s at the end\n"+
 		"  %d turns in %v (%.2f/s) in %d conversations, %d tokens streamed (%.0f/s), %d failed\n"+
-		"  first text p50 %v p99 %v; API first byte p50 %v; overhead p50 %v p99 %v\n"+
+		"  first text p50 %v p99 %v; API first byte p50 %v; overhead p50 %v p99 %v (to request p50 %v p99 %v, first byte to first text p50 %v p99 %v)\n"+
 		"  CLI CPU %v in all (%.2f cores), %.0f ms a turn, %.0f µs a token; %d processes started in the run, %d cold acquires, %d live at the end\n"+
 		"  CLI memory (%d samples): Pss p50 %.0f MiB max %.0f MiB, private p50 %.0f MiB max %.0f MiB\n"+
 		"  test process (pool, gateway, mock API, callers): CPU %v (%.2f cores), %.1f ms a turn, %.1f µs a token; heap in use %.1f MiB\n"+
 		"  continued turns: %d of %d on the process that held them (%.0f%%), %d missed, %d held conversations gave way\n",
 		callers, d, cfg.Size, cfg.MaxProcs, cfg.Prompt.System, cfg.Model,
 		benchFirstByteDelay, streamMinTokens, streamMaxTokens, streamMinRate, streamMaxRate, streamMinThink, streamMaxThink, streamMaxContinued,
-		r.warmProcs, r.warmup.Round(time.Second),
+		r.warmProcs, r.warmup.Round(time.Second), strings.Join(r.loadStart, ","), strings.Join(r.loadEnd, ","),
 		n, r.elapsed.Round(time.Millisecond), float64(n)/secs, convs, tokens, float64(tokens)/secs, len(r.errs),
 		rnd(quantile(firstText, 0.50)), rnd(quantile(firstText, 0.99)), rnd(quantile(r.apiFirstByte, 0.50)),
 		rnd(quantile(r.overhead, 0.50)), rnd(quantile(r.overhead, 0.99)),
+		rnd(quantile(r.toRequest, 0.50)), rnd(quantile(r.toRequest, 0.99)),
+		rnd(quantile(r.afterFirstByte, 0.50)), rnd(quantile(r.afterFirstByte, 0.99)),
 		r.childCPU.Round(time.Millisecond), r.childCPU.Seconds()/secs, perChat(r.childCPU), perToken(r.childCPU), r.started, r.cold, r.live,
 		len(r.pss), mib(quantileBytes(r.pss, 0.50)), mib(quantileBytes(r.pss, 1)), mib(quantileBytes(r.private, 0.50)), mib(quantileBytes(r.private, 1)),
 		r.selfCPU.Round(time.Millisecond), r.selfCPU.Seconds()/secs, perChat(r.selfCPU), perToken(r.selfCPU), mib(r.heapInuse),
