@@ -116,9 +116,35 @@
 // milliseconds, and on a small machine either would otherwise slow the
 // chat that is just beginning.
 //
-// Processes run in their own process group, in a private working
-// directory, with --no-session-persistence, and with no tools unless
-// Config.Tools lists some. They run lean and hermetic: --bare,
+// # Content blocks and tools
+//
+// A Message carries, beside its text, content blocks (Message.Blocks):
+// images, PDFs and plain-text documents (ImageBlock, DocumentBlock, ...),
+// validated before a process is taken, and sent as blocks in first
+// messages, held continuations and rendered transcripts alike.
+// Request.Thinking and Request.OutputSchema set extended thinking and
+// structured output per chat, through the gateway.
+//
+// Config.GoTools are tools written in Go, served to every process as an
+// in-process MCP server over the control protocol; the chat's reader runs
+// a call's Handler while the turn waits, and events name the tools by
+// their own names (Event.ToolCalls, Event.ToolResults). A Tool without a
+// Handler is the caller's to answer: the chat ends with Result.ToolCalls
+// while its process holds the turn, paused, and the request that brings
+// the results (ToolResultBlock after Result.AssistantMessage) resumes that
+// turn on that process. Config.Tools, MCPServers, PermissionMode,
+// AllowedTools and CanUseTool (or Request.CanUseTool) give the CLI its own
+// tools and decide their permissions; Stream.Interrupt stops a turn and
+// keeps its process.
+//
+// Each process works in a directory of its own inside Config.Dir, which
+// every reset empties; a reset also kills whatever the chat started that
+// outlived it, found by its process group, its parents and a mark each
+// process leaves in the environment of what it starts. A process whose
+// reset cannot prove this is retired.
+//
+// Processes run in their own process group, with --no-session-persistence,
+// and with no tools unless Config.Tools lists some. They run lean and hermetic: --bare,
 // --setting-sources "" and --strict-mcp-config keep the settings, hooks,
 // MCP servers and CLAUDE.md of the account the backend runs as away from
 // them, and the CLI's telemetry and non-essential traffic are off; a
