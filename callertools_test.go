@@ -128,8 +128,8 @@ func TestApplyTools(t *testing.T) {
 		want string
 	}{
 		{Request{}, body},
-		{Request{Tools: []string{"b"}}, `{"model":"m","tools":[{"name":"Bash","input_schema":{}},{"name":"mcp__claudepool__b","input_schema":{}}],"stream":true}`},
-		{Request{Tools: []string{}}, `{"model":"m","tools":[{"name":"Bash","input_schema":{}}],"stream":true}`},
+		{Request{GoTools: []string{"b"}}, `{"model":"m","tools":[{"name":"Bash","input_schema":{}},{"name":"mcp__claudepool__b","input_schema":{}}],"stream":true}`},
+		{Request{GoTools: []string{}}, `{"model":"m","tools":[{"name":"Bash","input_schema":{}}],"stream":true}`},
 		{Request{ToolChoice: "any"}, strings.TrimSuffix(body, "}") + `,"tool_choice":{"type":"any"}}`},
 		{Request{ToolChoice: "a"}, strings.TrimSuffix(body, "}") + `,"tool_choice":{"name":"mcp__claudepool__a","type":"tool"}}`},
 	} {

@@ -599,7 +599,7 @@ func newAPITurn(r *Request) *apiTurn {
 	c := &Request{MaxTokens: r.MaxTokens, Temperature: clonePtr(r.Temperature), TopP: clonePtr(r.TopP),
 		TopK: clonePtr(r.TopK), StopSequences: slices.Clone(r.StopSequences), UserID: r.UserID,
 		APIFields: maps.Clone(r.APIFields), Thinking: clonePtr(r.Thinking), OutputSchema: slices.Clone(r.OutputSchema),
-		Tools: slices.Clone(r.Tools), ToolChoice: r.ToolChoice}
+		GoTools: slices.Clone(r.GoTools), ToolChoice: r.ToolChoice}
 	return &apiTurn{key: r.APIKey, req: c}
 }
 

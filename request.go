@@ -100,10 +100,10 @@ type Request struct {
 	// for it, and Result.JSON holds it. It is set on the chat's API calls
 	// by the gateway, so that a warm process serves any schema.
 	OutputSchema json.RawMessage
-	// Tools names the pool's GoTools this chat offers the model; nil
+	// GoTools names the pool's GoTools this chat offers the model; nil
 	// offers them all. The gateway removes the others from the chat's API
 	// calls (the CLI's own tools stay).
-	Tools []string
+	GoTools []string
 	// ToolChoice is the Messages API's tool_choice for this chat: "auto",
 	// "any", "none", or a tool's Name (of the pool's GoTools) that the
 	// model must call. "" keeps the API's default (auto). The API takes no
@@ -142,7 +142,7 @@ const (
 // apiParams reports whether r sets any parameter only the gateway can
 // apply.
 func (r *Request) apiParams() bool {
-	return r.MaxTokens != 0 || r.Tools != nil || r.ToolChoice != "" || r.Temperature != nil || r.TopP != nil || r.TopK != nil ||
+	return r.MaxTokens != 0 || r.GoTools != nil || r.ToolChoice != "" || r.Temperature != nil || r.TopP != nil || r.TopK != nil ||
 		len(r.StopSequences) > 0 || r.UserID != "" || len(r.APIFields) > 0 || r.APIKey != "" ||
 		r.Thinking != nil || r.OutputSchema != nil
 }
@@ -189,9 +189,9 @@ func (r *Request) validateAPI() error {
 			return fmt.Errorf("%w: Thinking.Effort %q is not an effort level", ErrInvalidRequest, th.Effort)
 		}
 	}
-	for _, name := range r.Tools {
+	for _, name := range r.GoTools {
 		if !toolName.MatchString(name) {
-			return fmt.Errorf("%w: Tools names %q, which is not a tool's name", ErrInvalidRequest, name)
+			return fmt.Errorf("%w: GoTools names %q, which is not a tool's name", ErrInvalidRequest, name)
 		}
 	}
 	switch r.ToolChoice {

@@ -508,7 +508,7 @@ func (s *Stream) resume(p *pooled) error {
 
 // knowsTools reports a request that names a tool the pool does not offer.
 func (p *Pool) knowsTools(r *Request) error {
-	names := slices.Clone(r.Tools)
+	names := slices.Clone(r.GoTools)
 	switch r.ToolChoice {
 	case "", "auto", "any", "none":
 	default:
@@ -525,7 +525,7 @@ func (p *Pool) knowsTools(r *Request) error {
 // applyTools keeps, of the pool's tools in a call, those the chat offers,
 // and sets its tool_choice, both under the CLI's names of the tools.
 func applyTools(obj *jsonObject, r *Request) {
-	if r.Tools != nil {
+	if r.GoTools != nil {
 		var tools []json.RawMessage
 		if json.Unmarshal(obj.get("tools"), &tools) == nil {
 			kept := tools[:0]
@@ -535,7 +535,7 @@ func applyTools(obj *jsonObject, r *Request) {
 				}
 				_ = json.Unmarshal(t, &d)
 				name, ours := strings.CutPrefix(d.Name, toolPrefix)
-				if ours && !slices.Contains(r.Tools, name) {
+				if ours && !slices.Contains(r.GoTools, name) {
 					continue
 				}
 				kept = append(kept, t)

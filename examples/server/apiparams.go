@@ -41,7 +41,7 @@ func (s *server) startChat(ctx context.Context, req claudepool.Request) (*claude
 		return nil, errNoStopSequences
 	case req.OutputSchema != nil:
 		return nil, errNoOutputFormat
-	case req.Tools != nil || req.ToolChoice != "":
+	case req.GoTools != nil || req.ToolChoice != "":
 		return nil, errNoTools
 	}
 	req.MaxTokens, req.Temperature, req.TopP, req.TopK, req.UserID, req.APIFields = 0, nil, nil, nil, "", nil

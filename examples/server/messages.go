@@ -307,7 +307,7 @@ func (messagesFormat) writeError(w http.ResponseWriter, r *http.Request, e apiEr
 func (messagesFormat) respond(w http.ResponseWriter, r *http.Request, c call) reply {
 	rid := requestID(r.Context())
 	w.Header().Set("Request-Id", rid)
-	lazy := c.thinking.show || len(c.req.Tools) > 0
+	lazy := c.thinking.show || len(c.req.GoTools) > 0
 	return &messagesReply{w: w, sse: newSSE(w), stream: c.stream, lazy: lazy, id: newMessageID(), rid: rid}
 }
 

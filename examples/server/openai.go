@@ -354,7 +354,7 @@ func openaiResponseFormat(fields map[string]json.RawMessage, req *claudepool.Req
 	return nil
 }
 
-// openaiTools reads tools and tool_choice into req.Tools and
+// openaiTools reads tools and tool_choice into req.GoTools and
 // req.ToolChoice, as toolParams does for the Messages API: each tool is
 // one of the server's, a function whose parameters are the server's
 // input schema (its description is the server's); a choice that forces a
@@ -385,7 +385,7 @@ func openaiTools(fields map[string]json.RawMessage, req *claudepool.Request, too
 		// with tools offers none (serveChat).
 		return err
 	}
-	req.Tools, req.ToolChoice = offered, choice
+	req.GoTools, req.ToolChoice = offered, choice
 	if choice != "" && choice != "auto" && choice != "none" {
 		req.Thinking = &claudepool.Thinking{Type: claudepool.ThinkingDisabled}
 	}

@@ -280,7 +280,7 @@ func TestOpenAIParsed(t *testing.T) {
 }
 
 // TestOpenAIToolsParsed: function tools, the server's with its input
-// schema as parameters, are Request.Tools; tool_choice "required" is the
+// schema as parameters, are Request.GoTools; tool_choice "required" is the
 // API's "any", a function its name, and both force a call without the
 // CLI's thinking. An assistant message's tool_calls are ToolUseBlocks
 // after its text, their arguments re-encoded as JSON.stringify writes
@@ -296,7 +296,7 @@ func TestOpenAIToolsParsed(t *testing.T) {
 	}
 	lookup, add := openaiFunctionTool(t, 0), openaiFunctionTool(t, 1)
 	req := parse(map[string]any{"tools": []any{lookup, add}}, "hi")
-	require.Equal(t, []string{"lookup", "add"}, req.Tools)
+	require.Equal(t, []string{"lookup", "add"}, req.GoTools)
 	require.Empty(t, req.ToolChoice)
 	require.Nil(t, req.Thinking)
 
@@ -305,7 +305,7 @@ func TestOpenAIToolsParsed(t *testing.T) {
 		"parameters": map[string]any{"properties": map[string]any{"b": map[string]string{"type": "number"}, "a": map[string]string{"type": "number"}}, "type": "object"}}}
 	for choice, want := range map[string]string{`"auto"`: "auto", `"none"`: "none", `"required"`: "any", `{"type":"function","function":{"name":"add"}}`: "add"} {
 		req = parse(map[string]any{"tools": []any{mine}, "tool_choice": json.RawMessage(choice)}, "hi")
-		require.Equal(t, []string{"add"}, req.Tools)
+		require.Equal(t, []string{"add"}, req.GoTools)
 		require.Equal(t, want, req.ToolChoice, choice)
 		if want == "auto" || want == "none" {
 			require.Nil(t, req.Thinking)
@@ -316,7 +316,7 @@ func TestOpenAIToolsParsed(t *testing.T) {
 	// No tools: tool_choice auto or none asks for nothing.
 	for _, extra := range []map[string]any{{"tools": []any{}}, {"tool_choice": "none"}, {"tools": nil, "tool_choice": "auto"}} {
 		req = parse(extra, "hi")
-		require.Nil(t, req.Tools, "serveChat offers none")
+		require.Nil(t, req.GoTools, "serveChat offers none")
 		require.Empty(t, req.ToolChoice)
 	}
 
@@ -639,7 +639,7 @@ func TestOpenAIReplyToolCalls(t *testing.T) {
 		evs = append(evs, toolEvents(t, partials, 2, "toolu_1", "lookup", lookupIn...)...)
 		evs = append(evs, toolEvents(t, partials, 3, "toolu_2", "add", addIn...)...)
 		evs = append(evs, toolEvents(t, partials, 4, "toolu_3", "Bash", `{"command":"ls"}`)...)
-		c := call{req: claudepool.Request{Tools: []string{"lookup", "add"}}}
+		c := call{req: claudepool.Request{GoTools: []string{"lookup", "add"}}}
 
 		var got openaiCompletion
 		require.NoError(t, json.Unmarshal(renderOpenAI(t, evs, c, res, tools, false).Body.Bytes(), &got))
@@ -669,7 +669,7 @@ func TestOpenAIReplyToolCalls(t *testing.T) {
 	// Calls without text: content null; streamed, the calls that did not
 	// stream come whole.
 	noText := &claudepool.Result{StopReason: "tool_use", ToolCalls: res.ToolCalls}
-	c := call{req: claudepool.Request{Tools: []string{"lookup", "add"}}}
+	c := call{req: claudepool.Request{GoTools: []string{"lookup", "add"}}}
 	var got openaiCompletion
 	require.NoError(t, json.Unmarshal(renderOpenAI(t, nil, c, noText, tools, false).Body.Bytes(), &got))
 	require.Nil(t, got.Choices[0].Message.Content)

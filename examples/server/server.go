@@ -304,10 +304,10 @@ func (s *server) serveChat(w http.ResponseWriter, r *http.Request, f format) {
 		return
 	}
 	c.req.APIKey = key
-	if s.tools != nil && c.req.Tools == nil {
+	if s.tools != nil && c.req.GoTools == nil {
 		// The pool offers its tools to every chat that names none:
 		// a request offers those it lists, as with the API.
-		c.req.Tools = []string{}
+		c.req.GoTools = []string{}
 	}
 
 	// The request's context ends when the client goes away: the stream then

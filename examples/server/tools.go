@@ -176,7 +176,7 @@ func (ts *toolSet) names() string {
 	return strings.Join(names, ", ")
 }
 
-// toolParams reads a request's tools and tool_choice into req.Tools and
+// toolParams reads a request's tools and tool_choice into req.GoTools and
 // req.ToolChoice. Each tool must be one of the server's, with the same
 // input_schema (its description is the server's); a tool_choice that
 // forces a call (any, or a tool) turns the CLI's thinking off, as the API
@@ -217,7 +217,7 @@ func toolParams(fields map[string]json.RawMessage, req *claudepool.Request, tool
 		// with tools offers none (serveChat).
 		return nil
 	}
-	req.Tools, req.ToolChoice = offered, choice
+	req.GoTools, req.ToolChoice = offered, choice
 	if choice != "" && choice != "auto" && choice != "none" {
 		switch {
 		case req.Thinking == nil:

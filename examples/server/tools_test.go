@@ -131,7 +131,7 @@ func TestRunToolsNeedTheGateway(t *testing.T) {
 }
 
 // TestMessagesToolsParsed: a request's tools, the server's by name and
-// input_schema, become Request.Tools, and its tool_choice
+// input_schema, become Request.GoTools, and its tool_choice
 // Request.ToolChoice; a choice that forces a call turns the CLI's
 // thinking off. The calls of an assistant turn become its ToolUseBlocks
 // after its text (the text blocks joined as the reply split them), their
@@ -147,7 +147,7 @@ func TestMessagesToolsParsed(t *testing.T) {
 	}
 	tools := toolsJSON(t)
 	req := parse(map[string]any{"tools": tools}, "hi")
-	require.Equal(t, []string{"lookup", "add"}, req.Tools)
+	require.Equal(t, []string{"lookup", "add"}, req.GoTools)
 	require.Empty(t, req.ToolChoice)
 	require.Nil(t, req.Thinking, "the CLI's thinking")
 
@@ -156,7 +156,7 @@ func TestMessagesToolsParsed(t *testing.T) {
 		"input_schema": map[string]any{"properties": map[string]any{"b": map[string]string{"type": "number"}, "a": map[string]string{"type": "number"}}, "type": "object"}}
 	for choice, want := range map[string]string{`{"type":"auto"}`: "auto", `{"type":"none"}`: "none", `{"type":"auto","disable_parallel_tool_use":false}`: "auto"} {
 		req = parse(map[string]any{"tools": []any{add}, "tool_choice": json.RawMessage(choice)}, "hi")
-		require.Equal(t, []string{"add"}, req.Tools)
+		require.Equal(t, []string{"add"}, req.GoTools)
 		require.Equal(t, want, req.ToolChoice)
 		require.Nil(t, req.Thinking)
 	}
@@ -169,7 +169,7 @@ func TestMessagesToolsParsed(t *testing.T) {
 	// No tools: tool_choice auto or none asks for nothing.
 	for _, extra := range []map[string]any{nil, {"tools": []any{}}, {"tool_choice": map[string]string{"type": "none"}}, {"tools": nil}} {
 		req = parse(extra, "hi")
-		require.Nil(t, req.Tools, "serveChat offers none")
+		require.Nil(t, req.GoTools, "serveChat offers none")
 		require.Empty(t, req.ToolChoice)
 	}
 
@@ -554,7 +554,7 @@ func TestReplyToolUse(t *testing.T) {
 		evs = append(evs, toolEvents(t, partials, 2, "toolu_1", "lookup", lookupIn...)...)
 		evs = append(evs, toolEvents(t, partials, 3, "toolu_2", "add", addIn...)...)
 		evs = append(evs, toolEvents(t, partials, 4, "toolu_3", "Bash", `{"command":"ls"}`)...)
-		offered := call{req: claudepool.Request{Tools: []string{"lookup", "add"}}}
+		offered := call{req: claudepool.Request{GoTools: []string{"lookup", "add"}}}
 
 		t.Run(name+" not streamed", func(t *testing.T) {
 			w := renderTools(t, evs, offered, res, tools)
@@ -597,7 +597,7 @@ func TestReplyToolUse(t *testing.T) {
 
 	t.Run("a call that did not stream", func(t *testing.T) {
 		evs := toolEvents(t, true, 0, "toolu_1", "lookup", lookupIn...)
-		c := call{stream: true, req: claudepool.Request{Tools: []string{"lookup", "add"}}}
+		c := call{stream: true, req: claudepool.Request{GoTools: []string{"lookup", "add"}}}
 		r := assembleReply(t, recordedEvents(t, renderTools(t, evs, c, &claudepool.Result{StopReason: "tool_use", ToolCalls: res.ToolCalls}, tools)))
 		require.Equal(t, wantContent[1:], rawStrings(r.content), "the tool_use blocks alone, from index 0")
 		require.Equal(t, []string{"message_start", "ping",
