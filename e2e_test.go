@@ -94,7 +94,7 @@ func (e *e2eEnv) poolCommand(tb testing.TB, cfg Config, command string) (*Pool, 
 func (e *e2eEnv) cliProcesses(tb testing.TB) []int {
 	var pids []int
 	for _, p := range procTable(tb) {
-		if p.state == "Z" {
+		if p.exited() {
 			continue // exited, waiting to be reaped
 		}
 		dir := filepath.Join("/proc", strconv.Itoa(p.pid))

@@ -237,14 +237,14 @@ func requireNoNewFDs(t *testing.T, before fdSet) {
 // of this process (zombies included), and any process in the group of a
 // CLI the fake recorded (the CLI's own tools and grandchildren, which the
 // fake does not record).
-func strays(t *testing.T, cliPIDs []int) []procStat {
+func strays(t *testing.T, cliPIDs []int) []procEntry {
 	t.Helper()
 	groups := make(map[int]bool, len(cliPIDs))
 	for _, pid := range cliPIDs {
 		groups[pid] = true
 	}
 	self := os.Getpid()
-	var out []procStat
+	var out []procEntry
 	for _, p := range procTable(t) {
 		if p.ppid == self || groups[p.pgrp] {
 			out = append(out, p)
@@ -265,7 +265,7 @@ func requireClean(t *testing.T, fp *fakePool, fds fdSet) {
 	for _, p := range strays(t, pids) {
 		// A reparented grandchild's exit is awaited, never slept for.
 		if !waitExited(p.pid, 5*time.Second) {
-			t.Errorf("process %d (ppid %d, group %d, state %s) left behind", p.pid, p.ppid, p.pgrp, p.state)
+			t.Errorf("process %d (ppid %d, group %d, state %c) left behind", p.pid, p.ppid, p.pgrp, p.state)
 		}
 	}
 	require.Zero(t, fp.Stats().Live, "processes still tracked after Close")

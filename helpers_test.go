@@ -1,7 +1,6 @@
 package claudepool
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -217,40 +216,11 @@ func requireErrorIs(t *testing.T, err, target error) {
 	require.Truef(t, errors.Is(err, target), "error %q does not wrap %q", err, target)
 }
 
-// procStat is the part of /proc/PID/stat the leak checks read.
-type procStat struct {
-	pid, ppid, pgrp int
-	state           string
-}
-
-// procTable reads /proc/*/stat. Processes that vanish meanwhile are
-// skipped.
-func procTable(tb testing.TB) []procStat {
+// procTable reads every process from /proc, as a reset does (readProcs).
+// Processes that vanish meanwhile are skipped.
+func procTable(tb testing.TB) []procEntry {
 	tb.Helper()
-	entries, err := os.ReadDir("/proc")
-	require.NoError(tb, err)
-	var out []procStat
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid pgrp ...; comm may hold spaces and parens.
-		i := bytes.LastIndexByte(data, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(data[i+1:]))
-		if len(f) < 3 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(f[1])
-		pgrp, _ := strconv.Atoi(f[2])
-		out = append(out, procStat{pid: pid, ppid: ppid, pgrp: pgrp, state: f[0]})
-	}
-	return out
+	procs, ok := readProcs()
+	require.True(tb, ok, "no /proc to read")
+	return procs
 }
