@@ -148,23 +148,32 @@ func (p *Process) answerCLI(ctx context.Context, r *cliRequest, ask permissionFu
 			return false, p.controlError(r.RequestID, "malformed MCP message")
 		}
 		result, rpcErr := p.set.tools.serve(ctx, &m)
-		reply := map[string]any{"jsonrpc": "2.0"}
-		if m.ID != nil {
-			reply["id"] = m.ID
-		}
 		if rpcErr != nil {
-			reply["error"] = map[string]any{"code": -32601, "message": rpcErr.Error()}
+			resp = mcpResponse(m.ID, "error", map[string]any{"code": -32601, "message": rpcErr.Error()})
 		} else {
-			reply["result"] = result
+			resp = mcpResponse(m.ID, "result", result)
 		}
-		resp = map[string]any{"mcp_response": reply}
 		mcpReady = m.Method == "tools/list"
 	default:
 		return false, p.controlError(r.RequestID, "claudepool does not serve "+r.Request.Subtype)
 	}
-	line := mustMarshal(map[string]any{"type": "control_response",
-		"response": map[string]any{"subtype": "success", "request_id": r.RequestID, "response": resp}})
-	return mcpReady, p.WriteLine(line)
+	return mcpReady, p.controlSuccess(r.RequestID, resp)
+}
+
+// mcpResponse is the answer to an mcp_message: the JSON-RPC reply to the
+// message rpcID (nil for a notification), with its result or error.
+func mcpResponse(rpcID json.RawMessage, kind string, v any) map[string]any {
+	reply := map[string]any{"jsonrpc": "2.0", kind: v}
+	if rpcID != nil {
+		reply["id"] = rpcID
+	}
+	return map[string]any{"mcp_response": reply}
+}
+
+// controlSuccess answers the CLI's control request id with resp.
+func (p *Process) controlSuccess(id string, resp any) error {
+	return p.WriteLine(mustMarshal(map[string]any{"type": "control_response",
+		"response": map[string]any{"subtype": "success", "request_id": id, "response": resp}}))
 }
 
 // controlError answers a control request of the CLI with an error.
@@ -368,12 +377,7 @@ type pendingCall struct {
 
 // answerCall answers a pending call with the caller's result.
 func (p *Process) answerCall(c pendingCall, text string, isError bool) error {
-	reply := map[string]any{"jsonrpc": "2.0", "result": toolResult(text, isError)}
-	if c.rpcID != nil {
-		reply["id"] = c.rpcID
-	}
-	return p.WriteLine(mustMarshal(map[string]any{"type": "control_response",
-		"response": map[string]any{"subtype": "success", "request_id": c.requestID, "response": map[string]any{"mcp_response": reply}}}))
+	return p.controlSuccess(c.requestID, mcpResponse(c.rpcID, "result", toolResult(text, isError)))
 }
 
 // endPaused ends a turn paused for the caller's tools, for a reset: the
