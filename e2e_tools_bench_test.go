@@ -8,6 +8,7 @@ package claudepool
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -505,17 +507,27 @@ func (s *agentSDK) chat(_ context.Context, marker string) (toolChat, error) {
 
 // settle waits until the CLI processes of the agent-sdk way are the one
 // pre-warmed for its next chat: the last chat's has exited.
+//
+// The pre-warmed process starts as the chat begins, so it is the newest;
+// each older one is waited for until it exits.
 func (s *agentSDK) settle(b *testing.B) {
 	deadline := time.Now().Add(time.Minute)
 	for {
-		n := len(s.env.cliProcesses(b))
-		if n == 1 {
+		pids := s.env.cliProcesses(b)
+		if len(pids) == 1 {
 			return
 		}
-		if time.Now().After(deadline) {
-			b.Fatalf("agent-sdk: %d CLI processes a minute after its chat, want 1 (pre-warmed)", n)
+		if len(pids) == 0 {
+			b.Fatalf("agent-sdk: no CLI process pre-warmed for the next chat")
 		}
-		time.Sleep(5 * time.Millisecond)
+		oldest := slices.MinFunc(pids, func(x, y int) int {
+			ex, _ := readStat(x)
+			ey, _ := readStat(y)
+			return cmp.Compare(ex.start, ey.start)
+		})
+		if !waitExited(oldest, max(time.Until(deadline), 0)) {
+			b.Fatalf("agent-sdk: %d CLI processes a minute after its chat, want 1 (pre-warmed)", len(pids))
+		}
 	}
 }
 
@@ -541,11 +553,10 @@ func (s *agentSDK) close(b *testing.B) {
 		b.Errorf("agent-sdk: bench.mjs did not exit within 30 s of the end of its stdin; killed")
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for len(s.env.cliProcesses(b)) > 0 {
-		if time.Now().After(deadline) {
+	for _, pid := range s.env.cliProcesses(b) {
+		if !waitExited(pid, max(time.Until(deadline), 0)) {
 			b.Errorf("agent-sdk: CLI processes left after node exited: %v", s.env.cliProcesses(b))
 			return
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
