@@ -493,7 +493,7 @@ func waitPool(b testing.TB, p *Pool, deadline time.Time, ok func(Stats) bool) (a
 		select {
 		case <-changed:
 		case <-timer.C:
-			b.Fatalf("the pool did not settle within 2 minutes: starting %d busy %d resetting %d idle %d live %d",
+			b.Fatalf("the pool did not settle by its deadline: starting %d busy %d resetting %d idle %d live %d",
 				st.Starting, st.Busy, st.Resetting, st.Idle, st.Live)
 		}
 	}

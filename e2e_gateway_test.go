@@ -291,23 +291,10 @@ func TestE2EGatewayUsageAndTiming(t *testing.T) {
 	require.Less(t, l.Overhead, l.FirstText)
 }
 
-// waitQuiet waits until every process of p is idle: no spawn, chat or
-// reset in progress.
+// waitQuiet waits, until ctx's deadline, until every process of p is
+// idle: no spawn, chat or reset in progress.
 func waitQuiet(t *testing.T, ctx context.Context, p *Pool) {
 	t.Helper()
-	for {
-		p.mu.Lock()
-		changed := p.changed
-		p.mu.Unlock()
-		st := p.Stats()
-		if st.Idle == st.Live && st.Starting == 0 && st.Busy == 0 && st.Resetting == 0 {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("the pool did not settle: starting %d busy %d resetting %d idle %d live %d",
-				st.Starting, st.Busy, st.Resetting, st.Idle, st.Live)
-		case <-changed:
-		}
-	}
+	deadline, _ := ctx.Deadline()
+	waitPool(t, p, deadline, quietStats)
 }

@@ -34,18 +34,8 @@ func describeRequests(reqs []claudepooltest.Request) string {
 // spawn, chat or reset in progress.
 func waitSettled(t *testing.T, ctx context.Context, p *Pool) {
 	t.Helper()
-	for {
-		st := p.Stats()
-		if st.Idle == 1 && st.Live == 1 && st.Starting == 0 && st.Busy == 0 && st.Resetting == 0 {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("the pool did not settle: starting %d busy %d resetting %d idle %d live %d",
-				st.Starting, st.Busy, st.Resetting, st.Idle, st.Live)
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
+	deadline, _ := ctx.Deadline()
+	waitPool(t, p, deadline, func(st Stats) bool { return quietStats(st) && st.Idle == 1 })
 }
 
 // TestE2EPoolModel runs warm chats on a pool with Config.Model: one that
