@@ -152,7 +152,8 @@ type loadResult struct {
 	api      []chatAPI // per chat, in the order of chats
 	elapsed  time.Duration
 	childCPU time.Duration
-	started  int64 // CLI processes started
+	selfCPU  time.Duration // the test process's, while the callers ran
+	started  int64         // CLI processes started
 	errs     []error
 }
 
@@ -161,6 +162,7 @@ func (r *loadResult) add(o *loadResult) {
 	r.api = append(r.api, o.api...)
 	r.elapsed += o.elapsed
 	r.childCPU += o.childCPU
+	r.selfCPU += o.selfCPU
 	r.started += o.started
 	r.errs = append(r.errs, o.errs...)
 }
@@ -183,6 +185,7 @@ func runLoad(b *testing.B, callers int, d, firstByte time.Duration, cfg Config) 
 
 	res := &loadResult{}
 	var wg sync.WaitGroup
+	selfBefore := selfCPU(b)
 	start := time.Now()
 	deadline := start.Add(d)
 	b.StartTimer()
@@ -198,6 +201,7 @@ func runLoad(b *testing.B, callers int, d, firstByte time.Duration, cfg Config) 
 	wg.Wait()
 	res.elapsed = time.Since(start)
 	b.StopTimer()
+	res.selfCPU = selfCPU(b) - selfBefore
 
 	st := p.Stats()
 	res.started = st.SpawnToReady.Count + st.ColdAcquires

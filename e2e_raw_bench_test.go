@@ -91,6 +91,7 @@ func runRaw(b *testing.B, callers int, d, firstByte time.Duration, cfg Config) *
 	}
 
 	res := &loadResult{}
+	selfBefore := selfCPU(b)
 	start := time.Now()
 	deadline := start.Add(d)
 	b.StartTimer()
@@ -123,6 +124,7 @@ func runRaw(b *testing.B, callers int, d, firstByte time.Duration, cfg Config) *
 	callersWG.Wait()
 	res.elapsed = time.Since(start)
 	b.StopTimer()
+	res.selfCPU = selfCPU(b) - selfBefore
 	res.started = int64(len(procs))
 
 	for _, p := range procs {

@@ -77,6 +77,11 @@ type life struct {
 	// ready, which its resets keep (procgroup.go); nil until taken, and
 	// without /proc.
 	baseline procSet
+	// toolsAsked is set when a chat since its last reset asked for a
+	// tool (a tool_use block, or a request of the CLI to the pool): only
+	// then can a chat have started processes, and its reset looks for
+	// them (endLeftovers).
+	toolsAsked bool
 	// retired is set when the pool retires it; a process can also end
 	// on its own.
 	retired bool
@@ -626,9 +631,18 @@ func (p *Pool) resetConversation(ctx context.Context, proc *pooled) error {
 // that are not in its baseline, and proves they are gone. A process
 // without a baseline (a cold one at its first reset, or a warm one at
 // the reset of its priming chat) takes it now and kills nothing.
+//
+// A chat starts processes only through a tool, so the look at /proc
+// (a read of every process's stat and environ, milliseconds of CPU on
+// the reset's path) is made only after chats that asked for one, and
+// always when the CLI reads the user's settings, whose hooks run on
+// every prompt (Config.UserSettings).
 func (p *Pool) endLeftovers(ctx context.Context, proc *pooled) error {
 	if proc.life.baseline == nil {
 		proc.life.baseline = takeBaseline(proc.pid)
+		return nil
+	}
+	if !proc.life.toolsAsked && !p.cfg.UserSettings {
 		return nil
 	}
 	n, err := killLeftovers(ctx, proc.pid, proc.life.baseline, p.cfg.StopGrace)
@@ -638,6 +652,7 @@ func (p *Pool) endLeftovers(ctx context.Context, proc *pooled) error {
 	if err != nil {
 		return fmt.Errorf("%w: process %d: %w", errResetUnconfirmed, proc.pid, err)
 	}
+	proc.life.toolsAsked = false
 	return nil
 }
 

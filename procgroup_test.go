@@ -3,6 +3,7 @@ package claudepool
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"slices"
@@ -333,5 +334,45 @@ func BenchmarkReadProcs(b *testing.B) {
 	for b.Loop() {
 		procs, _ := readProcs()
 		_ = leftovers(procs, os.Getpid(), procSet{})
+	}
+}
+
+// TestResetLooksAfterTools: a reset looks for what a chat started only
+// when a chat since the last reset asked for a tool. A process the CLI
+// started on a chat that asked for none stays; the reset after the next
+// chat that calls a tool kills it with that chat's. With
+// Config.UserSettings, whose hooks may start processes on any prompt,
+// every reset looks.
+func TestResetLooksAfterTools(t *testing.T) {
+	if _, ok := readProcs(); !ok {
+		t.Skip("no /proc")
+	}
+	for _, userSettings := range []bool{false, true} {
+		t.Run(fmt.Sprintf("UserSettings=%v", userSettings), func(t *testing.T) {
+			ctx := testCtx(t)
+			fp := newFakePool(t, Config{Size: 1, MaxProcs: 1, HoldConversations: -1, UserSettings: userSettings})
+			require.NoError(t, fp.WaitReady(ctx))
+			a := NewAdapter(fp.Pool)
+			ready := fp.pids()
+			require.Len(t, ready, 1)
+
+			s, _ := chatOK(t, ctx, a, userMsg("x "+fakecli.Marker(fakecli.ModeGrandchildUnasked)))
+			require.NoError(t, s.Close())
+			waitQuiet(t, ctx, fp.Pool)
+			started := slices.DeleteFunc(fp.pids(), func(pid int) bool { return slices.Contains(ready, pid) })
+			require.Len(t, started, 1)
+			unasked := started[0]
+			require.Equal(t, userSettings, waitExited(unasked, 0),
+				"the process started without a tool call: killed at the reset only with UserSettings")
+
+			s, _ = chatOK(t, ctx, a, userMsg("y "+fakecli.Marker(fakecli.ModeGrandchild)))
+			require.NoError(t, s.Close())
+			waitQuiet(t, ctx, fp.Pool)
+			started = slices.DeleteFunc(fp.pids(), func(pid int) bool { return slices.Contains(ready, pid) || pid == unasked })
+			require.Len(t, started, 1)
+			require.True(t, waitExited(started[0], 0), "the tool's process outlived the reset")
+			require.True(t, waitExited(unasked, 0), "the earlier process outlived the reset that looked")
+			require.Zero(t, fp.Stats().Retired[RetireResetFailed])
+		})
 	}
 }

@@ -490,6 +490,7 @@ func (s *Stream) decode(p *pooled, line []byte) (Event, bool) {
 		return ev, false
 	}
 	if r, ok := cliRequestOf(ev); ok {
+		p.life.toolsAsked = true
 		if name, rpcID, input, caller := p.set.tools.callerTool(r); caller {
 			s.callerCall(p, r.RequestID, rpcID, name, input)
 			return ev, false
@@ -539,8 +540,12 @@ func (s *Stream) act(p *pooled, ev Event, end *turnEnd) {
 		s.noteCallerUses(p, ev)
 		if ev.Message != nil {
 			for _, b := range ev.Message.Content {
-				if b.Type == "thinking" {
+				switch {
+				case b.Type == "thinking":
 					s.thinking.WriteString(b.Thinking)
+				case strings.HasSuffix(b.Type, "tool_use"):
+					// tool_use, server_tool_use, mcp_tool_use.
+					p.life.toolsAsked = true
 				}
 			}
 		}

@@ -183,10 +183,15 @@ const (
 	ModeErrorResult = "error-result"
 	// ModeRetry prints EnvRetries system/api_retry lines before a normal reply.
 	ModeRetry = "retry"
-	// ModeGrandchild starts a child process that inherits stdout and stderr
-	// and sleeps until killed, then replies normally; the child keeps the
-	// pipes open after the fake exits.
+	// ModeGrandchild calls a tool as the real CLI's Bash tool does with
+	// run_in_background (an assistant line with a tool_use block), starts a
+	// child process that inherits stdout and stderr and sleeps until
+	// killed, prints the tool's result (a user line), then replies
+	// normally; the child keeps the pipes open after the fake exits.
 	ModeGrandchild = "grandchild"
+	// ModeGrandchildUnasked starts the same child with no tool call, as
+	// the CLI's own work (or a hook) would, then replies normally.
+	ModeGrandchildUnasked = "grandchild-unasked"
 	// ModeCloseStdout closes stdout after the user line and keeps running
 	// until a signal ends it (stdin EOF is ignored).
 	ModeCloseStdout = "close-stdout"

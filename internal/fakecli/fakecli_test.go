@@ -883,17 +883,29 @@ func TestModeRetry(t *testing.T) {
 }
 
 func TestModeGrandchild(t *testing.T) {
-	p := startStream(t, fakecli.EnvMode+"="+fakecli.ModeGrandchild)
-	p.send(user("hi"))
-	p.closeStdin()
-	p.expect("system", "init")
-	p.expect("assistant", "")
-	p.expect("result", "success")
-	require.Equal(t, 0, p.exitCode())
-	pgid := p.cmd.Process.Pid
-	require.NoError(t, syscall.Kill(-pgid, 0), "the grandchild is still running")
-	require.NoError(t, syscall.Kill(-pgid, syscall.SIGKILL))
-	p.eof()
+	for _, mode := range []string{fakecli.ModeGrandchild, fakecli.ModeGrandchildUnasked} {
+		t.Run(mode, func(t *testing.T) {
+			p := startStream(t, fakecli.EnvMode+"="+mode)
+			p.send(user("hi"))
+			p.closeStdin()
+			p.expect("system", "init")
+			if mode == fakecli.ModeGrandchild {
+				// The tool call, then its result.
+				call := p.expect("assistant", "")
+				content := call["message"].(map[string]any)["content"].([]any)
+				require.Equal(t, "tool_use", content[0].(map[string]any)["type"])
+				require.Equal(t, "Bash", content[0].(map[string]any)["name"])
+				p.expect("user", "")
+			}
+			p.expect("assistant", "")
+			p.expect("result", "success")
+			require.Equal(t, 0, p.exitCode())
+			pgid := p.cmd.Process.Pid
+			require.NoError(t, syscall.Kill(-pgid, 0), "the grandchild is still running")
+			require.NoError(t, syscall.Kill(-pgid, syscall.SIGKILL))
+			p.eof()
+		})
+	}
 }
 
 func TestModeCloseStdout(t *testing.T) {

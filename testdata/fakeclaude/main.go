@@ -54,7 +54,7 @@ var modes = map[string]bool{
 	fakecli.ModeNormal: true, fakecli.ModeExitEarly: true, fakecli.ModeNoReady: true,
 	fakecli.ModeCrash: true, fakecli.ModeHang: true, fakecli.ModeHangMid: true,
 	fakecli.ModeGarbage: true, fakecli.ModeHuge: true, fakecli.ModeErrorResult: true,
-	fakecli.ModeRetry: true, fakecli.ModeGrandchild: true, fakecli.ModeCloseStdout: true,
+	fakecli.ModeRetry: true, fakecli.ModeGrandchild: true, fakecli.ModeGrandchildUnasked: true, fakecli.ModeCloseStdout: true,
 	fakecli.ModeSleeper: true, fakecli.ModeUnknownLines: true, fakecli.ModeRejectInit: true,
 }
 

@@ -126,6 +126,16 @@ func (t *turn) play() bool {
 	}
 	switch t.mode {
 	case fakecli.ModeGrandchild:
+		// As the real CLI's Bash tool with run_in_background: the tool
+		// call, the process it leaves running, and the tool's result.
+		call := toolCall{id: "toolu_fake_background", name: "Bash",
+			input: json.RawMessage(`{"command":"sleep infinity","run_in_background":true}`)}
+		t.calls = []toolCall{call}
+		t.out.line(t.toolUseAssistant())
+		t.calls = nil
+		startGrandchild()
+		t.out.line(t.toolResultUser(call, "Command running in background", false))
+	case fakecli.ModeGrandchildUnasked:
 		startGrandchild()
 	case fakecli.ModeRetry:
 		for i := 1; i <= t.cfg.retries; i++ {
