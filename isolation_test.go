@@ -63,15 +63,19 @@ func TestWorkDirEmptiedAtReset(t *testing.T) {
 	require.NoError(t, fp.WaitReady(ctx))
 	a := NewAdapter(fp.Pool)
 
-	s, _ := chatOK(t, ctx, a, userMsg("first"))
-	pid := s.Acquire().PID
+	ready := fp.pids()
+	require.Len(t, ready, 1)
+	pid := ready[0]
 	cwd, err := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "cwd"))
 	require.NoError(t, err)
 	require.Equal(t, fp.dir, filepath.Dir(cwd), "a directory of its own inside the pool's")
-	// What a chat's tools would leave behind.
+	// What a chat's tools would leave behind, there before the reset
+	// that follows the next chat.
 	require.NoError(t, os.WriteFile(filepath.Join(cwd, "secret.txt"), []byte("tenant A"), 0o600))
 	require.NoError(t, os.MkdirAll(filepath.Join(cwd, "sub", "dir"), 0o700))
 
+	s, _ := chatOK(t, ctx, a, userMsg("first"))
+	require.Equal(t, pid, s.Acquire().PID)
 	s2, _ := chatOK(t, ctx, a, userMsg("second"))
 	require.Equal(t, pid, s2.Acquire().PID)
 	waitQuiet(t, ctx, fp.Pool)
