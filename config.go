@@ -31,6 +31,10 @@ const (
 	// 160 MiB idle, 230-240 MiB after 90 chats); a fresh process costs
 	// about a CPU-second.
 	DefaultMaxUses = 100
+	// DefaultCoalesceDeltas is the gateway's window for joining a
+	// streamed reply's deltas (Config.CoalesceDeltas): at most 20 pieces
+	// of text a second per content block reach the CLI.
+	DefaultCoalesceDeltas = 50 * time.Millisecond
 	// MaxSpawnBackoff caps the delay between spawn attempts while spawns
 	// keep failing.
 	MaxSpawnBackoff = 30 * time.Second
@@ -355,6 +359,19 @@ type Config struct {
 	// prompts of their own may keep fresh warm processes open to them
 	// with NoPriming, and pay the slow first chat instead.
 	NoPriming bool
+	// CoalesceDeltas is the window within which the gateway joins a
+	// streamed reply's deltas before the CLI reads them: the CLI then
+	// gets at most one text, thinking or tool-input delta per content
+	// block per window. The first delta of a block passes at once, so the
+	// first text comes as soon as the API sends it; the rest of the reply
+	// comes in the same order and whole, in fewer and larger pieces
+	// (EventPartial events with PartialMessages), each at most this much
+	// later than the API sent it. The CLI spends most of its CPU on a
+	// streaming reply per delta, and the API sends one every token or
+	// few: joined, the same cores stream several times the replies at
+	// once. 0 means DefaultCoalesceDeltas; a negative value passes every
+	// delta as the API sent it. Without the gateway it has no effect.
+	CoalesceDeltas time.Duration
 	// APIURL is the Messages API the gateway forwards to. "" means
 	// ANTHROPIC_BASE_URL from Env, else from the environment, else
 	// https://api.anthropic.com.
@@ -398,7 +415,7 @@ func (cfg *Config) upstream(parent []string) (*upstreamAPI, string, error) {
 			return nil, name + " is set", nil
 		}
 	}
-	up := &upstreamAPI{url: cfg.APIURL, key: cfg.APIKey}
+	up := &upstreamAPI{url: cfg.APIURL, key: cfg.APIKey, window: max(cfg.CoalesceDeltas, 0)}
 	if up.url == "" {
 		up.url = lookup("ANTHROPIC_BASE_URL")
 	}
@@ -509,6 +526,9 @@ func (cfg Config) normalize() (Config, string, error) {
 	}
 	if cfg.HoldConversations == 0 {
 		cfg.HoldConversations = DefaultHoldConversations
+	}
+	if cfg.CoalesceDeltas == 0 {
+		cfg.CoalesceDeltas = DefaultCoalesceDeltas
 	}
 	cfg.Args = append([]string(nil), cfg.Args...)
 	cfg.Env = append([]string(nil), cfg.Env...)

@@ -47,48 +47,12 @@ func runRaw(b *testing.B, callers int, d, firstByte time.Duration, cfg Config) *
 	defer cancel()
 	cpuBefore := childCPU(b)
 
-	cfg.Command, cfg.Dir = e.cli, e.dir
-	cfg.Env = append(e.mock.Env(), "HOME="+e.home)
-	cfg, path, err := cfg.normalize()
-	if err != nil {
-		b.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	set := &procSettings{stopGrace: cfg.StopGrace, readyTimeout: cfg.ReadyTimeout, maxLine: cfg.MaxLineBytes,
-		log: slog.New(slog.DiscardHandler), exited: func(*Process) {}}
-	sp := newSpawner(path, cfg.argv(), cfg.env(os.Environ(), b.TempDir()), cfg.Dir, false, set)
 	n := callers
 	if cfg.MaxProcs > 0 {
 		n = min(n, cfg.MaxProcs)
 	}
-	procs := make([]*Process, 0, n)
-	defer func() {
-		for _, p := range procs {
-			_ = p.Stop(context.Background())
-		}
-		wg.Wait()
-		sp.stop()
-	}()
-	for range n {
-		p, err := sp.spawn()
-		if err != nil {
-			b.Fatal(err)
-		}
-		procs = append(procs, p)
-		wg.Add(2)
-		go func() { defer wg.Done(); p.drainStderr() }()
-		go func() { defer wg.Done(); p.reap() }()
-	}
-	for _, p := range procs {
-		if err := p.probe(ctx); err != nil {
-			b.Fatal(err)
-		}
-		if cfg.Prompt != nil {
-			if err := p.initialize(ctx, *cfg.Prompt); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
+	procs, stop := startRaw(b, ctx, e, n, cfg)
+	defer stop()
 
 	res := &loadResult{}
 	selfBefore := selfCPU(b)
@@ -109,7 +73,7 @@ func runRaw(b *testing.B, callers int, d, firstByte time.Duration, cfg Config) *
 				// process, as StreamChat's does at the pool's cap.
 				start := time.Now()
 				p := <-free
-				c, session := rawChat(ctx, p, "hello", start)
+				c, session, _ := rawChat(ctx, p, "hello", start)
 				if c.err == nil {
 					_, _, c.err = p.clearConversation(ctx, session)
 				}
@@ -127,34 +91,90 @@ func runRaw(b *testing.B, callers int, d, firstByte time.Duration, cfg Config) *
 	res.selfCPU = selfCPU(b) - selfBefore
 	res.started = int64(len(procs))
 
-	for _, p := range procs {
-		_ = p.Stop(context.Background())
-	}
-	wg.Wait()
+	stop()
 	res.finish(b, e, cpuBefore)
 	return res
 }
 
+// startRaw starts n processes of the raw CLI with cfg's flags, prompt
+// and environment against e's mock, rawSpawns at a time, each made ready
+// (mcp_status, then initialize with the prompt) before the next ones
+// start. stop stops them and waits until they are reaped; it may be
+// called more than once.
+func startRaw(b *testing.B, ctx context.Context, e *e2eEnv, n int, cfg Config) (procs []*Process, stop func()) {
+	b.Helper()
+	cfg.Command, cfg.Dir = e.cli, e.dir
+	cfg.Env = append(e.mock.Env(), "HOME="+e.home)
+	cfg, path, err := cfg.normalize()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	set := &procSettings{stopGrace: cfg.StopGrace, readyTimeout: cfg.ReadyTimeout, maxLine: cfg.MaxLineBytes,
+		log: slog.New(slog.DiscardHandler), exited: func(*Process) {}}
+	sp := newSpawner(path, cfg.argv(), cfg.env(os.Environ(), b.TempDir()), cfg.Dir, false, set)
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			for _, p := range procs {
+				_ = p.Stop(context.Background())
+			}
+			wg.Wait()
+			sp.stop()
+		})
+	}
+	for len(procs) < n {
+		batch := make([]*Process, 0, rawSpawns)
+		for range min(rawSpawns, n-len(procs)) {
+			p, err := sp.spawn()
+			if err != nil {
+				stop()
+				b.Fatal(err)
+			}
+			procs = append(procs, p)
+			batch = append(batch, p)
+			wg.Add(2)
+			go func() { defer wg.Done(); p.drainStderr() }()
+			go func() { defer wg.Done(); p.reap() }()
+		}
+		for _, p := range batch {
+			err := p.probe(ctx)
+			if err == nil && cfg.Prompt != nil {
+				err = p.initialize(ctx, *cfg.Prompt)
+			}
+			if err != nil {
+				stop()
+				b.Fatal(err)
+			}
+		}
+	}
+	return procs, stop
+}
+
+// rawSpawns is how many raw processes start at a time: each takes about
+// a CPU-second.
+const rawSpawns = 4
+
 // rawChat writes one chat's user line, as the pool writes it, to p and
 // reads its events up to the result, timed from start. It returns the
-// chat and the session its system/init named.
-func rawChat(ctx context.Context, p *Process, text string, start time.Time) (c benchChat, session string) {
+// chat, the session its system/init named and its result.
+func rawChat(ctx context.Context, p *Process, text string, start time.Time) (c benchChat, session string, res *Result) {
 	c = benchChat{marker: fmt.Sprintf("[chat %d]", benchChatSeq.Add(1))}
 	line, err := encodeUserLine(text + " " + c.marker)
 	if err != nil {
 		c.err = err
-		return c, ""
+		return c, "", nil
 	}
 	c.start = start
 	if err := p.WriteLine(line); err != nil {
 		c.err = err
-		return c, ""
+		return c, "", nil
 	}
 	for ctx.Err() == nil {
 		out, err := p.ReadLine()
 		if err != nil {
 			c.err = err
-			return c, session
+			return c, session, nil
 		}
 		ev, ctrl, err := parseLine(out)
 		if err != nil || ctrl != nil {
@@ -177,11 +197,11 @@ func rawChat(ctx context.Context, p *Process, text string, start time.Time) (c b
 			} else if c.lat.FirstText == 0 {
 				c.err = errors.New("the raw chat ended without text")
 			}
-			return c, session
+			return c, session, ev.Result
 		}
 	}
 	c.err = ctx.Err()
-	return c, session
+	return c, session, nil
 }
 
 // reportRaw reports the raw baseline beside a pool run: the raw figures

@@ -174,13 +174,20 @@ func BenchmarkE2EStreamLoad(b *testing.B) {
 	for _, callers := range streamLoadCallers(b) {
 		b.Run(fmt.Sprintf("C=%d", callers), func(b *testing.B) {
 			cfg := streamLoadConfig(callers)
-			var total streamLoadResult
+			withRaw := os.Getenv(streamLoadRawEnv) != "0"
+			var total, raw streamLoadResult
 			b.ResetTimer()
 			for range b.N {
 				total.add(runStreamLoad(b, callers, d, cfg))
+				if withRaw {
+					raw.add(runRawStreamLoad(b, callers, d, cfg))
+				}
 			}
 			b.StopTimer()
 			total.report(b, callers, d, cfg)
+			if withRaw {
+				reportStreamRaw(b, &total, &raw, callers, d)
+			}
 		})
 	}
 }
@@ -287,13 +294,13 @@ func runStreamLoad(b *testing.B, callers int, d time.Duration, cfg Config) *stre
 	res.loadStart = append(res.loadStart, loadAverage())
 	start := time.Now()
 	deadline := start.Add(d)
-	mid := make(chan []streamMem, 1)
+	mid := make(chan []memUsage, 1)
 	go func() {
 		t := time.NewTimer(d / 2)
 		defer t.Stop()
 		select {
 		case <-t.C:
-			mid <- poolProcsMem(p)
+			mid <- poolMemory(p)
 		case <-ctx.Done():
 			mid <- nil
 		}
@@ -304,7 +311,7 @@ func runStreamLoad(b *testing.B, callers int, d time.Duration, cfg Config) *stre
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res.caller(ctx, a, i, deadline)
+			res.caller(ctx, poolTurns(ctx, a), i, deadline)
 		}()
 	}
 	wg.Wait()
@@ -316,7 +323,7 @@ func runStreamLoad(b *testing.B, callers int, d time.Duration, cfg Config) *stre
 	var mem runtime.MemStats
 	runtime.ReadMemStats(&mem)
 	res.heapInuse = mem.HeapInuse
-	for _, m := range append(<-mid, poolProcsMem(p)...) {
+	for _, m := range append(<-mid, poolMemory(p)...) {
 		res.pss = append(res.pss, m.pss)
 		res.private = append(res.private, m.private)
 	}
@@ -397,9 +404,28 @@ func warmStreamPool(b *testing.B, ctx context.Context, a *Adapter, n int, releas
 	}
 }
 
+// streamTurns is how a caller of the load chats: the pool's, or the raw
+// CLI's (e2e_stream_raw_bench_test.go).
+type streamTurns struct {
+	// turn sends history and a user message of text followed by a unique
+	// marker, and reads the reply to the end. It returns the turn, the
+	// messages it sent and the reply's text.
+	turn func(history []Message, text string) (c streamChat, msgs []Message, reply string)
+	// endConversation runs after a conversation's last turn; nil for
+	// nothing.
+	endConversation func() error
+}
+
+// poolTurns are the turns of a caller of the pool behind a.
+func poolTurns(ctx context.Context, a *Adapter) streamTurns {
+	return streamTurns{turn: func(history []Message, text string) (streamChat, []Message, string) {
+		return runStreamTurn(ctx, a, history, text)
+	}}
+}
+
 // caller runs caller i's conversations until deadline: no turn starts
 // after it.
-func (r *streamLoadResult) caller(ctx context.Context, a *Adapter, i int, deadline time.Time) {
+func (r *streamLoadResult) caller(ctx context.Context, t streamTurns, i int, deadline time.Time) {
 	rng := rand.New(rand.NewPCG(streamSeed, uint64(i)))
 	think := func() time.Duration {
 		return streamMinThink + time.Duration(rng.Int64N(int64(streamMaxThink-streamMinThink)))
@@ -415,7 +441,7 @@ func (r *streamLoadResult) caller(ctx context.Context, a *Adapter, i int, deadli
 			}
 			wait = think()
 			text := fmt.Sprintf("Tell me more, please (caller %d, conversation %d, turn %d).", i, conv, turn)
-			c, msgs, reply := runStreamTurn(ctx, a, history, text)
+			c, msgs, reply := t.turn(history, text)
 			c.continues = turn > 0
 			if want, _ := streamReplyShape(i, conv, turn); c.err == nil && len(reply) != streamReplyLen(want) {
 				c.err = fmt.Errorf("a reply of %d characters, want %d (%d tokens)", len(reply), streamReplyLen(want), want)
@@ -425,6 +451,12 @@ func (r *streamLoadResult) caller(ctx context.Context, a *Adapter, i int, deadli
 				break // the next conversation
 			}
 			history = append(msgs, Message{Role: RoleAssistant, Content: reply})
+		}
+		if t.endConversation != nil {
+			if err := t.endConversation(); err != nil {
+				r.record(streamChat{benchChat: benchChat{marker: fmt.Sprintf("[end of caller %d, conversation %d]", i, conv), err: err}})
+				return
+			}
 		}
 	}
 }
@@ -576,48 +608,15 @@ func matchStreamChats(reqs []claudepooltest.Request, chats []streamChat) ([]chat
 	return out, nil
 }
 
-// streamMem is the memory of one process, in bytes.
-type streamMem struct{ pss, private int64 }
-
-// poolProcsMem reads the memory of each of p's live processes from
-// /proc/PID/smaps_rollup, leaving out those it cannot read.
-func poolProcsMem(p *Pool) []streamMem {
-	var out []streamMem
-	for _, pid := range poolPIDs(p) {
-		data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
-		if err != nil {
-			continue
-		}
-		var m streamMem
-		for line := range bytes.Lines(data) {
-			name, rest, ok := bytes.Cut(line, []byte(":"))
-			f := bytes.Fields(rest) // "123456 kB"
-			if !ok || len(f) == 0 {
-				continue
-			}
-			kb, err := strconv.ParseInt(string(f[0]), 10, 64)
-			if err != nil {
-				continue
-			}
-			switch string(name) {
-			case "Pss":
-				m.pss = kb << 10
-			case "Private_Clean", "Private_Dirty":
-				m.private += kb << 10
-			}
-		}
-		if m.pss > 0 {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
 // poolProcsCPU returns the CPU time p's live processes have used so far,
 // their own and that of their reaped children (/proc/PID/stat).
-func poolProcsCPU(p *Pool) time.Duration {
+func poolProcsCPU(p *Pool) time.Duration { return procsCPU(poolPIDs(p)) }
+
+// procsCPU returns the CPU time processes pids have used so far, their
+// own and that of their reaped children (/proc/PID/stat).
+func procsCPU(pids []int) time.Duration {
 	var total time.Duration
-	for _, pid := range poolPIDs(p) {
+	for _, pid := range pids {
 		data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 		if err != nil {
 			continue

@@ -30,10 +30,11 @@ import (
 // process's priming, the CLI's own follow-ups after a reply ended) and
 // reads the reply's stop reason, usage and timing for the chat.
 type gateway struct {
-	url      string   // http://127.0.0.1:PORT, the processes' base URL
-	upstream *url.URL // the API's base URL
-	key      string   // the pool's upstream credential
-	bearer   bool     // key goes as Authorization: Bearer, not X-Api-Key
+	url      string        // http://127.0.0.1:PORT, the processes' base URL
+	upstream *url.URL      // the API's base URL
+	key      string        // the pool's upstream credential
+	bearer   bool          // key goes as Authorization: Bearer, not X-Api-Key
+	window   time.Duration // joins a streamed reply's deltas (coalesce.go); 0 off
 	client   *http.Client
 	proxy    *httputil.ReverseProxy
 	srv      *http.Server
@@ -70,6 +71,7 @@ func newGateway(up *upstreamAPI, log *slog.Logger) (*gateway, error) {
 		upstream: u,
 		key:      up.key,
 		bearer:   up.bearer,
+		window:   up.window,
 		client:   &http.Client{Transport: transport},
 		log:      log,
 		served:   make(chan struct{}),
@@ -293,6 +295,23 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, body []byte, t
 	watch.turn = t
 	watch.sse = strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
 	flusher, _ := w.(http.Flusher)
+	if watch.sse && g.window > 0 {
+		feed := func(ev []byte) {
+			if t != nil {
+				watch.feed(ev)
+			}
+		}
+		_ = copyCoalesced(resp.Body, g.window, feed, func(ev sseEvent) error {
+			if _, err := w.Write(ev); err != nil {
+				return err
+			}
+			if flusher != nil {
+				flusher.Flush()
+			}
+			return nil
+		})
+		return
+	}
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := resp.Body.Read(buf)
@@ -571,6 +590,9 @@ type upstreamAPI struct {
 	url    string
 	key    string
 	bearer bool
+	// window joins a streamed reply's deltas (coalesce.go); 0 passes
+	// them as they come.
+	window time.Duration
 }
 
 // apiTurn is one chat as the gateway sees it: what to set on its API
