@@ -137,10 +137,20 @@ type Config struct {
 	// its own. Default DefaultMaxUses.
 	MaxUses int
 
-	// MaxRSS retires a process whose resident memory, read after each
-	// reset, exceeds this many bytes. 0 means no bound. It is read from
-	// /proc and has no effect on systems without it.
+	// MaxRSS retires a process whose resident memory (VmRSS), read after
+	// each reset, exceeds this many bytes. 0 means no bound. It is read
+	// from /proc and has no effect on systems without it. Resident memory
+	// counts the CLI executable's pages, which every process shares
+	// (about 75-85 MiB of 2.1.330's); MaxPrivate bounds what one process
+	// alone costs.
 	MaxRSS int64
+	// MaxPrivate retires a process whose private memory
+	// (Private_Clean + Private_Dirty in /proc/PID/smaps_rollup: the
+	// pages no other process shares, which its exit frees), read after
+	// each reset, exceeds this many bytes. 0 means no bound. This is the
+	// measure to size a machine by (see the README's Sizing); like
+	// MaxRSS it has no effect without /proc.
+	MaxPrivate int64
 
 	// HoldConversations is how long a process keeps the conversation of
 	// its last chat for a request that continues it (see StreamChat): the
@@ -445,8 +455,8 @@ const DefaultSpareDecay = time.Minute
 // normalize validates a Config, fills in the defaults and copies what the
 // caller could change later. It returns the CLI's absolute path.
 func (cfg Config) normalize() (Config, string, error) {
-	if cfg.Size < 0 || cfg.MaxProcs < 0 || cfg.MaxUses < 0 || cfg.MaxRSS < 0 {
-		return cfg, "", errors.New("claudepool: Size, MaxProcs, MaxUses and MaxRSS must not be negative")
+	if cfg.Size < 0 || cfg.MaxProcs < 0 || cfg.MaxUses < 0 || cfg.MaxRSS < 0 || cfg.MaxPrivate < 0 {
+		return cfg, "", errors.New("claudepool: Size, MaxProcs, MaxUses, MaxRSS and MaxPrivate must not be negative")
 	}
 	if cfg.MaxProcs > 0 && cfg.MaxProcs < cfg.Size {
 		return cfg, "", fmt.Errorf("claudepool: MaxProcs (%d) is less than Size (%d)", cfg.MaxProcs, cfg.Size)

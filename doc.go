@@ -38,7 +38,7 @@
 // and keeps the process for the next chat. One process so serves up to
 // Config.MaxUses chats (100 by default) at about a tenth of the CPU of a
 // start-up each; a chat that did not end cleanly (a cancel, a crash, a
-// protocol error), a reset that was not confirmed, Config.MaxRSS and
+// protocol error), a reset that was not confirmed, Config.MaxRSS, Config.MaxPrivate and
 // Config.MaxIdle retire a process instead. A reset process carries nothing
 // of the chat before: the next chat's API request holds none of its text.
 //

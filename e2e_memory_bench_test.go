@@ -18,12 +18,14 @@ import (
 // process's memory, and what they cost a chat.
 //
 // The CLI 2.1.330 is a Bun 1.4 executable. Its runtime reads settings from
-// the environment: BUN_OPTIONS (Bun's own flags, --smol among them: a
-// smaller heap, collected more often) and mimalloc's MIMALLOC_PURGE_DELAY
-// (how long freed memory stays committed before it goes back to the
-// system, 10 ms by default in mimalloc 2; 0 returns it at once). Each
-// setting gets a pool of its own (Size 2, MaxProcs 2, loadConfig's prompt,
-// model and partial messages, through Config.Env), all against one mock
+// the environment: BUN_OPTIONS (Bun's own flags: --smol, a smaller heap
+// collected more often), BUN_GARBAGE_COLLECTOR_LEVEL (2 collects most
+// often), mimalloc's MIMALLOC_PURGE_DELAY (0 gives freed memory back to
+// the system at once), and JavaScriptCore's options as BUN_JSC_<option>
+// (forceRAMSize, the memory its collector plans for; useJIT=0, the
+// interpreter alone). Each setting gets a pool of its own (Size 2,
+// MaxProcs 2, loadConfig's prompt, model and partial messages, through
+// Config.Env), all against one mock
 // whose first byte comes after benchFirstByteDelay and whose reply is 300
 // tokens, one text delta each, sent at once: the CLI's work on a reply's
 // stream shows in its CPU and its last text.

@@ -72,6 +72,9 @@ import (
 const (
 	streamLoadCallersEnv = "CLAUDEPOOL_STREAM_LOAD_CALLERS"
 	streamLoadSecondsEnv = "CLAUDEPOOL_STREAM_LOAD_SECONDS"
+	// streamLoadCoalesceEnv sets the pool's Config.CoalesceDeltas, a
+	// duration such as 200ms ("" keeps the default, -1ms turns it off).
+	streamLoadCoalesceEnv = "CLAUDEPOOL_STREAM_LOAD_COALESCE"
 )
 
 // The shape of the load.
@@ -137,6 +140,13 @@ func streamLoadConfig(callers int) Config {
 	cfg := loadConfig()
 	cfg.Size = max(1, (callers+7)/8)
 	cfg.MaxProcs = callers + cfg.Size
+	if v := os.Getenv(streamLoadCoalesceEnv); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			panic(fmt.Sprintf("%s=%q: %v", streamLoadCoalesceEnv, v, err))
+		}
+		cfg.CoalesceDeltas = d
+	}
 	return cfg
 }
 
@@ -210,9 +220,12 @@ type streamLoadResult struct {
 	// byte to the first text), and the API's first byte.
 	overhead, toRequest, afterFirstByte, apiFirstByte []time.Duration
 	elapsed, warmup                                   time.Duration
-	childCPU, selfCPU                                 time.Duration
-	heapInuse                                         uint64
-	pss, private                                      []int64 // bytes, one a live CLI process a sample
+	// settle is how long the processes took to settle after the warm-up
+	// (settleProcs).
+	settle            time.Duration
+	childCPU, selfCPU time.Duration
+	heapInuse         uint64
+	pss, private      []int64 // bytes, one a live CLI process a sample
 	// From the pool's Stats, over the run: processes started (warm and
 	// cold), cold acquires, held conversations continued, continuations
 	// that found none, and held conversations reset for other chats.
@@ -233,6 +246,7 @@ func (r *streamLoadResult) add(o *streamLoadResult) {
 	r.apiFirstByte = append(r.apiFirstByte, o.apiFirstByte...)
 	r.elapsed += o.elapsed
 	r.warmup += o.warmup
+	r.settle += o.settle
 	r.childCPU += o.childCPU
 	r.selfCPU += o.selfCPU
 	r.heapInuse = max(r.heapInuse, o.heapInuse)
@@ -287,6 +301,7 @@ func runStreamLoad(b *testing.B, callers int, d time.Duration, cfg Config) *stre
 	warmStreamPool(b, ctx, a, callers, release)
 	quiet(b, p)
 	res := &streamLoadResult{warmup: time.Since(warmStart), warmProcs: p.Stats().Live}
+	res.settle = settleProcs(ctx, func() []int { return poolPIDs(p) })
 
 	before := p.Stats()
 	childBefore := childCPU(b) + poolProcsCPU(p)
@@ -726,18 +741,18 @@ func (r *streamLoadResult) report(b *testing.B, callers int, d time.Duration, cf
 	b.ReportMetric(continuedPct, "continued-%")
 
 	// The benchmark's own summary, on stderr so that it shows without -v.
-	fmt.Fprintf(os.Stderr, "E2EStreamLoad C=%d, %v a run, pool {Size %d, MaxProcs %d, Prompt %q, Model %q, PartialMessages}, "+
+	fmt.Fprintf(os.Stderr, "E2EStreamLoad C=%d, %v a run, pool {Size %d, MaxProcs %d, Prompt %q, Model %q, PartialMessages, CoalesceDeltas %v}, "+
 		"mock API first byte %v, replies of %d-%d tokens at %d-%d tokens/s, think %v-%v, 0-%d continued turns:\n"+
-		"  warm-up to %d processes took %v; machine load average %s at the start, %s at the end\n"+
+		"  warm-up to %d processes took %v, and %v to settle; machine load average %s at the start, %s at the end\n"+
 		"  %d turns in %v (%.2f/s) in %d conversations, %d tokens streamed (%.0f/s), %d failed\n"+
 		"  first text p50 %v p99 %v; API first byte p50 %v; overhead p50 %v p99 %v (to request p50 %v p99 %v, first byte to first text p50 %v p99 %v)\n"+
 		"  CLI CPU %v in all (%.2f cores), %.0f ms a turn, %.0f µs a token; %d processes started in the run, %d cold acquires, %d live at the end\n"+
 		"  CLI memory (%d samples): Pss p50 %.0f MiB max %.0f MiB, private p50 %.0f MiB max %.0f MiB\n"+
 		"  test process (pool, gateway, mock API, callers): CPU %v (%.2f cores), %.1f ms a turn, %.1f µs a token; heap in use %.1f MiB\n"+
 		"  continued turns: %d of %d on the process that held them (%.0f%%), %d missed, %d held conversations gave way\n",
-		callers, d, cfg.Size, cfg.MaxProcs, cfg.Prompt.System, cfg.Model,
+		callers, d, cfg.Size, cfg.MaxProcs, cfg.Prompt.System, cfg.Model, coalesceWindow(cfg),
 		benchFirstByteDelay, streamMinTokens, streamMaxTokens, streamMinRate, streamMaxRate, streamMinThink, streamMaxThink, streamMaxContinued,
-		r.warmProcs, r.warmup.Round(time.Second), strings.Join(r.loadStart, ","), strings.Join(r.loadEnd, ","),
+		r.warmProcs, r.warmup.Round(time.Second), r.settle.Round(time.Second), strings.Join(r.loadStart, ","), strings.Join(r.loadEnd, ","),
 		n, r.elapsed.Round(time.Millisecond), float64(n)/secs, convs, tokens, float64(tokens)/secs, len(r.errs),
 		rnd(quantile(firstText, 0.50)), rnd(quantile(firstText, 0.99)), rnd(quantile(r.apiFirstByte, 0.50)),
 		rnd(quantile(r.overhead, 0.50)), rnd(quantile(r.overhead, 0.99)),
@@ -750,4 +765,48 @@ func (r *streamLoadResult) report(b *testing.B, callers int, d time.Duration, cf
 	for _, err := range r.errs[:min(len(r.errs), 5)] {
 		fmt.Fprintf(os.Stderr, "  failed: %v\n", err)
 	}
+}
+
+// coalesceWindow describes cfg's CoalesceDeltas as the pool applies it.
+func coalesceWindow(cfg Config) string {
+	switch {
+	case cfg.CoalesceDeltas < 0:
+		return "off"
+	case cfg.CoalesceDeltas == 0:
+		return DefaultCoalesceDeltas.String() + " (default)"
+	}
+	return cfg.CoalesceDeltas.String()
+}
+
+// The settling of the processes after the warm-up: a CLI keeps working
+// for some seconds after it is ready, and dozens started in a row load
+// the machine for a while after the last one. A backend's processes were
+// started long before its busy minute, so the clock starts once the
+// processes' CPU over settleWindow is under settleCores, or after
+// settleMax.
+const (
+	settleWindow = 2 * time.Second
+	settleCores  = 0.6
+	settleMax    = time.Minute
+)
+
+// settleProcs waits until the processes pids names use less than
+// settleCores over settleWindow, at most settleMax, and returns how long
+// it waited.
+func settleProcs(ctx context.Context, pids func() []int) time.Duration {
+	start := time.Now()
+	for time.Since(start) < settleMax {
+		before := procsCPU(pids())
+		t := time.NewTimer(settleWindow)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return time.Since(start)
+		case <-t.C:
+		}
+		if used := procsCPU(pids()) - before; used.Seconds()/settleWindow.Seconds() < settleCores {
+			break
+		}
+	}
+	return time.Since(start)
 }

@@ -53,6 +53,7 @@ func runRawStreamLoad(b *testing.B, callers int, d time.Duration, cfg Config) *s
 		pids[i] = p.pid
 	}
 	res := &streamLoadResult{warmup: time.Since(warmStart), warmProcs: len(procs), started: int64(len(procs))}
+	res.settle = settleProcs(ctx, func() []int { return pids })
 
 	childBefore := childCPU(b) + procsCPU(pids)
 	selfBefore := selfCPU(b)
@@ -173,13 +174,15 @@ func reportStreamRaw(b *testing.B, pool, raw *streamLoadResult, callers int, d t
 	b.ReportMetric(float64(quantile(pool.overhead, 0.50))/float64(quantile(raw.overhead, 0.50)), "overhead-p50-vs-raw")
 	b.ReportMetric(float64(quantile(pool.overhead, 0.99))/float64(quantile(raw.overhead, 0.99)), "overhead-p99-vs-raw")
 	b.ReportMetric(perToken(pool)/perToken(raw), "child-cpu-vs-raw")
-	fmt.Fprintf(os.Stderr, "E2EStreamLoad raw CLI beside it, C=%d, %v a run, %d processes driven directly (one a caller, /clear after each conversation), start-up took %v:\n"+
+	fmt.Fprintf(os.Stderr, "E2EStreamLoad raw CLI beside it, C=%d, %v a run, %d processes driven directly (one a caller, /clear after each conversation), start-up took %v, and %v to settle:\n"+
 		"  %d turns (%.2f/s), %d failed; overhead p50 %v p99 %v (to request p50 %v p99 %v); CLI CPU %.0f µs a token; private p50 %.0f MiB; load average %v to %v\n"+
+		"  test process (raw driver, mock API, callers): CPU %v, %.1f µs a token\n"+
 		"  pool / raw: turns/s %.2f, overhead p50 %.2f, p99 %.2f, CLI CPU a token %.2f\n",
-		callers, d, raw.warmProcs, raw.warmup.Round(time.Second),
+		callers, d, raw.warmProcs, raw.warmup.Round(time.Second), raw.settle.Round(time.Second),
 		len(raw.chats), rate(raw), len(raw.errs), rnd(quantile(raw.overhead, 0.50)), rnd(quantile(raw.overhead, 0.99)),
 		rnd(quantile(raw.toRequest, 0.50)), rnd(quantile(raw.toRequest, 0.99)),
 		perToken(raw), mib(quantileBytes(raw.private, 0.50)), raw.loadStart, raw.loadEnd,
+		raw.selfCPU.Round(time.Millisecond), float64(raw.selfCPU.Microseconds())/float64(max(tokens(raw), 1)),
 		rate(pool)/rate(raw), float64(quantile(pool.overhead, 0.50))/float64(quantile(raw.overhead, 0.50)),
 		float64(quantile(pool.overhead, 0.99))/float64(quantile(raw.overhead, 0.99)), perToken(pool)/perToken(raw))
 	for _, err := range raw.errs[:min(len(raw.errs), 5)] {

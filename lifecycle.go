@@ -103,7 +103,7 @@ type RetireReason string
 // The reasons the pool retires a process.
 const (
 	RetireMaxUses     RetireReason = "max_uses"     // served Config.MaxUses chats
-	RetireMemory      RetireReason = "memory"       // grew past Config.MaxRSS
+	RetireMemory      RetireReason = "memory"       // grew past Config.MaxRSS or Config.MaxPrivate
 	RetireResetFailed RetireReason = "reset_failed" // its reset was not confirmed
 	RetireUnclean     RetireReason = "unclean"      // its chat ended in a cancel, a crash or a protocol error
 	RetireIdle        RetireReason = "idle"         // idle longer than Config.MaxIdle
@@ -500,7 +500,8 @@ func (p *Pool) giveBack(proc *pooled, clean bool, h *held) {
 	// recently used held conversation to restore Size, off any chat's
 	// path.
 	defer p.wakeFill()
-	// A process grown past MaxRSS holds nothing: its reset retires it.
+	// A process grown past MaxRSS or MaxPrivate holds nothing: its reset
+	// retires it.
 	// /proc is read before the lock, which no caller should wait on.
 	hold := h != nil && p.cfg.HoldConversations > 0 && !p.outgrown(proc)
 	p.mu.Lock()
@@ -567,6 +568,9 @@ func (p *Pool) reset(proc *pooled) {
 	case p.cfg.MaxRSS > 0 && rss > p.cfg.MaxRSS:
 		p.log.Debug("claudepool: process outgrew MaxRSS", "pid", proc.pid, "rss", rss, "max_rss", p.cfg.MaxRSS)
 		p.retireLocked(proc, RetireMemory)
+	case p.cfg.MaxPrivate > 0 && mem.private > p.cfg.MaxPrivate:
+		p.log.Debug("claudepool: process outgrew MaxPrivate", "pid", proc.pid, "private", mem.private, "max_private", p.cfg.MaxPrivate)
+		p.retireLocked(proc, RetireMemory)
 	default:
 		took := time.Since(start)
 		p.lat.reset.record(took)
@@ -576,10 +580,17 @@ func (p *Pool) reset(proc *pooled) {
 	}
 }
 
-// outgrown reports whether a process's memory exceeds Config.MaxRSS; it
-// then goes through a reset, which retires it.
+// outgrown reports whether a process's memory exceeds Config.MaxRSS or
+// Config.MaxPrivate; it then goes through a reset, which retires it.
 func (p *Pool) outgrown(proc *pooled) bool {
-	return p.cfg.MaxRSS > 0 && processRSS(proc.pid) > p.cfg.MaxRSS
+	switch {
+	case p.cfg.MaxPrivate > 0:
+		m := processMemory(proc.pid)
+		return m.private > p.cfg.MaxPrivate || (p.cfg.MaxRSS > 0 && m.rss > p.cfg.MaxRSS)
+	case p.cfg.MaxRSS > 0:
+		return processRSS(proc.pid) > p.cfg.MaxRSS
+	}
+	return false
 }
 
 // resetConversation ends what the chat started (the processes outside

@@ -363,58 +363,68 @@ func TestReuseMaxUses(t *testing.T) {
 	}
 }
 
-// A process whose resident memory, read after its reset, exceeds MaxRSS
-// is retired.
+// A process whose resident memory, read after its reset, exceeds MaxRSS,
+// or whose private memory exceeds MaxPrivate, is retired.
 func TestReuseMaxRSS(t *testing.T) {
-	if _, err := os.Stat("/proc/self/status"); err != nil {
-		t.Skip("no /proc: MaxRSS has no effect here")
+	if _, err := os.Stat("/proc/self/smaps_rollup"); err != nil {
+		t.Skip("no /proc/PID/smaps_rollup: MaxRSS and MaxPrivate have no effect here")
 	}
 	const grow = 64 << 20 // each turn of the fake keeps this much more
 	growEnv := fmt.Sprintf("%s=%d", fakecli.EnvGrowBytes, grow)
 
-	// The resident memory of a fake after one grown turn, as the pool
-	// reads it after the reset.
-	var afterOne int64
-	t.Run("IdleRSS after a reset", func(t *testing.T) {
+	// The resident and private memory of a fake after one grown turn,
+	// as the pool reads them after the reset.
+	var rssOne, privateOne int64
+	t.Run("idle memory after a reset", func(t *testing.T) {
 		ctx := testCtx(t)
 		fp := newFakePool(t, Config{}, growEnv)
 		require.Zero(t, fp.Stats().IdleRSS)
 		o := chat(t, NewAdapter(fp.Pool), "grow", faultBound)
 		requireOK(t, o, "grow")
 		waitReset(t, fp, o.pid, 1)
-		afterOne = fp.Stats().IdleRSS
-		t.Logf("idle RSS after one grown turn: %d MiB", afterOne>>20)
-		require.Greater(t, afterOne, int64(grow), "the idle process's memory, grown turn included")
+		st := fp.Stats()
+		rssOne, privateOne = st.IdleRSS, st.IdlePrivate
+		t.Logf("idle memory after one grown turn: RSS %d MiB, private %d MiB", rssOne>>20, privateOne>>20)
+		require.Greater(t, rssOne, int64(grow), "the idle process's memory, grown turn included")
+		require.Greater(t, privateOne, int64(grow), "the grown turn's memory is the process's own")
 		require.NoError(t, fp.Close(ctx))
 	})
-	if afterOne == 0 {
+	if rssOne == 0 || privateOne == 0 {
 		t.FailNow()
 	}
 
-	t.Run("retired past MaxRSS", func(t *testing.T) {
-		// The bound lies halfway between one grown turn and two.
-		fp := newFakePool(t, Config{MaxRSS: afterOne + grow/2}, growEnv)
-		a := NewAdapter(fp.Pool)
-		o1 := chat(t, a, "one", faultBound)
-		requireOK(t, o1, "one")
-		waitReset(t, fp, o1.pid, 1)
-		require.Positive(t, fp.Stats().IdleRSS)
+	for _, c := range []struct {
+		name string
+		cfg  Config
+	}{
+		// Each bound lies halfway between one grown turn and two.
+		{"MaxRSS", Config{MaxRSS: rssOne + grow/2}},
+		{"MaxPrivate", Config{MaxPrivate: privateOne + grow/2}},
+	} {
+		t.Run("retired past "+c.name, func(t *testing.T) {
+			fp := newFakePool(t, c.cfg, growEnv)
+			a := NewAdapter(fp.Pool)
+			o1 := chat(t, a, "one", faultBound)
+			requireOK(t, o1, "one")
+			waitReset(t, fp, o1.pid, 1)
+			require.Positive(t, fp.Stats().IdleRSS)
 
-		o2 := chat(t, a, "two", faultBound)
-		requireOK(t, o2, "two")
-		require.Equal(t, o1.pid, o2.pid, "under MaxRSS the process is reused")
-		require.Equal(t, RetireMemory, waitRetired(t, fp, o1.pid))
-		require.True(t, waitExited(o1.pid, testWait))
-		st := fp.Stats()
-		require.EqualValues(t, 1, st.Retired[RetireMemory])
-		require.EqualValues(t, 1, retiredTotal(st))
-		require.EqualValues(t, 2, st.UsesPerProcess.Max)
-		require.Zero(t, st.IdleRSS)
+			o2 := chat(t, a, "two", faultBound)
+			requireOK(t, o2, "two")
+			require.Equal(t, o1.pid, o2.pid, "under the bound the process is reused")
+			require.Equal(t, RetireMemory, waitRetired(t, fp, o1.pid))
+			require.True(t, waitExited(o1.pid, testWait))
+			st := fp.Stats()
+			require.EqualValues(t, 1, st.Retired[RetireMemory])
+			require.EqualValues(t, 1, retiredTotal(st))
+			require.EqualValues(t, 2, st.UsesPerProcess.Max)
+			require.Zero(t, st.IdleRSS)
 
-		o3 := chat(t, a, "three", faultBound)
-		requireOK(t, o3, "three")
-		require.NotEqual(t, o1.pid, o3.pid)
-	})
+			o3 := chat(t, a, "three", faultBound)
+			requireOK(t, o3, "three")
+			require.NotEqual(t, o1.pid, o3.pid)
+		})
+	}
 }
 
 // A process carries the system prompt of its first chat for life; the
