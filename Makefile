@@ -43,16 +43,23 @@ bench-e2e: cli
 
 ## bench-load: 1, 4 and 8 callers chatting back to back against the real CLI, and 1 with held conversations off,
 ## for CLAUDEPOOL_LOAD_SECONDS (default 20) each, each beside the raw CLI driven directly under the same load
-## (CLAUDEPOOL_LOAD_RAW=0 skips that baseline)
+## (CLAUDEPOOL_LOAD_RAW=0 skips that baseline; CLAUDEPOOL_LOAD_RAW_PAUSE=600ms makes its callers pause after each chat)
 bench-load: cli
 	$(GO) test -run '^$$' -bench 'E2ELoad' -benchtime 1x -count 1 -timeout 30m .
 
-.PHONY: bench-stream-load
+.PHONY: bench-stream-load bench-memory
 ## bench-stream-load: C callers (CLAUDEPOOL_STREAM_LOAD_CALLERS, default 8,32,64) run conversations of 1-4 turns
 ## with 1-5 s think times for CLAUDEPOOL_STREAM_LOAD_SECONDS (default 60) each through a warm pool of the real CLI,
-## replies of 300-800 tokens streamed at 60-100 tokens/s after a 500 ms first byte
+## replies of 300-800 tokens streamed at 60-100 tokens/s after a 500 ms first byte, each beside the raw CLI driven
+## directly under the same load (CLAUDEPOOL_STREAM_LOAD_RAW=0 skips it; CLAUDEPOOL_STREAM_LOAD_COALESCE sets the
+## gateway's delta window)
 bench-stream-load: cli
 	$(GO) test -run '^$$' -bench '^BenchmarkE2EStreamLoad$$' -benchtime 1x -count 1 -timeout 60m .
+
+## bench-memory: the CLI runtime's memory settings (Bun, mimalloc, JavaScriptCore) A/B, each on a pool of its own:
+## private memory and Pss idle and after 20 chats, overhead, stream time and CPU a chat
+bench-memory: cli
+	$(GO) test -run '^$$' -bench '^BenchmarkE2EMemorySettings$$' -benchtime 20x -count 1 -timeout 30m .
 
 ## demo: stream a reply from the real CLI against an in-process mock API, with a latency table
 demo: cli

@@ -34,6 +34,24 @@ import (
 // BenchmarkE2ELoad off when set to 0.
 const loadRaw = "CLAUDEPOOL_LOAD_RAW"
 
+// loadRawPause is the environment variable with a pause (a duration such
+// as 600ms) each raw caller takes after a chat's /clear before its next
+// chat: the CLI then idles between chats as a pool's spare does.
+const loadRawPause = "CLAUDEPOOL_LOAD_RAW_PAUSE"
+
+// rawPause returns the pause of loadRawPause, 0 when unset.
+func rawPause(b *testing.B) time.Duration {
+	v := os.Getenv(loadRawPause)
+	if v == "" {
+		return 0
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		b.Fatalf("%s=%q: want a duration", loadRawPause, v)
+	}
+	return d
+}
+
 // rawBaseline reports whether BenchmarkE2ELoad runs the raw CLI beside
 // each pool run.
 func rawBaseline() bool { return os.Getenv(loadRaw) != "0" }
@@ -53,6 +71,7 @@ func runRaw(b *testing.B, callers int, d, firstByte time.Duration, cfg Config) *
 	}
 	procs, stop := startRaw(b, ctx, e, n, cfg)
 	defer stop()
+	pause := rawPause(b)
 
 	res := &loadResult{}
 	selfBefore := selfCPU(b)
@@ -76,6 +95,10 @@ func runRaw(b *testing.B, callers int, d, firstByte time.Duration, cfg Config) *
 				c, session, _ := rawChat(ctx, p, "hello", start)
 				if c.err == nil {
 					_, _, c.err = p.clearConversation(ctx, session)
+				}
+				if pause > 0 {
+					// Think time, not synchronization.
+					time.Sleep(pause)
 				}
 				free <- p
 				res.record(c)
@@ -227,17 +250,32 @@ func reportRaw(b *testing.B, pool, raw *loadResult, callers int, d, firstByte ti
 		o, _, _, _ := r.apiSplit()
 		return quantile(o, 0.50)
 	}
+	event := func(r *loadResult) time.Duration {
+		var t []time.Duration
+		for _, c := range r.chats {
+			t = append(t, c.lat.FirstEvent)
+		}
+		return quantile(t, 0.50)
+	}
+	self := func(r *loadResult) time.Duration { return r.selfCPU / time.Duration(len(r.chats)) }
 	b.ReportMetric(rate(raw), "raw-chats/s")
+	b.ReportMetric(ms(event(raw)), "raw-first-event-p50-ms")
 	b.ReportMetric(ms(text(raw)), "raw-first-text-p50-ms")
 	b.ReportMetric(ms(over(raw)), "raw-overhead-p50-ms")
 	b.ReportMetric(ms(cpu(raw)), "raw-child-cpu-ms/chat")
+	b.ReportMetric(ms(self(raw)), "raw-self-cpu-ms/chat")
 	b.ReportMetric(rate(pool)/rate(raw), "chats/s-vs-raw")
+	b.ReportMetric(ms(event(pool)-event(raw)), "first-event-over-raw-ms")
 	b.ReportMetric(float64(over(pool))/float64(over(raw)), "overhead-vs-raw")
 	b.ReportMetric(float64(cpu(pool))/float64(cpu(raw)), "child-cpu-vs-raw")
-	fmt.Fprintf(os.Stderr, "E2ELoad raw CLI beside it, K=%d, %v a run, %d processes driven directly (/clear after each chat), mock API first byte %v:\n"+
-		"  %d chats (%.2f/s); first text p50 %v; overhead p50 %v; child CPU %v a chat\n"+
-		"  pool / raw: chats/s %.2f, overhead p50 %.2f, child CPU a chat %.2f\n",
-		callers, d, raw.started, firstByte,
-		len(raw.chats), rate(raw), rnd(text(raw)), rnd(over(raw)), rnd(cpu(raw)),
-		rate(pool)/rate(raw), float64(over(pool))/float64(over(raw)), float64(cpu(pool))/float64(cpu(raw)))
+	pause := ""
+	if d := rawPause(b); d > 0 {
+		pause = fmt.Sprintf(", then a pause of %v", d)
+	}
+	fmt.Fprintf(os.Stderr, "E2ELoad raw CLI beside it, K=%d, %v a run, %d processes driven directly (/clear after each chat%s), mock API first byte %v:\n"+
+		"  %d chats (%.2f/s); first event p50 %v; first text p50 %v; overhead p50 %v; child CPU %v a chat; test process CPU %v a chat (pool's: %v)\n"+
+		"  pool / raw: chats/s %.2f, first event p50 %+v, overhead p50 %.2f, child CPU a chat %.2f\n",
+		callers, d, raw.started, pause, firstByte,
+		len(raw.chats), rate(raw), rnd(event(raw)), rnd(text(raw)), rnd(over(raw)), rnd(cpu(raw)), rnd(self(raw)), rnd(self(pool)),
+		rate(pool)/rate(raw), rnd(event(pool)-event(raw)), float64(over(pool))/float64(over(raw)), float64(cpu(pool))/float64(cpu(raw)))
 }
