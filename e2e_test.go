@@ -122,45 +122,61 @@ func e2eCtx(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
+// TestE2EStreamedReply streams a reply of three text deltas through the
+// real CLI: with every delta passed as the API sent it, and with the
+// gateway joining them (a window of a minute, so that the join does not
+// depend on the machine's speed): the first delta passes at once, the
+// other two reach the CLI as one, and the CLI streams them as it got them.
 func TestE2EStreamedReply(t *testing.T) {
-	ctx := e2eCtx(t, 2*time.Minute)
-	e := newE2E(t, claudepooltest.Config{Chunks: 3})
-	p, _ := e.pool(t, Config{Size: 1, PartialMessages: true})
-	require.NoError(t, p.WaitReady(ctx))
+	for _, c := range []struct {
+		name   string
+		window time.Duration
+		deltas int
+	}{
+		{"every delta", -1, 3},
+		{"joined", time.Minute, 2},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := e2eCtx(t, 2*time.Minute)
+			e := newE2E(t, claudepooltest.Config{Chunks: 3})
+			p, _ := e.pool(t, Config{Size: 1, PartialMessages: true, CoalesceDeltas: c.window})
+			require.NoError(t, p.WaitReady(ctx))
 
-	s, err := NewAdapter(p).StreamChat(ctx, userMsg("hello"))
-	require.NoError(t, err)
-	defer s.Close()
-	var deltas []string
-	var sawInit, sawAssistant bool
-	for s.Next() {
-		ev := s.Event()
-		switch ev.Type {
-		case EventInit:
-			sawInit = true
-		case EventAssistant:
-			sawAssistant = true
-			require.Equal(t, claudepooltest.EchoPrefix+"hello", ev.Text())
-		case EventPartial:
-			if t := ev.Text(); t != "" {
-				deltas = append(deltas, t)
+			s, err := NewAdapter(p).StreamChat(ctx, userMsg("hello"))
+			require.NoError(t, err)
+			defer s.Close()
+			var deltas []string
+			var sawInit, sawAssistant bool
+			for s.Next() {
+				ev := s.Event()
+				switch ev.Type {
+				case EventInit:
+					sawInit = true
+				case EventAssistant:
+					sawAssistant = true
+					require.Equal(t, claudepooltest.EchoPrefix+"hello", ev.Text())
+				case EventPartial:
+					if t := ev.Text(); t != "" {
+						deltas = append(deltas, t)
+					}
+				}
 			}
-		}
+			require.NoError(t, s.Err())
+			require.True(t, sawInit && sawAssistant)
+			require.Len(t, deltas, c.deltas, "the mock streamed 3 chunks: %q", deltas)
+			require.Equal(t, claudepooltest.EchoPrefix+"hello", strings.Join(deltas, ""))
+			res := s.Result()
+			require.NotNil(t, res)
+			require.False(t, res.IsError)
+			require.Equal(t, claudepooltest.EchoPrefix+"hello", res.Text)
+			require.Equal(t, 1, res.NumTurns)
+			require.True(t, s.Acquire().Warm)
+			lat := s.Latency()
+			require.Positive(t, lat.FirstEvent)
+			require.Positive(t, lat.Result)
+			t.Logf("warm: first event %v, first text %v, result %v", lat.FirstEvent, lat.FirstText, lat.Result)
+		})
 	}
-	require.NoError(t, s.Err())
-	require.True(t, sawInit && sawAssistant)
-	require.Len(t, deltas, 3, "one text delta per chunk the mock streamed")
-	require.Equal(t, claudepooltest.EchoPrefix+"hello", strings.Join(deltas, ""))
-	res := s.Result()
-	require.NotNil(t, res)
-	require.False(t, res.IsError)
-	require.Equal(t, claudepooltest.EchoPrefix+"hello", res.Text)
-	require.Equal(t, 1, res.NumTurns)
-	require.True(t, s.Acquire().Warm)
-	lat := s.Latency()
-	require.Positive(t, lat.FirstEvent)
-	require.Positive(t, lat.Result)
-	t.Logf("warm: first event %v, first text %v, result %v", lat.FirstEvent, lat.FirstText, lat.Result)
 }
 
 func TestE2ESystemPromptAndModelOnWarmProcess(t *testing.T) {
