@@ -98,7 +98,9 @@ func TestE2EMessagesToolUse(t *testing.T) {
 						deltas++
 					}
 				}
-				require.Greater(t, deltas, 5, "the text and the input, each in pieces: %v", r.events)
+				// The mock sends each in 4 chunks at once; the pool's gateway
+				// passes a block's first delta at once and joins the rest.
+				require.GreaterOrEqual(t, deltas, 4, "the text and the input, each in pieces: %v", r.events)
 				require.Equal(t, []string{"content_block_stop", "message_delta", "message_stop"}, r.events[len(r.events)-3:])
 			}
 
