@@ -57,9 +57,11 @@ bench-stream-load: cli
 	$(GO) test -run '^$$' -bench '^BenchmarkE2EStreamLoad$$' -benchtime 1x -count 1 -timeout 60m .
 
 ## bench-memory: the CLI runtime's memory settings (Bun, mimalloc, JavaScriptCore) A/B, each on a pool of its own:
-## private memory and Pss idle and after 20 chats, overhead, stream time and CPU a chat
+## private memory and Pss idle and after 20 chats, overhead, stream time and CPU a chat; then one process of the
+## raw CLI over 600 chats: its private memory and CPU a chat as it ages
 bench-memory: cli
 	$(GO) test -run '^$$' -bench '^BenchmarkE2EMemorySettings$$' -benchtime 20x -count 1 -timeout 30m .
+	$(GO) test -run '^$$' -bench '^BenchmarkE2EProcessGrowth$$' -benchtime 600x -count 1 -timeout 30m .
 
 ## demo: stream a reply from the real CLI against an in-process mock API, with a latency table
 demo: cli

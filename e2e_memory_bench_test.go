@@ -176,3 +176,49 @@ func meanMemory(ms []memUsage) (private, pss float64) {
 	}
 	return private / float64(len(ms)), pss / float64(len(ms))
 }
+
+// BenchmarkE2EProcessGrowth: what one process of the raw CLI holds, and
+// what a chat costs it, as it serves chats one after another (startRaw's
+// flags and prompt, /clear after each chat, a mock answering at once).
+// One op is one chat; use -benchtime 600x. It reports, for the chats in
+// each stretch of 100 (the first 10 on their own), the CLI's CPU a chat,
+// and at the end of each stretch the process's private memory and RSS
+// (smaps_rollup), on stderr; the metrics are the private memory after the
+// first chat and after the last, and the CPU a chat over all of them.
+func BenchmarkE2EProcessGrowth(b *testing.B) {
+	e := newE2E(b, claudepooltest.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	procs, stop := startRaw(b, ctx, e, 1, loadConfig())
+	defer stop()
+	p := procs[0]
+	pids := []int{p.pid}
+	start := procsCPU(pids)
+	last, lastAt := start, 0
+	var first memUsage
+	b.ResetTimer()
+	for i := 1; i <= b.N; i++ {
+		c, session, _ := rawChat(ctx, p, "hello", time.Now())
+		if c.err != nil {
+			b.Fatal(c.err)
+		}
+		if _, _, err := p.clearConversation(ctx, session); err != nil {
+			b.Fatal(err)
+		}
+		if i == 1 {
+			first = processMemory(p.pid)
+		}
+		if i == 10 || i%100 == 0 || i == b.N {
+			m := processMemory(p.pid)
+			now := procsCPU(pids)
+			fmt.Fprintf(os.Stderr, "E2EProcessGrowth after chat %d: private %.0f MiB, RSS %.0f MiB; CLI CPU %v a chat over chats %d-%d\n",
+				i, mib(m.private), mib(m.rss), rnd((now-last)/time.Duration(i-lastAt)), lastAt+1, i)
+			last, lastAt = now, i
+		}
+	}
+	b.StopTimer()
+	end := processMemory(p.pid)
+	b.ReportMetric(mib(first.private), "private-after-first-MiB")
+	b.ReportMetric(mib(end.private), "private-after-last-MiB")
+	b.ReportMetric(ms((procsCPU(pids)-start)/time.Duration(b.N)), "cli-cpu-ms/chat")
+}
