@@ -43,7 +43,8 @@ bench-e2e: cli
 
 ## bench-load: 1, 4 and 8 callers chatting back to back against the real CLI, and 1 with held conversations off,
 ## for CLAUDEPOOL_LOAD_SECONDS (default 20) each, each beside the raw CLI driven directly under the same load
-## (CLAUDEPOOL_LOAD_RAW=0 skips that baseline; CLAUDEPOOL_LOAD_RAW_PAUSE=600ms makes its callers pause after each chat)
+## (CLAUDEPOOL_LOAD_RAW=0 skips that baseline; CLAUDEPOOL_LOAD_RAW_PAUSE=600ms makes its callers pause after each chat;
+## CLAUDEPOOL_LOAD_MAX_USES sets the pools' MaxUses)
 bench-load: cli
 	$(GO) test -run '^$$' -bench 'E2ELoad' -benchtime 1x -count 1 -timeout 30m .
 

@@ -145,8 +145,8 @@ type Config struct {
 	// alone costs.
 	MaxRSS int64
 	// MaxPrivate retires a process whose private memory
-	// (Private_Clean + Private_Dirty in /proc/PID/smaps_rollup: the
-	// pages no other process shares, which its exit frees), read after
+	// (Private_Dirty in /proc/PID/smaps_rollup: the pages it wrote,
+	// which no other process shares and its exit frees), read after
 	// each reset, exceeds this many bytes. 0 means no bound. This is the
 	// measure to size a machine by (see the README's Sizing); like
 	// MaxRSS it has no effect without /proc.

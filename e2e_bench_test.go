@@ -46,8 +46,20 @@ const benchSystem = "You are a test."
 // backend would. PartialMessages makes the first text the first text
 // delta, as a streaming backend sees it.
 func loadConfig() Config {
-	return Config{Size: 2, MaxProcs: 4, Prompt: &SystemPrompt{System: benchSystem}, Model: "sonnet", PartialMessages: true}
+	cfg := Config{Size: 2, MaxProcs: 4, Prompt: &SystemPrompt{System: benchSystem}, Model: "sonnet", PartialMessages: true}
+	if v := os.Getenv(loadMaxUses); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			panic(fmt.Sprintf("%s=%q: want a number of chats", loadMaxUses, v))
+		}
+		cfg.MaxUses = n
+	}
+	return cfg
 }
+
+// loadMaxUses is the environment variable that sets the Config.MaxUses of
+// the load benchmarks' pools (DefaultMaxUses when unset).
+const loadMaxUses = "CLAUDEPOOL_LOAD_MAX_USES"
 
 // loadSeconds is the environment variable with the length of one
 // BenchmarkE2ELoad run in seconds.

@@ -34,7 +34,7 @@ import (
 // (its reset done). Metrics, per setting S:
 //
 //   - S-idle-private-MiB and S-idle-pss-MiB: the mean private memory
-//     (Private_Clean + Private_Dirty) and Pss of the pool's processes once
+//     (Private_Dirty) and Pss of the pool's processes once
 //     ready (primed and reset), before any chat, from smaps_rollup;
 //   - S-private-MiB and S-pss-MiB: the same after the chats, each
 //     process reset;

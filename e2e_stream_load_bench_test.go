@@ -169,8 +169,8 @@ func streamLoadConfig(callers int) Config {
 //     less what the processes of the warm-up had used when the clock
 //     started) per turn and per output token streamed;
 //   - pss-p50-MiB, pss-max-MiB, private-p50-MiB and private-max-MiB: the
-//     memory of each live CLI process (Pss, and Private_Clean +
-//     Private_Dirty, of /proc/PID/smaps_rollup), sampled halfway through
+//     memory of each live CLI process (Pss, and Private_Dirty, of
+//     /proc/PID/smaps_rollup), sampled halfway through
 //     the run and at its end;
 //   - pool-cpu-ms/chat and pool-cpu-us/token: the test process's own CPU
 //     time over the run (getrusage RUSAGE_SELF): the pool and its gateway,

@@ -94,7 +94,7 @@ type life struct {
 type memUsage struct {
 	rss     int64 // resident, shared pages included
 	pss     int64 // proportional: private plus a share of the shared pages
-	private int64 // its own pages alone
+	private int64 // the pages it wrote (Private_Dirty)
 }
 
 // RetireReason says why the pool stopped a process.

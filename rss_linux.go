@@ -29,8 +29,10 @@ func processRSS(pid int) int64 {
 
 // processMemory reads what process pid costs from /proc/PID/smaps_rollup:
 // its resident memory (Rss), its proportional share (Pss) and its private
-// memory (Private_Clean + Private_Dirty). Zero fields when it cannot be
-// read.
+// memory (Private_Dirty: the pages it wrote, which no other process
+// shares; pages of a file that only it maps count as Private_Clean, and
+// the CLI executable's do while no other process maps it). Zero fields
+// when it cannot be read.
 func processMemory(pid int) memUsage {
 	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
 	if err != nil {
@@ -55,8 +57,8 @@ func processMemory(pid int) memUsage {
 			m.rss = kb << 10
 		case "Pss":
 			m.pss = kb << 10
-		case "Private_Clean", "Private_Dirty":
-			m.private += kb << 10
+		case "Private_Dirty":
+			m.private = kb << 10
 		}
 	}
 	return m

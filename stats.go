@@ -109,10 +109,10 @@ type Stats struct {
 	// count 0.
 	IdleRSS int64 `json:"idle_rss_bytes"`
 	// IdlePrivate is the private memory of the idle processes in bytes
-	// (Private_Clean + Private_Dirty of /proc/PID/smaps_rollup), read when
-	// IdleRSS is: what they cost the machine. RSS also counts the CLI
-	// executable's pages, which every process shares (about 74 MiB of the
-	// real CLI's 160 or more).
+	// (Private_Dirty of /proc/PID/smaps_rollup: the pages each wrote,
+	// which no other process shares), read when IdleRSS is: what they cost
+	// the machine. RSS also counts the CLI executable's pages, which every
+	// process shares (75-85 MiB of the real CLI's 160 or more).
 	IdlePrivate int64 `json:"idle_private_bytes"`
 	// IdlePss is their proportional set size: private memory plus each
 	// one's share of the shared pages. The sum over every process of the

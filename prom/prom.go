@@ -155,7 +155,7 @@ func newCollector(stats func() claudepool.Stats, constLabels prometheus.Labels) 
 		spareTarget:    d("spare_target", "Idle spares the refill aims for (Size, or the recent demand with SpareDecay)."),
 		held:           d("held_conversations", "Idle processes holding the conversation of their last chat."),
 		idleRSS:        d("idle_rss_bytes", "Resident memory of the idle processes, as read after their last reset."),
-		idlePrivate:    d("idle_private_bytes", "Private memory (Private_Clean + Private_Dirty) of the idle processes, as read after their last reset: what they cost the machine."),
+		idlePrivate:    d("idle_private_bytes", "Private memory (Private_Dirty) of the idle processes, as read after their last reset: what they cost the machine."),
 		idlePss:        d("idle_pss_bytes", "Proportional set size of the idle processes, as read after their last reset."),
 		spawnFailing:   d("spawn_failing", "1 when the last spawn failed (its error is in the Stats JSON), 0 when it succeeded."),
 		spawnStreak:    d("consecutive_spawn_failures", "Spawns that failed since the last successful one."),

@@ -50,7 +50,7 @@ func (s *server) metrics(w http.ResponseWriter, _ *http.Request) {
 	one("held_conversations", "gauge", "Idle processes holding the conversation of their last chat.", float64(st.Held))
 	one("live_processes", "gauge", "Processes not yet reaped, in any state, retiring ones included.", float64(st.Live))
 	one("idle_rss_bytes", "gauge", "Resident memory of the idle processes, as read after their last reset.", float64(st.IdleRSS))
-	one("idle_private_bytes", "gauge", "Private memory (Private_Clean + Private_Dirty) of the idle processes, as read after their last reset: what they cost the machine.", float64(st.IdlePrivate))
+	one("idle_private_bytes", "gauge", "Private memory (Private_Dirty) of the idle processes, as read after their last reset: what they cost the machine.", float64(st.IdlePrivate))
 	one("idle_pss_bytes", "gauge", "Proportional set size of the idle processes, as read after their last reset.", float64(st.IdlePss))
 	one("spare_target", "gauge", "Idle spares the refill aims for (Size, or the recent demand with SpareDecay).", float64(st.SpareTarget))
 	one("waiting_callers", "gauge", "Callers waiting for a MaxProcs slot.", float64(st.Waiting))
