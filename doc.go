@@ -111,7 +111,7 @@
 // Config.CoalesceDeltas (50 ms by default) before the CLI reads them: the
 // first delta of each content block passes at once, the rest comes whole
 // and in order in fewer pieces, and the CLI, which spends its CPU per
-// delta, streams a reply for about half the CPU. Config.NoGateway turns it
+// delta, streams a reply for about a third less CPU. Config.NoGateway turns it
 // off; it is off by itself for Bedrock, Vertex and Foundry, and without
 // an API key.
 //
