@@ -96,13 +96,9 @@ func runRaw(b *testing.B, callers int, d, firstByte time.Duration, cfg Config) *
 				if c.err == nil {
 					_, _, c.err = p.clearConversation(ctx, session)
 				}
-				if pause > 0 {
-					// Think time, not synchronization.
-					time.Sleep(pause)
-				}
 				free <- p
 				res.record(c)
-				if c.err != nil {
+				if c.err != nil || (pause > 0 && !sleepBefore(ctx, pause, deadline)) {
 					return
 				}
 			}

@@ -304,44 +304,8 @@ func runStreamLoad(b *testing.B, callers int, d time.Duration, cfg Config) *stre
 	res.settle = settleProcs(ctx, func() []int { return poolPIDs(p) })
 
 	before := p.Stats()
-	childBefore := childCPU(b) + poolProcsCPU(p)
-	selfBefore := selfCPU(b)
-	res.loadStart = append(res.loadStart, loadAverage())
-	start := time.Now()
-	deadline := start.Add(d)
-	mid := make(chan []memUsage, 1)
-	go func() {
-		t := time.NewTimer(d / 2)
-		defer t.Stop()
-		select {
-		case <-t.C:
-			mid <- poolMemory(p)
-		case <-ctx.Done():
-			mid <- nil
-		}
-	}()
-	b.StartTimer()
-	var wg sync.WaitGroup
-	for i := range callers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			res.caller(ctx, poolTurns(ctx, a), i, deadline)
-		}()
-	}
-	wg.Wait()
-	res.elapsed = time.Since(start)
-	b.StopTimer()
-	res.selfCPU = selfCPU(b) - selfBefore
-	res.loadEnd = append(res.loadEnd, loadAverage())
-
-	var mem runtime.MemStats
-	runtime.ReadMemStats(&mem)
-	res.heapInuse = mem.HeapInuse
-	for _, m := range append(<-mid, poolMemory(p)...) {
-		res.pss = append(res.pss, m.pss)
-		res.private = append(res.private, m.private)
-	}
+	childBefore := res.run(b, ctx, callers, d, func() []int { return poolPIDs(p) },
+		func(int) streamTurns { return poolTurns(ctx, a) })
 	after := p.Stats()
 	res.started = after.SpawnToReady.Count + after.ColdAcquires - before.SpawnToReady.Count - before.ColdAcquires
 	res.cold = after.ColdAcquires - before.ColdAcquires
@@ -356,18 +320,73 @@ func runStreamLoad(b *testing.B, callers int, d time.Duration, cfg Config) *stre
 		b.Fatal(err)
 	}
 	// Close has reaped every process the pool started.
-	res.childCPU = childCPU(b) - childBefore
-	api, err := matchStreamChats(e.mock.ChatRequests(), res.chats)
+	res.finish(b, e, childBefore)
+	return res
+}
+
+// run runs callers callers for d from now, caller i with turns(i), on
+// the processes pids names, with the benchmark timer on, and records the
+// run's length, the test process's CPU and heap, the machine's load, and
+// the processes' memory halfway and at the end. It returns the CPU time
+// of the reaped children and the live processes when the clock started,
+// for finish.
+func (r *streamLoadResult) run(b *testing.B, ctx context.Context, callers int, d time.Duration, pids func() []int, turns func(i int) streamTurns) (childBefore time.Duration) {
+	childBefore = childCPU(b) + procsCPU(pids())
+	selfBefore := selfCPU(b)
+	r.loadStart = append(r.loadStart, loadAverage())
+	start := time.Now()
+	deadline := start.Add(d)
+	mid := make(chan []memUsage, 1)
+	go func() {
+		t := time.NewTimer(d / 2)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			mid <- procsMemory(pids())
+		case <-ctx.Done():
+			mid <- nil
+		}
+	}()
+	b.StartTimer()
+	var wg sync.WaitGroup
+	for i := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.caller(ctx, turns(i), i, deadline)
+		}()
+	}
+	wg.Wait()
+	r.elapsed = time.Since(start)
+	b.StopTimer()
+	r.selfCPU = selfCPU(b) - selfBefore
+	r.loadEnd = append(r.loadEnd, loadAverage())
+
+	var mem runtime.MemStats
+	runtime.ReadMemStats(&mem)
+	r.heapInuse = mem.HeapInuse
+	for _, m := range append(<-mid, procsMemory(pids())...) {
+		r.pss = append(r.pss, m.pss)
+		r.private = append(r.private, m.private)
+	}
+	return childBefore
+}
+
+// finish completes a run once every process it started was reaped: the
+// child CPU since childBefore (run's), and each turn's timings at the
+// mock of e.
+func (r *streamLoadResult) finish(b *testing.B, e *e2eEnv, childBefore time.Duration) {
+	r.childCPU = childCPU(b) - childBefore
+	api, err := matchStreamChats(e.mock.ChatRequests(), r.chats)
 	if err != nil {
 		b.Fatal(err)
 	}
 	for _, c := range api {
-		res.overhead = append(res.overhead, c.overhead)
-		res.toRequest = append(res.toRequest, c.toRequest)
-		res.afterFirstByte = append(res.afterFirstByte, c.afterFirstByte)
-		res.apiFirstByte = append(res.apiFirstByte, c.apiFirstByte)
+		r.overhead = append(r.overhead, c.overhead)
+		r.toRequest = append(r.toRequest, c.toRequest)
+		r.afterFirstByte = append(r.afterFirstByte, c.afterFirstByte)
+		r.apiFirstByte = append(r.apiFirstByte, c.apiFirstByte)
 	}
-	return res
 }
 
 // warmStreamPool holds n chats open at once, starting streamWarmSpawns

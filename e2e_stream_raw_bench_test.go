@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
-	"sync"
 	"testing"
 	"time"
 
@@ -55,57 +53,11 @@ func runRawStreamLoad(b *testing.B, callers int, d time.Duration, cfg Config) *s
 	res := &streamLoadResult{warmup: time.Since(warmStart), warmProcs: len(procs), started: int64(len(procs))}
 	res.settle = settleProcs(ctx, func() []int { return pids })
 
-	childBefore := childCPU(b) + procsCPU(pids)
-	selfBefore := selfCPU(b)
-	res.loadStart = append(res.loadStart, loadAverage())
-	start := time.Now()
-	deadline := start.Add(d)
-	mid := make(chan []memUsage, 1)
-	go func() {
-		t := time.NewTimer(d / 2)
-		defer t.Stop()
-		select {
-		case <-t.C:
-			mid <- procsMemory(pids)
-		case <-ctx.Done():
-			mid <- nil
-		}
-	}()
-	b.StartTimer()
-	var wg sync.WaitGroup
-	for i, p := range procs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			res.caller(ctx, rawTurns(ctx, p), i, deadline)
-		}()
-	}
-	wg.Wait()
-	res.elapsed = time.Since(start)
-	b.StopTimer()
-	res.selfCPU = selfCPU(b) - selfBefore
-	res.loadEnd = append(res.loadEnd, loadAverage())
-	var mem runtime.MemStats
-	runtime.ReadMemStats(&mem)
-	res.heapInuse = mem.HeapInuse
+	childBefore := res.run(b, ctx, callers, d, func() []int { return pids },
+		func(i int) streamTurns { return rawTurns(ctx, procs[i]) })
 	res.live = len(procs)
-	for _, m := range append(<-mid, procsMemory(pids)...) {
-		res.pss = append(res.pss, m.pss)
-		res.private = append(res.private, m.private)
-	}
-
 	stop()
-	res.childCPU = childCPU(b) - childBefore
-	api, err := matchStreamChats(e.mock.ChatRequests(), res.chats)
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, c := range api {
-		res.overhead = append(res.overhead, c.overhead)
-		res.toRequest = append(res.toRequest, c.toRequest)
-		res.afterFirstByte = append(res.afterFirstByte, c.afterFirstByte)
-		res.apiFirstByte = append(res.apiFirstByte, c.apiFirstByte)
-	}
+	res.finish(b, e, childBefore)
 	return res
 }
 
